@@ -1,0 +1,1 @@
+"""The validator: turns records, policies, reports and probe results into findings."""

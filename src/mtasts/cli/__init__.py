@@ -1,0 +1,1 @@
+"""The ``mtasts`` command line: parse arguments, call the library, render."""

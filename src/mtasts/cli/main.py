@@ -1,0 +1,24 @@
+"""The ``mtasts`` entry point: a click group that only wires sub-commands together."""
+
+from __future__ import annotations
+
+import click
+
+from mtasts import __version__
+
+from .demo import demo
+from .lint import lint
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mtasts")
+def cli() -> None:
+    """MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): publish, prove, monitor, enforce."""
+
+
+cli.add_command(lint)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli(prog_name="mtasts")

@@ -1,0 +1,31 @@
+"""Terminal conventions shared by every command: colour only on a TTY and never with NO_COLOR."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def use_color() -> bool:
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, no_color=not use_color(), highlight=False, soft_wrap=True)
+
+
+def echo(text: str, *, fg: str | None = None, bold: bool = False, err: bool = False) -> None:
+    click.secho(text, fg=fg, bold=bold, err=err, color=use_color() if not err else None)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
