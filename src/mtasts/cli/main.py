@@ -7,6 +7,7 @@ import click
 from mtasts import __version__
 
 from .demo import demo
+from .lab import lab
 from .lint import lint
 
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 cli.add_command(lint)
 cli.add_command(demo)
+cli.add_command(lab)
 
 
 def main() -> None:

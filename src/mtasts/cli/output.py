@@ -20,7 +20,9 @@ def use_color() -> bool:
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, no_color=not use_color(), highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160  # pipes and logs get whole lines, not 80 columns
+    return Console(stderr=stderr, no_color=not use_color(), highlight=False, width=width)
 
 
 def echo(text: str, *, fg: str | None = None, bold: bool = False, err: bool = False) -> None:

@@ -1,0 +1,3 @@
+from mtasts.cli.main import main
+
+main()

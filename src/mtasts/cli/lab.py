@@ -1,0 +1,162 @@
+"""``mtasts lab``: run the simulated mail internet and explain its domains."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from mtasts.lab.runtime import Lab, LabConfig, run_forever
+from mtasts.lab.scenario import ScenarioError, builtin_scenarios, load_scenario
+
+from .output import EXIT_USAGE, echo
+
+
+@click.group()
+def lab() -> None:
+    """A simulated mail internet on loopback: DNS, HTTPS policy hosts, SMTP MX hosts."""
+
+
+def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
+    try:
+        return load_scenario(source)
+    except ScenarioError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@lab.command("up")
+@click.option(
+    "--scenario", default="default", show_default=True, help="A built-in name or a TOML file."
+)
+@click.option(
+    "--generate",
+    "generate_count",
+    type=click.IntRange(0, 50000),
+    default=0,
+    help="Add N generated domains (deterministic).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("lab-state"),
+    show_default=True,
+    envvar="MTASTS_LAB_STATE",
+)
+@click.option(
+    "--subnet", default="127.77", show_default=True, help="The 127.X /16 the lab's hosts live in."
+)
+@click.option(
+    "--ports",
+    type=click.Choice(["auto", "standard", "high"]),
+    default="auto",
+    show_default=True,
+    help="auto: 53/443/25 when bindable, else 10053/10443/10025.",
+)
+@click.option("--dns-port", type=int)
+@click.option("--https-port", type=int)
+@click.option("--smtp-port", type=int)
+def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, ports: str,
+           dns_port: int | None, https_port: int | None, smtp_port: int | None) -> None:  # fmt: skip
+    """Run the lab in the foreground until interrupted; write STATE_DIR/lab.json."""
+    if not (
+        subnet.startswith("127.")
+        and subnet.count(".") == 1
+        and subnet[4:].isdigit()
+        and 0 < int(subnet[4:]) < 255
+    ):
+        raise click.BadParameter("must look like 127.N with N from 1 to 254", param_hint="--subnet")
+    config = LabConfig(
+        _scenario_or_exit(scenario),
+        state_dir.resolve(),
+        generate_count,
+        subnet,
+        ports,
+        dns_port,
+        https_port,
+        smtp_port,
+    )
+    instance = Lab(config)
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(run_forever(instance, ready))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            count = len(config.scenario.domains) + generate_count
+            echo(f"lab up: {count} domains, scenario {config.scenario.name!r}", bold=True, err=True)
+            echo(
+                f"  DNS      {instance.nameserver()} (dig @{instance.topology.dns_address} -p {instance.ports['dns']} ...)",
+                err=True,
+            )
+            echo(f"  CA       {instance.ca.ca_file}", err=True)
+            echo(
+                f"  HTTPS    port {instance.ports['https']}, SMTP port {instance.ports['smtp']}",
+                err=True,
+            )
+            echo(f"  state    {instance.state_file}", err=True)
+            echo(
+                f"  check with: mtasts check --lab {state_dir}  (or {instance.check_flags()})",
+                err=True,
+            )
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        echo(
+            f"error: the lab cannot listen: {exc} (try --ports high or another --subnet)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+
+
+@lab.command("scenarios")
+def lab_scenarios() -> None:
+    """List the built-in scenarios."""
+    for name, path in sorted(builtin_scenarios().items()):
+        scenario = load_scenario(str(path))
+        first = scenario.description.splitlines()[0] if scenario.description else ""
+        echo(f"{name:<12} {len(scenario.domains):>3} domains  {first}")
+
+
+@lab.command("explain")
+@click.argument("domain")
+@click.option("--scenario", default="default", show_default=True)
+def lab_explain(domain: str, scenario: str) -> None:
+    """Tell what is wrong with a lab domain, and why."""
+    loaded = _scenario_or_exit(scenario)
+    match = next((d for d in loaded.domains if d.name == domain.lower().rstrip(".")), None)
+    if match is None:
+        names = ", ".join(d.name for d in loaded.domains)
+        echo(
+            f"error: {domain!r} is not in scenario {loaded.name!r}; it has: {names}",
+            fg="red",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    echo(match.name, bold=True)
+    echo(match.explain or "(no explanation in the scenario)")
+    echo(f"expected findings: {', '.join(match.expect) or 'none (healthy)'}")
+    for mx in match.mx:
+        target = f" -> CNAME {mx.cname}" if mx.cname else ""
+        faults = ", ".join(
+            a.fault.value + (f" ({a.cert_name})" if a.cert_name else "") for a in mx.addresses
+        )
+        echo(f"  MX {mx.preference} {mx.name}{target}: {len(mx.addresses)} address(es): {faults}")
+    for record in match.sts_txt():
+        echo(f"  _mta-sts TXT: {''.join(record)}")
+    for record in match.tlsrpt_txt():
+        echo(f"  _smtp._tls TXT: {''.join(record)}")
+    if match.policy_host.value != "none":
+        echo(f"  policy host fault: {match.policy_host.value}")

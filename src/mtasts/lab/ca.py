@@ -1,0 +1,156 @@
+"""The lab's certificate authority: issues every certificate the lab serves, on demand.
+
+A trusted CA (its PEM is written to the state folder for clients to trust) and
+a rogue CA that nobody trusts. Leaf certificates share one ECDSA key and are
+issued the first time a name is asked for, so a lab of 10,000 domains starts
+without minting 10,000 certificates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+import ssl
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+class Validity(StrEnum):
+    VALID = "valid"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+
+
+_DAY = dt.timedelta(days=1)
+
+
+def _window(validity: Validity, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    if validity is Validity.EXPIRED:
+        return now - 90 * _DAY, now - _DAY
+    if validity is Validity.NOT_YET_VALID:
+        return now + _DAY, now + 90 * _DAY
+    return now - _DAY, now + 90 * _DAY
+
+
+class _Authority:
+    def __init__(self, common_name: str) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        public = self.key.public_key()
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - 2 * _DAY)
+            .not_valid_after(now + 365 * _DAY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+class LabCA:
+    """Issues server certificates and ready ``ssl.SSLContext`` objects for lab hosts."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "certs"
+        # Certificates of an earlier run are signed for another key: start empty.
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.trusted = _Authority("mtasts lab CA")
+        self.rogue = _Authority("Untrusted Self-Made CA")
+        self.ca_file = state_dir / "ca.pem"
+        self.ca_file.write_bytes(self.trusted.cert.public_bytes(serialization.Encoding.PEM))
+        self.leaf_key = ec.generate_private_key(ec.SECP256R1())
+        self.key_file = self.dir / "leaf.key"
+        self.key_file.write_bytes(
+            self.leaf_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self._contexts: dict[tuple[tuple[str, ...], Validity, bool, bool], ssl.SSLContext] = {}
+
+    def issue(self, names: tuple[str, ...], validity: Validity, trusted: bool = True) -> bytes:
+        """A PEM certificate for ``names`` (subjectAltName dNSName, first also CN)."""
+        authority = self.trusted if trusted else self.rogue
+        start, end = _window(validity, dt.datetime.now(dt.UTC))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(authority.cert.subject)
+            .public_key(self.leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()),
+                critical=False,
+            )
+            .sign(authority.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def _certificate_file(self, key: tuple[tuple[str, ...], Validity, bool]) -> Path:
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        path = self.dir / f"{digest}.pem"
+        if not path.exists():
+            path.write_bytes(self.issue(*key))
+        return path
+
+    def server_context(
+        self,
+        names: tuple[str, ...],
+        validity: Validity = Validity.VALID,
+        trusted: bool = True,
+        tls10_only: bool = False,
+        *,
+        fresh: bool = False,
+    ) -> ssl.SSLContext:
+        """A server context presenting a certificate for ``names``.
+
+        Cached per certificate unless ``fresh``: a caller that sets an SNI
+        callback needs its own context, not one other listeners share.
+        """
+        key = (names, validity, trusted, tls10_only)
+        context = None if fresh else self._contexts.get(key)
+        if context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            if tls10_only:
+                # OpenSSL 3 refuses TLS 1.0 at its default security level; the lab wants it.
+                context.set_ciphers("DEFAULT:@SECLEVEL=0")
+                context.minimum_version = ssl.TLSVersion.TLSv1
+                context.maximum_version = ssl.TLSVersion.TLSv1
+            context.load_cert_chain(self._certificate_file(key[:3]), self.key_file)
+            if not fresh:
+                self._contexts[key] = context
+        return context

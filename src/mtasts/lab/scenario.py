@@ -1,0 +1,290 @@
+"""The scenario file: which lab domains exist, how they are published, what is broken.
+
+A ``[[domain]]`` table lists its MX hosts and their addresses, each address
+with an optional fault; its policy (generated from ``mode``/``max_age``/``mx``
+unless ``policy`` gives the text); its ``_mta-sts`` and ``_smtp._tls`` TXT
+records (generated unless given); policy-host faults; and ``expect``, the
+finding codes a correct checker reports for it at error and warning level.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ScenarioError(ValueError):
+    """The scenario file is unusable; the message names the key and the rule."""
+
+
+class MxFault(StrEnum):
+    """What one MX address does wrong."""
+
+    NONE = "none"
+    NO_STARTTLS = "no-starttls"  # EHLO reply lacks STARTTLS
+    CERT_NAME = "cert-name"  # certificate for another name (``cert_name``)
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    UNTRUSTED = "untrusted"  # issued by a CA nobody trusts
+    HANDSHAKE = "handshake-failure"  # connection dropped during the TLS handshake
+    HANG = "hang"  # accepts the connection, never greets
+    TLS10 = "tls1.0-only"
+    STRIP = "strip-starttls"  # the attacker sits in front of a healthy MX
+
+
+class HostFault(StrEnum):
+    """What the ``mta-sts.<domain>`` policy host does wrong."""
+
+    NONE = "none"
+    STATUS_404 = "status-404"
+    STATUS_500 = "status-500"
+    REDIRECT = "redirect"
+    CONTENT_TYPE = "content-type-html"
+    OVERSIZED = "oversized"
+    SLOW = "slow"
+    WRONG_CERT = "wrong-cert"
+    EXPIRED_CERT = "expired-cert"
+    NO_LISTENER = "no-listener"
+
+
+class DnsFault(StrEnum):
+    SERVFAIL = "servfail"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class MxAddress:
+    fault: MxFault = MxFault.NONE
+    cert_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MxHost:
+    name: str
+    preference: int = 10
+    cname: str | None = None  # the MX name is a CNAME to this provider host
+    addresses: tuple[MxAddress, ...] = (MxAddress(),)
+
+
+@dataclass(frozen=True, slots=True)
+class LabDomain:
+    name: str
+    mx: tuple[MxHost, ...] = ()
+    mode: str | None = "enforce"  # None: publish no MTA-STS at all
+    max_age: int = 604800
+    mx_patterns: tuple[str, ...] | None = None
+    policy: str | None = None
+    sts_records: tuple[tuple[str, ...], ...] | None = None
+    tlsrpt_records: tuple[tuple[str, ...], ...] | None = None
+    policy_host: HostFault = HostFault.NONE
+    dns_faults: tuple[tuple[str, DnsFault], ...] = ()
+    records: tuple[tuple[str, str, str], ...] = ()
+    expect: tuple[str, ...] = ()
+    explain: str = ""
+
+    def policy_text(self, id_hint: str = "") -> str | None:
+        """The policy file to serve, generated unless the scenario gives one."""
+        if self.policy is not None:
+            return self.policy
+        if self.mode is None:
+            return None
+        patterns = self.mx_patterns if self.mx_patterns is not None else [m.name for m in self.mx]
+        lines = ["version: STSv1", f"mode: {self.mode}"]
+        lines += [f"mx: {p}" for p in patterns]
+        lines.append(f"max_age: {self.max_age}")
+        return "".join(line + "\r\n" for line in lines)
+
+    def sts_txt(self) -> tuple[tuple[str, ...], ...]:
+        if self.sts_records is not None:
+            return self.sts_records
+        if self.mode is None:
+            return ()
+        return ((f"v=STSv1; id={_stable_id(self.policy_text() or '')};",),)
+
+    def tlsrpt_txt(self) -> tuple[tuple[str, ...], ...]:
+        if self.tlsrpt_records is not None:
+            return self.tlsrpt_records
+        return ((f"v=TLSRPTv1; rua=mailto:tlsrpt@{self.name}",),)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    domains: tuple[LabDomain, ...] = field(default=())
+
+
+def _stable_id(text: str) -> str:
+    # A deterministic id so the lab's records do not change between runs.
+    import hashlib
+
+    return "lab" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _strings(value: Any, where: str) -> tuple[tuple[str, ...], ...]:
+    """TXT records as given: each a string or a list of strings (split TXT)."""
+    if not isinstance(value, list):
+        raise ScenarioError(
+            f"{where}: must be a list of records (each a string or list of strings)"
+        )
+    out: list[tuple[str, ...]] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            out.append((item,))
+        elif isinstance(item, list) and all(isinstance(s, str) for s in item):
+            out.append(tuple(item))
+        else:
+            raise ScenarioError(f"{where}[{i}]: must be a string or a list of strings")
+    return tuple(out)
+
+
+def _enum(kind: type[StrEnum], value: Any, where: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ScenarioError(f"{where}: {value!r} is not one of {allowed}") from None
+
+
+def _mx(raw: Any, where: str) -> MxHost:
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ScenarioError(f"{where}: needs a 'name'")
+    addresses = []
+    for j, addr in enumerate(raw.get("addresses", [{}])):
+        if not isinstance(addr, dict):
+            raise ScenarioError(f"{where}.addresses[{j}]: must be a table")
+        fault = _enum(MxFault, addr.get("fault", "none"), f"{where}.addresses[{j}].fault")
+        if fault is MxFault.CERT_NAME and "cert_name" not in addr:
+            raise ScenarioError(f"{where}.addresses[{j}]: fault cert-name needs 'cert_name'")
+        addresses.append(MxAddress(fault, addr.get("cert_name")))
+    if not addresses:
+        raise ScenarioError(f"{where}.addresses: at least one address is needed")
+    return MxHost(
+        raw["name"].lower(), int(raw.get("preference", 10)), raw.get("cname"), tuple(addresses)
+    )
+
+
+_DOMAIN_KEYS = {
+    "name", "mx", "mode", "max_age", "mx_patterns", "policy", "sts_records", "tlsrpt_records",
+    "policy_host", "dns_faults", "records", "expect", "explain",
+}  # fmt: skip
+
+
+def _domain(raw: Any, index: int) -> LabDomain:
+    where = f"domain[{index}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ScenarioError(f"{where}: needs a 'name'")
+    where = f"domain {raw['name']!r}"
+    unknown = set(raw) - _DOMAIN_KEYS
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    mode = raw.get("mode", "enforce")
+    if mode not in ("enforce", "testing", "none", False):
+        raise ScenarioError(f"{where}.mode: {mode!r} is not enforce, testing, none or false")
+    tlsrpt = raw.get("tlsrpt_records")
+    records = tuple(tuple(r) for r in raw.get("records", []))
+    if any(len(r) != 3 for r in records):
+        raise ScenarioError(f"{where}.records: each record is [name, type, value]")
+    return LabDomain(
+        name=raw["name"].lower(),
+        mx=tuple(_mx(m, f"{where}.mx[{i}]") for i, m in enumerate(raw.get("mx", []))),
+        mode=None if mode is False else mode,
+        max_age=int(raw.get("max_age", 604800)),
+        mx_patterns=tuple(raw["mx_patterns"]) if "mx_patterns" in raw else None,
+        policy=raw.get("policy"),
+        sts_records=_strings(raw["sts_records"], f"{where}.sts_records")
+        if "sts_records" in raw
+        else None,
+        tlsrpt_records=_strings(tlsrpt, f"{where}.tlsrpt_records") if tlsrpt is not None else None,
+        policy_host=_enum(HostFault, raw.get("policy_host", "none"), f"{where}.policy_host"),
+        dns_faults=tuple(
+            (name.lower(), _enum(DnsFault, fault, f"{where}.dns_faults.{name}"))
+            for name, fault in raw.get("dns_faults", {}).items()
+        ),
+        records=records,
+        expect=tuple(raw.get("expect", [])),
+        explain=raw.get("explain", "").strip(),
+    )
+
+
+def parse_scenario(text: str, name: str) -> Scenario:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{name}: not valid TOML ({exc})") from None
+    domains = tuple(_domain(d, i) for i, d in enumerate(raw.get("domain", [])))
+    seen: set[str] = set()
+    for d in domains:
+        if d.name in seen:
+            raise ScenarioError(f"{name}: domain {d.name!r} is listed twice")
+        seen.add(d.name)
+    return Scenario(raw.get("name", name), raw.get("description", "").strip(), domains)
+
+
+def builtin_scenarios() -> dict[str, Path]:
+    folder = resources.files("mtasts.lab") / "scenarios"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".toml")
+    }
+
+
+def load_scenario(source: str) -> Scenario:
+    """A built-in scenario by name, or a scenario file by path."""
+    builtin = builtin_scenarios()
+    path = builtin.get(source, Path(source))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        names = ", ".join(sorted(builtin))
+        raise ScenarioError(
+            f"{source}: cannot read ({exc.strerror}); built-in scenarios: {names}"
+        ) from None
+    return parse_scenario(text, source)
+
+
+_RANDOM_FAULTS: tuple[tuple[str, MxFault | HostFault | None], ...] = (
+    ("certificate-host-mismatch", MxFault.CERT_NAME),
+    ("certificate-expired", MxFault.EXPIRED),
+    ("certificate-not-trusted", MxFault.UNTRUSTED),
+    ("starttls-not-supported", MxFault.NO_STARTTLS),
+    ("sts-policy-fetch-error", HostFault.STATUS_404),
+    ("sts-webpki-invalid", HostFault.WRONG_CERT),
+)
+
+
+def generate(count: int, seed: int = 8461) -> tuple[LabDomain, ...]:
+    """``count`` domains with 2 MX of 2 addresses each; about a third carry one fault."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        name = f"gen{n:05d}.example"
+        fault_pick = rng.random()
+        code, fault = (
+            _RANDOM_FAULTS[rng.randrange(len(_RANDOM_FAULTS))] if fault_pick < 0.33 else ("", None)
+        )
+        mx = []
+        for m in (1, 2):
+            addresses = [MxAddress(), MxAddress()]
+            if isinstance(fault, MxFault) and m == 2:
+                addresses[1] = MxAddress(
+                    fault, f"other.{name}" if fault is MxFault.CERT_NAME else None
+                )
+            mx.append(MxHost(f"mx{m}.{name}", m * 10, None, tuple(addresses)))
+        out.append(
+            LabDomain(
+                name=name,
+                mx=tuple(mx),
+                mode=rng.choice(["enforce", "testing"]),
+                max_age=86400,
+                policy_host=fault if isinstance(fault, HostFault) else HostFault.NONE,
+                expect=(code,) if code else (),
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real lab process on loopback, started the way a user starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MTASTS = shutil.which("mtasts", path=str(Path(sys.executable).parent)) or "mtasts"
+LAB_PORTS = {"dns": 20053, "https": 20443, "smtp": 20025}
+
+
+class RunningLab:
+    def __init__(self, state_dir: Path, process: subprocess.Popen[bytes]) -> None:
+        self.state_dir = state_dir
+        self.process = process
+        self.state: dict[str, Any] = json.loads((state_dir / "lab.json").read_text())
+        self.ca_file = self.state["ca_file"]
+        self.dns_address = self.state["dns"]["address"]
+        self.https_address = self.state["https"]["address"]
+
+    def domain(self, name: str) -> dict[str, Any]:
+        return next(d for d in self.state["domains"] if d["name"] == name)
+
+    def mx_address(self, domain: str, index: int = 0) -> str:
+        address: str = self.domain(domain)["mx"][index]["address"]
+        return address
+
+
+def start_lab(state_dir: Path, subnet: str, *extra: str) -> RunningLab:
+    ports = [f"--{k}-port={v}" for k, v in LAB_PORTS.items()]
+    process = subprocess.Popen(
+        [MTASTS, "lab", "up", "--state-dir", str(state_dir), "--subnet", subnet, *ports, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    deadline = time.monotonic() + 60
+    while not (state_dir / "lab.json").exists():
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"lab exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("lab did not start in 60 s")
+        time.sleep(0.05)
+    return RunningLab(state_dir, process)
+
+
+def stop_lab(lab: RunningLab) -> None:
+    lab.process.send_signal(signal.SIGTERM)
+    try:
+        lab.process.wait(10)
+    except subprocess.TimeoutExpired:
+        lab.process.kill()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    running = start_lab(tmp_path_factory.mktemp("lab"), "127.78")
+    yield running
+    stop_lab(running)
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (.ci/run installs it from Debian)")
+    return path
