@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import parsers
+from . import lab_startup, parsers
 
 if __name__ == "__main__":
     parsers.main()
+    lab_startup.main()

@@ -270,3 +270,57 @@ def test_every_default_domain_has_an_expect_list(lab: RunningLab) -> None:
     assert len(names) == 20
     assert all(isinstance(d["expect"], list) for d in lab.state["domains"])
     assert lab.domain("stripped.example")["expect"] == ["starttls-not-supported"]
+
+
+HOST_FAULTS = """
+[[domain]]
+name = "status-500.example"
+mx = [{ name = "mx.status-500.example" }]
+policy_host = "status-500"
+
+[[domain]]
+name = "oversized.example"
+mx = [{ name = "mx.oversized.example" }]
+policy_host = "oversized"
+
+[[domain]]
+name = "expired-policy.example"
+mx = [{ name = "mx.expired-policy.example" }]
+policy_host = "expired-cert"
+
+[[domain]]
+name = "dead-policy.example"
+mx = [{ name = "mx.dead-policy.example" }]
+policy_host = "no-listener"
+
+[[domain]]
+name = "slow-policy.example"
+mx = [{ name = "mx.slow-policy.example" }]
+policy_host = "slow"
+"""
+
+
+def test_curl_sees_the_remaining_policy_host_faults(tmp_path: Path) -> None:
+    scenario = tmp_path / "hosts.toml"
+    scenario.write_text(HOST_FAULTS)
+    running = start_lab(tmp_path / "state", "127.81", "--scenario", str(scenario))
+    try:
+        dead = resolver(running).resolve("mta-sts.dead-policy.example", "A")[0].address
+        assert "500 Internal Server Error" in curl(running, "status-500.example", "-D", "-").stdout
+        oversized = curl(running, "oversized.example", "-o", "/dev/null", "-w", "%{size_download}")
+        assert int(oversized.stdout) > 64 * 1024  # over the limit RFC 8461 §3.3 suggests
+        assert curl(running, "expired-policy.example").returncode == 60
+        refused = run(
+            need("curl"), "-s", "--max-time", "5", "--cacert", running.ca_file, "--resolve",
+            f"mta-sts.dead-policy.example:{HTTPS_PORT}:{dead}",
+            f"https://mta-sts.dead-policy.example:{HTTPS_PORT}/.well-known/mta-sts.txt",
+        )  # fmt: skip
+        assert refused.returncode == 7  # connection refused: nothing listens there
+        slow = run(
+            need("curl"), "-s", "--max-time", "2", "--cacert", running.ca_file, "--resolve",
+            f"mta-sts.slow-policy.example:{HTTPS_PORT}:{running.https_address}",
+            f"https://mta-sts.slow-policy.example:{HTTPS_PORT}/.well-known/mta-sts.txt",
+        )  # fmt: skip
+        assert slow.returncode == 28  # curl's time-out: the body trickles in
+    finally:
+        stop_lab(running)

@@ -104,7 +104,7 @@ def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, por
             )
             echo(f"  state    {instance.state_file}", err=True)
             echo(
-                f"  check with: mtasts check --lab {state_dir}  (or {instance.check_flags()})",
+                f"  client flags: {instance.check_flags()}",
                 err=True,
             )
         with contextlib.suppress(asyncio.CancelledError):
