@@ -17,7 +17,7 @@ from mtasts.sts import Mode, Policy
 
 DAY = 86400
 WEEK = 7 * DAY
-_TIMESTAMP_ID = re.compile(r"(19|20)\d{6}(T?\d{2,6})?\d*\Z")
+TIMESTAMP_ID = re.compile(r"(19|20)\d{6}(T?\d{2,6})?\d*\Z")
 
 
 class Severity(StrEnum):
@@ -193,7 +193,7 @@ def lint_sts_record(text: str, name: str = "sts-record") -> LintResult:
     record = diagnosis.record
     if record is None:
         return LintResult(name, "sts-record", tuple(messages))
-    if not _TIMESTAMP_ID.match(record.id):
+    if not TIMESTAMP_ID.match(record.id):
         messages.append(
             LintMessage(
                 Severity.NOTE,

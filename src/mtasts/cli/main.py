@@ -6,18 +6,26 @@ import click
 
 from mtasts import __version__
 
+from .check import check
 from .demo import demo
 from .lab import lab
 from .lint import lint
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "auto_envvar_prefix": "MTASTS",
+    }
+)
 @click.version_option(__version__, prog_name="mtasts")
 def cli() -> None:
     """MTA-STS (RFC 8461) and TLS-RPT (RFC 8460): publish, prove, monitor, enforce."""
 
 
 cli.add_command(lint)
+cli.add_command(check)
 cli.add_command(demo)
 cli.add_command(lab)
 

@@ -1,0 +1,271 @@
+"""``mtasts check``: prove a deployment end to end and explain every failure."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mtasts.check.checker import (
+    AddressResult,
+    CheckOptions,
+    DomainCheck,
+    check_many,
+    explain_blocked,
+    smtp_blocked,
+)
+from mtasts.check.findings import EXPLANATIONS, Severity
+from mtasts.check.report import adoption_row, to_json
+from mtasts.lab.runtime import read_state
+from mtasts.net.dns import Nameserver
+
+from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo
+
+_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+_VERDICT = {
+    "ok": "[green]OK[/green]",
+    "warning": "[yellow]WARNING[/yellow]",
+    "error": "[red]ERROR[/red]",
+}
+
+
+def read_domain_file(path: Path) -> list[str]:
+    """One domain per line; '#' starts a comment; blank lines and duplicates are skipped."""
+    seen: dict[str, None] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name = line.split("#", 1)[0].strip().lower().rstrip(".")
+        if name:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _options_from_lab(state_dir: Path) -> dict[str, Any]:
+    try:
+        state = read_state(state_dir)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(
+            f"cannot read {state_dir}/lab.json ({exc}); is `mtasts lab up` running?",
+            param_hint="--lab",
+        ) from None
+    return {
+        "nameservers": (Nameserver.parse(state["nameserver"]),),
+        "ca_file": Path(state["ca_file"]),
+        "smtp_port": state["smtp"]["port"],
+        "https_port": state["https"]["port"],
+    }
+
+
+def render_detail(check: DomainCheck) -> None:
+    out = console()
+    errors = sum(f.severity is Severity.ERROR for f in check.findings)
+    warnings = sum(f.severity is Severity.WARNING for f in check.findings)
+    out.print(f"[bold]{check.domain}[/bold]: {_VERDICT[check.verdict]}  MTA-STS {check.mode}, "
+              f"TLS-RPT {'yes' if check.tlsrpt_record else 'no'}, {errors} error(s), {warnings} warning(s)")  # fmt: skip
+    order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    for finding in sorted(check.findings, key=lambda f: order[f.severity]):
+        style = _STYLE[finding.severity]
+        out.print(
+            f"  [{style}]{finding.severity:<7}[/{style}] [bold]{finding.code}[/bold] {escape(finding.subject)}: {escape(finding.message)}"
+        )
+        if finding.severity is not Severity.INFO:
+            out.print(f"          [dim]why:[/dim] {escape(finding.explanation)}")
+            if finding.fix:
+                out.print(f"          [dim]fix:[/dim] {escape(finding.fix)}")
+    if check.mx:
+        table = Table(
+            "MX",
+            "address",
+            "STARTTLS",
+            "TLS",
+            "certificate",
+            "days",
+            "in policy",
+            "result",
+            "a sender would",
+            box=None,
+            pad_edge=False,
+        )
+        for mx in check.mx:
+            for i, address in enumerate(mx.addresses or [None]):
+                probe = address.last if address else None
+                leaf = probe.leaf if probe else None
+                table.add_row(
+                    f"{mx.preference} {mx.host}" if i == 0 else "",
+                    address.address if address else "-",
+                    {True: "yes", False: "[red]no[/red]", None: "-"}[probe.starttls]
+                    if probe
+                    else "-",
+                    probe.tls_version or "-" if probe else "-",
+                    escape(", ".join(leaf.dns_ids)) if leaf else "-",
+                    str(leaf.days_left()) if leaf else "-",
+                    {True: "yes", False: "[red]no[/red]", None: "-"}[mx.in_policy]
+                    if i == 0
+                    else "",
+                    _result_cell(address),
+                    mx.action if i == 0 else "",
+                )
+        out.print(table)
+
+
+def _result_cell(address: AddressResult | None) -> str:
+    if address is None:
+        return "-"
+    if address.result:
+        return f"[red]{address.result}[/red]"
+    return "[green]ok[/green]" if address.last.connected else "unknown"
+
+
+def render_adoption(checks: list[DomainCheck]) -> None:
+    table = Table(
+        "domain", "MTA-STS", "TLS-RPT", "errors", "warnings", "verdict", title="MTA-STS adoption"
+    )
+    for check in checks:
+        row = adoption_row(check)
+        table.add_row(row["domain"], row["mta_sts"], "yes" if row["tlsrpt"] else "no",
+                      str(row["errors"]), str(row["warnings"]), _VERDICT[row["verdict"]])  # fmt: skip
+    console().print(table)
+
+
+def write_csv(path: Path, checks: list[DomainCheck]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(
+            handle, fieldnames=["domain", "mta_sts", "tlsrpt", "errors", "warnings", "verdict"]
+        )
+        writer.writeheader()
+        for check in checks:
+            writer.writerow(adoption_row(check))
+
+
+def _run(domains: list[str], options: CheckOptions, concurrency: int) -> list[DomainCheck]:
+    if not sys.stderr.isatty() or len(domains) < 2:
+        return asyncio.run(check_many(domains, options, concurrency))
+    columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
+        task = progress.add_task("check", total=len(domains))
+        return asyncio.run(
+            check_many(domains, options, concurrency, lambda _: progress.advance(task))
+        )
+
+
+@click.command()
+@click.argument("domains", nargs=-1)
+@click.option(
+    "--file",
+    "domain_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Domains to check, one per line ('#' comments).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document per domain (docs/check.schema.json)."
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the adoption table as CSV.",
+)
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--nameserver",
+    "nameservers",
+    multiple=True,
+    help="HOST[:PORT] instead of the system resolver (repeatable).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra trusted CAs (PEM), beside the system store; SSL_CERT_FILE is honoured.",
+)
+@click.option("--smtp-port", type=click.IntRange(1, 65535), default=25, show_default=True)
+@click.option("--https-port", type=click.IntRange(1, 65535), default=443, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300),
+    default=10.0,
+    show_default=True,
+    help="Seconds per network step.",
+)
+@click.option(
+    "--probes",
+    type=click.IntRange(1, 20),
+    default=1,
+    show_default=True,
+    help="Probe each address N times (catch a load balancer's bad backend).",
+)
+@click.option(
+    "--lab",
+    "lab_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Take nameserver, CA and ports from a running lab's state folder.",
+)
+@click.option("--explain", "explain_code", help="Print the explanation of a finding code and exit.")
+def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv_path: Path | None, concurrency: int,
+          nameservers: tuple[str, ...], ca_file: Path | None, smtp_port: int, https_port: int, timeout: float,
+          probes: int, lab_dir: Path | None, explain_code: str | None) -> None:  # fmt: skip
+    """Check DOMAINS end to end as a sending MTA would (exit 0 clean, 1 errors, 2 usage)."""
+    if explain_code:
+        text = EXPLANATIONS.get(explain_code)
+        if text is None:
+            raise click.BadParameter(
+                f"unknown code; known: {', '.join(sorted(EXPLANATIONS))}", param_hint="--explain"
+            )
+        click.echo(f"{explain_code}: {text}")
+        return
+    names = [d.strip().lower().rstrip(".") for d in domains if d.strip()]
+    if domain_file:
+        names += read_domain_file(domain_file)
+    if not names:
+        raise click.UsageError("give at least one DOMAIN or --file")
+    try:
+        given: dict[str, Any] = {
+            "ca_file": ca_file,
+            "smtp_port": smtp_port,
+            "https_port": https_port,
+            "nameservers": tuple(Nameserver.parse(n) for n in nameservers),
+        }
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nameserver") from None
+    # The lab's values are the base; a flag the user typed (or set by env) still wins.
+    settings = _options_from_lab(lab_dir) if lab_dir is not None else {}
+    context = click.get_current_context()
+    for key, value in given.items():
+        source = context.get_parameter_source(key)
+        if key not in settings or source in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
+            settings[key] = value
+    options = CheckOptions(timeout=timeout, probes=probes, **settings)
+    checks = _run(names, options, concurrency)
+    blocked = smtp_blocked(checks)
+    if blocked:
+        explain_blocked(checks)
+    if as_json:
+        for result in checks:
+            document = to_json(result, smtp_reachable=not blocked)
+            click.echo(json.dumps(document, indent=2 if len(checks) == 1 else None))
+    else:
+        if blocked:
+            echo("note: no MX address of any domain accepted a TCP connection on port "
+                 f"{smtp_port}: outbound SMTP is probably blocked where this runs, so SMTP results are unknown.", fg="yellow")  # fmt: skip
+        detailed = checks if not domain_file and len(checks) <= 5 else []
+        for result in detailed:
+            render_detail(result)
+            click.echo()
+        if len(checks) > 1:
+            render_adoption(checks)
+    if csv_path:
+        write_csv(csv_path, checks)
+    sys.exit(EXIT_PROBLEMS if any(c.verdict == "error" for c in checks) else EXIT_OK)
+
+
+__all__ = ["EXIT_USAGE", "check"]

@@ -1,0 +1,175 @@
+"""The SMTP STARTTLS probe (RFC 3207), as a sending MTA would connect to an MX address.
+
+Connect, read the greeting, EHLO, look for STARTTLS, upgrade with the chain
+verified (hostname matching is RFC 8461 §4.2's, done by the checker), and
+record the TLS version, cipher and the leaf certificate. When the chain does
+not verify, a second, unverified handshake fetches the leaf so the checker can
+still say which names and dates it carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .tls import Leaf, Trust, client_context, trust_from_error
+
+log = logging.getLogger("mtasts.net.smtp")
+HELO_NAME = "mtasts-check.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpProbe:
+    """Facts of one probe. ``error_kind``: connect, timeout, greeting, starttls, handshake."""
+
+    host: str
+    address: str
+    port: int
+    connected: bool = False
+    banner: str | None = None
+    starttls: bool | None = None
+    tls_version: str | None = None
+    cipher: str | None = None
+    trust: Trust | None = None
+    leaf: Leaf | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+async def _reply(reader: asyncio.StreamReader) -> tuple[int, list[str]]:
+    """One SMTP reply: the code and its text lines (RFC 5321 §4.2 multi-line form)."""
+    lines: list[str] = []
+    while True:
+        raw = await reader.readline()
+        if not raw:
+            raise _Failure(
+                "greeting" if not lines else "protocol", "the server closed the connection"
+            )
+        line = raw.decode("latin-1").rstrip("\r\n")
+        if len(line) < 3 or not line[:3].isdigit():
+            raise _Failure("protocol", f"not an SMTP reply: {line[:60]!r}")
+        lines.append(line[4:])
+        if line[3:4] != "-":
+            return int(line[:3]), lines
+
+
+@dataclass
+class _Progress:
+    """How far a session got, readable by the caller when an exception cuts it short."""
+
+    connected: bool = False
+    banner: str | None = None
+    starttls: bool | None = None
+
+
+async def _session(probe: SmtpProbe, context: ssl.SSLContext, progress: _Progress) -> SmtpProbe:
+    reader, writer = await asyncio.open_connection(probe.address, probe.port)
+    progress.connected = True
+    probe = replace(probe, connected=True)
+    try:
+        code, banner = await _reply(reader)
+        progress.banner = banner[0] if banner else ""
+        probe = replace(probe, banner=progress.banner)
+        if code != 220:
+            raise _Failure("greeting", f"greeting {code} {banner[0] if banner else ''}")
+        writer.write(f"EHLO {HELO_NAME}\r\n".encode())
+        code, caps = await _reply(reader)
+        offered = code == 250 and any(c.strip().upper() == "STARTTLS" for c in caps[1:])
+        progress.starttls = offered
+        probe = replace(probe, starttls=offered)
+        if not offered:
+            writer.write(b"QUIT\r\n")
+            return probe
+        writer.write(b"STARTTLS\r\n")
+        code, text = await _reply(reader)
+        if code != 220:
+            raise _Failure("starttls", f"STARTTLS answered {code} {' '.join(text)}")
+        await writer.start_tls(context, server_hostname=probe.host)
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        probe = replace(
+            probe,
+            tls_version=ssl_object.version(),
+            cipher=(ssl_object.cipher() or ("",))[0],
+            leaf=Leaf.from_der(der) if der else None,
+            trust=Trust(None) if context.verify_mode == ssl.CERT_REQUIRED else probe.trust,
+        )
+        with contextlib.suppress(Exception):
+            writer.write(b"QUIT\r\n")
+            await asyncio.wait_for(writer.drain(), 1)
+        return probe
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1)
+
+
+async def probe_mx(
+    host: str,
+    address: str,
+    *,
+    port: int = 25,
+    ca_file: Path | None = None,
+    timeout: float = 10.0,
+) -> SmtpProbe:
+    """Probe one MX address; never raises for network trouble, it becomes ``error_kind``."""
+    started = time.perf_counter()
+    progress = _Progress()
+    probe = SmtpProbe(host, address, port)
+    try:
+        probe = await asyncio.wait_for(_session(probe, client_context(ca_file), progress), timeout)
+    except ssl.SSLCertVerificationError as exc:
+        probe = replace(probe, connected=True, starttls=True, trust=trust_from_error(exc))
+        with contextlib.suppress(Exception):
+            unverified = await asyncio.wait_for(
+                _session(
+                    SmtpProbe(host, address, port),
+                    client_context(ca_file, verify=False),
+                    _Progress(),
+                ),
+                timeout,
+            )
+            probe = replace(
+                probe,
+                leaf=unverified.leaf,
+                tls_version=unverified.tls_version,
+                cipher=unverified.cipher,
+            )
+    except TimeoutError:
+        stage = "no greeting" if progress.banner is None else "no answer"
+        probe = replace(probe, error_kind="timeout", error=f"{stage} within {timeout:g} s")
+    except _Failure as exc:
+        probe = replace(probe, error_kind=exc.kind, error=str(exc))
+    except ssl.SSLError as exc:
+        probe = replace(
+            probe, connected=True, starttls=True, error_kind="handshake",
+            error=f"TLS handshake failed: {exc.reason or exc}",
+        )  # fmt: skip
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        kind = "handshake" if progress.starttls else "protocol" if progress.connected else "connect"
+        probe = replace(probe, error_kind=kind, error=f"connection lost: {exc}")
+    except OSError as exc:
+        probe = replace(probe, error_kind="connect", error=f"cannot connect: {exc.strerror or exc}")
+    if not probe.connected and progress.connected:
+        probe = replace(probe, connected=True, banner=progress.banner, starttls=progress.starttls)
+    seconds = time.perf_counter() - started
+    log.debug(
+        "smtp probe host=%s address=%s outcome=%s seconds=%.3f",
+        host,
+        address,
+        probe.error_kind or "ok",
+        seconds,
+    )
+    return replace(probe, seconds=seconds)

@@ -1,0 +1,94 @@
+"""Certificate facts and failure classes shared by the HTTPS fetcher and the SMTP probe.
+
+Python 3.11's ``ssl`` hands over only the peer's leaf certificate, and only the
+verifying handshake tells why a chain failed. We verify the chain with the
+handshake (hostname checking off: RFC 8461 §4.2 matching is done by
+``mtasts.sts.cert_matches``), map OpenSSL's verify code to the TLS-RPT result
+types of RFC 8460 §4.3, and read names and dates from the leaf.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h) and the RFC 8460 §4.3 result type each means.
+_EXPIRED = {10}  # CERT_HAS_EXPIRED
+_NOT_YET_VALID = {9}  # CERT_NOT_YET_VALID
+_UNTRUSTED = {2, 18, 19, 20, 21, 27}  # unknown issuer, self-signed, chain incomplete, untrusted
+_HOSTNAME = {62}
+
+
+def result_type_for(verify_code: int) -> str:
+    if verify_code in _EXPIRED:
+        return "certificate-expired"
+    if verify_code in _UNTRUSTED:
+        return "certificate-not-trusted"
+    if verify_code in _HOSTNAME:
+        return "certificate-host-mismatch"
+    return "validation-failure"
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """What the peer's certificate says, independent of whether it verified."""
+
+    names: tuple[str, ...]
+    subject_cn: str | None
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def days_left(self, now: dt.datetime | None = None) -> int:
+        return (self.not_after - (now or dt.datetime.now(dt.UTC))).days
+
+    @classmethod
+    def from_der(cls, der: bytes) -> Leaf:
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            names = tuple(san.value.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            names = ()
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        cn = str(cns[0].value) if cns else None
+        return cls(
+            names,
+            cn,
+            cert.issuer.rfc4514_string(),
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+        )
+
+    @property
+    def dns_ids(self) -> tuple[str, ...]:
+        # RFC 6125 §6.4.4: the CN is consulted only when there is no subjectAltName.
+        return self.names or ((self.subject_cn,) if self.subject_cn else ())
+
+
+def client_context(ca_file: Path | None, verify: bool = True) -> ssl.SSLContext:
+    """The system trust store plus ``ca_file``; hostname checking stays ours (RFC 8461 §4.2)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """The outcome of verifying the chain: ``result_type`` is None when it verified."""
+
+    result_type: str | None
+    verify_code: int | None = None
+    reason: str | None = None
+
+
+def trust_from_error(exc: ssl.SSLCertVerificationError) -> Trust:
+    return Trust(result_type_for(exc.verify_code), exc.verify_code, exc.verify_message)

@@ -1,0 +1,180 @@
+"""``mtasts check`` against the real lab, driven through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from .conftest import MTASTS, RunningLab
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "check.schema.json").read_text())
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        [MTASTS, "check", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def lab_documents(lab: RunningLab) -> dict[str, dict[str, Any]]:
+    names = [d["name"] for d in lab.state["domains"]]
+    result = check("--lab", str(lab.state_dir), "--json", "--timeout", "3", *names)
+    assert result.returncode == 1, result.stderr
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    return {d["domain"]: d for d in documents}
+
+
+def test_every_lab_domain_gets_exactly_its_expected_findings(
+    lab: RunningLab, lab_documents: dict[str, dict[str, Any]]
+) -> None:
+    mismatches = {}
+    for domain in lab.state["domains"]:
+        document = lab_documents[domain["name"]]
+        reported = sorted(
+            {f["code"] for f in document["findings"] if f["severity"] in ("error", "warning")}
+        )
+        if reported != sorted(domain["expect"]):
+            mismatches[domain["name"]] = (domain["expect"], reported)
+    assert mismatches == {}
+
+
+def test_json_validates_against_the_documented_schema(
+    lab_documents: dict[str, dict[str, Any]],
+) -> None:
+    assert len(lab_documents) == 20
+    for document in lab_documents.values():
+        jsonschema.validate(document, SCHEMA)
+
+
+def test_per_address_facts_and_sender_judgement(lab_documents: dict[str, dict[str, Any]]) -> None:
+    balancer = lab_documents["load-balancer.example"]["mx"][0]
+    assert [a["result"] for a in balancer["addresses"]] == [None, None, "certificate-host-mismatch"]
+    assert balancer["addresses"][2]["certificate"]["names"] == ["old-backend.load-balancer.example"]
+    assert balancer["action"] == "defer on 1 of 3 addresses (enforce)"
+    good = lab_documents["good-enforce.example"]
+    assert good["verdict"] == "ok"
+    assert all(m["action"] == "deliver over verified TLS" for m in good["mx"])
+    assert good["mx"][0]["addresses"][0]["tls_version"] == "TLSv1.3"
+    testing = lab_documents["no-tlsrpt.example"]
+    assert testing["policy"]["mode"] == "testing"
+    cname = lab_documents["cname-mx.example"]["mx"][0]
+    assert cname["cname"] == "server123.provider.example"
+    stripped = lab_documents["stripped.example"]["mx"][0]
+    assert stripped["addresses"][0]["starttls"] is False
+    assert stripped["action"] == "defer: enforce forbids delivery"
+    redirect = lab_documents["redirect.example"]["policy"]
+    assert redirect["status"] == 301
+    assert redirect["location"] == "https://www.redirect.example/.well-known/mta-sts.txt"
+    two = lab_documents["two-records.example"]
+    assert two["summary"]["mta_sts"] == "broken"  # senders apply no policy at all
+    assert two["mx"][0]["action"] == "opportunistic: no policy applies"
+    mode_none = lab_documents["mode-none.example"]
+    assert mode_none["summary"]["mta_sts"] == "none"
+    assert mode_none["mx"][0]["action"] == "opportunistic: no policy applies"
+
+
+def test_readable_report_verdict_first_then_findings_and_fix(lab: RunningLab) -> None:
+    result = check("--lab", str(lab.state_dir), "cname-mx.example")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("cname-mx.example: ERROR  MTA-STS enforce, TLS-RPT yes, 1 error(s)")
+    assert "error   certificate-host-mismatch mx.cname-mx.example" in result.stdout
+    assert "a CNAME to server123.provider.example" in result.stdout
+    assert (
+        "fix: install a certificate whose subjectAltName includes mx.cname-mx.example"
+        in result.stdout
+    )
+
+
+def test_healthy_domain_exits_0(lab: RunningLab) -> None:
+    result = check("--lab", str(lab.state_dir), "good-enforce.example")
+    assert result.returncode == 0
+    assert result.stdout.startswith("good-enforce.example: OK")
+
+
+def test_partner_file_concurrency_adoption_table_and_csv(lab: RunningLab, tmp_path: Path) -> None:
+    partners = tmp_path / "partners.txt"
+    partners.write_text(
+        "# partners\ngood-enforce.example\n\nno-sts.example  # none yet\nGOOD-TESTING.example.\ngood-enforce.example\n"
+    )
+    table = tmp_path / "adoption.csv"
+    result = check(
+        "--lab",
+        str(lab.state_dir),
+        "--file",
+        str(partners),
+        "--concurrency",
+        "2",
+        "--csv",
+        str(table),
+    )
+    assert result.returncode == 0, result.stdout
+    assert "MTA-STS adoption" in result.stdout
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["domain"], r["mta_sts"], r["tlsrpt"], r["verdict"]) for r in rows] == [
+        ("good-enforce.example", "enforce", "True", "ok"),
+        ("no-sts.example", "none", "True", "warning"),
+        ("good-testing.example", "testing", "True", "ok"),
+    ]
+
+
+def test_blocked_port_25_is_said_once(lab: RunningLab) -> None:
+    result = check(
+        "--lab",
+        str(lab.state_dir),
+        "--smtp-port",
+        "9",
+        "--timeout",
+        "2",
+        "good-enforce.example",
+        "expired-mx.example",
+    )
+    assert result.stdout.count("outbound SMTP is probably blocked") == 1
+    assert "mx-unreachable" not in result.stdout
+    assert "unknown: port 25 unreachable from here" in result.stdout
+    assert "[green]ok" not in result.stdout
+    assert " ok " not in result.stdout.split("MTA-STS adoption")[0]
+
+
+def test_probes_repeat_each_address(lab: RunningLab) -> None:
+    result = check("--lab", str(lab.state_dir), "--json", "--probes", "3", "load-balancer.example")
+    document = json.loads(result.stdout)
+    assert [a["probes"] for a in document["mx"][0]["addresses"]] == [3, 3, 3]
+
+
+def test_unreachable_dns_is_a_finding_not_a_traceback(tmp_path: Path) -> None:
+    result = check("--nameserver", "127.0.0.1:9", "--timeout", "1", "--json", "example.invalid")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    document = json.loads(result.stdout)
+    assert {f["code"] for f in document["findings"]} >= {"dns-error"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--nameserver", "127.0.0.1:notaport", "x.example"],
+        ["--lab", "/nonexistent", "x.example"],
+        ["--explain", "nope"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = check(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_explain_a_code() -> None:
+    result = check("--explain", "certificate-host-mismatch")
+    assert result.returncode == 0
+    assert "CNAME to a provider host" in result.stdout
