@@ -35,6 +35,7 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests bench
 
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import lab_startup, parsers
+from . import check_speed, lab_startup, parsers
 
 if __name__ == "__main__":
     parsers.main()
     lab_startup.main()
+    check_speed.main()

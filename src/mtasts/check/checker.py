@@ -339,8 +339,8 @@ def _mx_message(mx: MxResult, failed: list[AddressResult]) -> str:
         if len(mx.addresses) > 1
         else where
     )
-    via = f" (a CNAME to {mx.cname})" if mx.cname else ""
-    return f"{mx.host}{via}: {share}: {failed[0].detail}"
+    via = f"a CNAME to {mx.cname}; " if mx.cname else ""
+    return f"{via}{share}: {failed[0].detail}"
 
 
 def _mx_fix(code: str, mx: MxResult, failed: list[AddressResult]) -> str | None:

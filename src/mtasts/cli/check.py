@@ -74,12 +74,13 @@ def render_detail(check: DomainCheck) -> None:
     for finding in sorted(check.findings, key=lambda f: order[f.severity]):
         style = _STYLE[finding.severity]
         out.print(
-            f"  [{style}]{finding.severity:<7}[/{style}] [bold]{finding.code}[/bold] {escape(finding.subject)}: {escape(finding.message)}"
+            f"  [{style}]{finding.severity:<7}[/{style}] [bold]{finding.code}[/bold] {escape(finding.subject)}: {escape(finding.message)}",
+            soft_wrap=True,
         )
         if finding.severity is not Severity.INFO:
-            out.print(f"          [dim]why:[/dim] {escape(finding.explanation)}")
+            out.print(f"          [dim]why:[/dim] {escape(finding.explanation)}", soft_wrap=True)
             if finding.fix:
-                out.print(f"          [dim]fix:[/dim] {escape(finding.fix)}")
+                out.print(f"          [dim]fix:[/dim] {escape(finding.fix)}", soft_wrap=True)
     if check.mx:
         table = Table(
             "MX",

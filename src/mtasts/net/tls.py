@@ -10,6 +10,7 @@ types of RFC 8460 §4.3, and read names and dates from the leaf.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,13 @@ class Leaf:
         return self.names or ((self.subject_cn,) if self.subject_cn else ())
 
 
+@functools.lru_cache(maxsize=16)
 def client_context(ca_file: Path | None, verify: bool = True) -> ssl.SSLContext:
-    """The system trust store plus ``ca_file``; hostname checking stays ours (RFC 8461 §4.2)."""
+    """The system trust store plus ``ca_file``; hostname checking stays ours (RFC 8461 §4.2).
+
+    Cached: loading the trust store costs milliseconds, and a context serves any
+    number of connections.
+    """
     context = ssl.create_default_context()
     if ca_file is not None:
         context.load_verify_locations(cafile=str(ca_file))
