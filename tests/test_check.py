@@ -178,3 +178,40 @@ def test_explain_a_code() -> None:
     result = check("--explain", "certificate-host-mismatch")
     assert result.returncode == 0
     assert "CNAME to a provider host" in result.stdout
+
+
+def test_tls10_only_and_not_yet_valid_certificates(tmp_path: Path) -> None:
+    from .conftest import start_lab, stop_lab
+
+    scenario = tmp_path / "tls.toml"
+    scenario.write_text(
+        """
+[[domain]]
+name = "old-tls.example"
+mx = [{ name = "mx.old-tls.example", addresses = [{ fault = "tls1.0-only" }] }]
+
+[[domain]]
+name = "future-cert.example"
+mx = [{ name = "mx.future-cert.example", addresses = [{ fault = "not-yet-valid" }] }]
+"""
+    )
+    running = start_lab(tmp_path / "state", "127.82", "--scenario", str(scenario))
+    try:
+        result = check(
+            "--lab",
+            str(running.state_dir),
+            "--json",
+            "--timeout",
+            "3",
+            "old-tls.example",
+            "future-cert.example",
+        )
+        documents = {d["domain"]: d for d in map(json.loads, result.stdout.splitlines())}
+        old = documents["old-tls.example"]["mx"][0]["addresses"][0]
+        assert old["result"] == "validation-failure"
+        assert "TLS handshake failed" in old["detail"]
+        future = documents["future-cert.example"]["mx"][0]["addresses"][0]
+        assert future["result"] == "validation-failure"
+        assert "not yet valid" in future["detail"]
+    finally:
+        stop_lab(running)

@@ -151,21 +151,50 @@ def _enum(kind: type[StrEnum], value: Any, where: str) -> Any:
         raise ScenarioError(f"{where}: {value!r} is not one of {allowed}") from None
 
 
+def _get(
+    raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any
+) -> Any:
+    """``raw[key]`` checked against ``kind``; a wrong type names the key and what it must be."""
+    if key not in raw:
+        return default
+    value = raw[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ScenarioError(f"{where}.{key}: {value!r} must be {names}")
+    return value
+
+
+def _str_list(raw: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    value = _get(raw, key, list, where, None)
+    if value is None:
+        return None
+    if not all(isinstance(v, str) for v in value):
+        raise ScenarioError(f"{where}.{key}: must be a list of strings")
+    return tuple(value)
+
+
 def _mx(raw: Any, where: str) -> MxHost:
-    if not isinstance(raw, dict) or "name" not in raw:
-        raise ScenarioError(f"{where}: needs a 'name'")
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise ScenarioError(f"{where}: needs a 'name' (a host name)")
     addresses = []
-    for j, addr in enumerate(raw.get("addresses", [{}])):
+    for j, addr in enumerate(_get(raw, "addresses", list, where, [{}])):
+        at = f"{where}.addresses[{j}]"
         if not isinstance(addr, dict):
-            raise ScenarioError(f"{where}.addresses[{j}]: must be a table")
-        fault = _enum(MxFault, addr.get("fault", "none"), f"{where}.addresses[{j}].fault")
-        if fault is MxFault.CERT_NAME and "cert_name" not in addr:
-            raise ScenarioError(f"{where}.addresses[{j}]: fault cert-name needs 'cert_name'")
-        addresses.append(MxAddress(fault, addr.get("cert_name")))
+            raise ScenarioError(f"{at}: must be a table")
+        fault = _enum(MxFault, _get(addr, "fault", str, at, "none"), f"{at}.fault")
+        cert_name = _get(addr, "cert_name", str, at, None)
+        if fault is MxFault.CERT_NAME and cert_name is None:
+            raise ScenarioError(f"{at}: fault cert-name needs 'cert_name'")
+        addresses.append(MxAddress(fault, cert_name))
     if not addresses:
         raise ScenarioError(f"{where}.addresses: at least one address is needed")
+    preference = _get(raw, "preference", int, where, 10)
+    if not 0 <= preference <= 65535:
+        raise ScenarioError(f"{where}.preference: {preference} is not 0-65535")
+    cname = _get(raw, "cname", str, where, None)
     return MxHost(
-        raw["name"].lower(), int(raw.get("preference", 10)), raw.get("cname"), tuple(addresses)
+        raw["name"].lower(), preference, cname.lower() if cname else None, tuple(addresses)
     )
 
 
@@ -177,7 +206,7 @@ _DOMAIN_KEYS = {
 
 def _domain(raw: Any, index: int) -> LabDomain:
     where = f"domain[{index}]"
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
         raise ScenarioError(f"{where}: needs a 'name'")
     where = f"domain {raw['name']!r}"
     unknown = set(raw) - _DOMAIN_KEYS
@@ -186,29 +215,43 @@ def _domain(raw: Any, index: int) -> LabDomain:
     mode = raw.get("mode", "enforce")
     if mode not in ("enforce", "testing", "none", False):
         raise ScenarioError(f"{where}.mode: {mode!r} is not enforce, testing, none or false")
+    records = []
+    for i, record in enumerate(_get(raw, "records", list, where, [])):
+        if not (
+            isinstance(record, list)
+            and len(record) == 3
+            and all(isinstance(r, str) for r in record)
+        ):
+            raise ScenarioError(f"{where}.records[{i}]: each record is [name, type, value]")
+        records.append((record[0], record[1], record[2]))
+    max_age = _get(raw, "max_age", int, where, 604800)
+    if not 0 <= max_age <= 9_999_999_999:
+        raise ScenarioError(f"{where}.max_age: {max_age} is not 0 to 10 digits")
+    faults = []
+    for name, fault in _get(raw, "dns_faults", dict, where, {}).items():
+        faults.append((name.lower(), _enum(DnsFault, fault, f"{where}.dns_faults.{name}")))
+    sts_records = raw.get("sts_records")
     tlsrpt = raw.get("tlsrpt_records")
-    records = tuple(tuple(r) for r in raw.get("records", []))
-    if any(len(r) != 3 for r in records):
-        raise ScenarioError(f"{where}.records: each record is [name, type, value]")
     return LabDomain(
         name=raw["name"].lower(),
-        mx=tuple(_mx(m, f"{where}.mx[{i}]") for i, m in enumerate(raw.get("mx", []))),
+        mx=tuple(
+            _mx(m, f"{where}.mx[{i}]") for i, m in enumerate(_get(raw, "mx", list, where, []))
+        ),
         mode=None if mode is False else mode,
-        max_age=int(raw.get("max_age", 604800)),
-        mx_patterns=tuple(raw["mx_patterns"]) if "mx_patterns" in raw else None,
-        policy=raw.get("policy"),
-        sts_records=_strings(raw["sts_records"], f"{where}.sts_records")
-        if "sts_records" in raw
+        max_age=max_age,
+        mx_patterns=_str_list(raw, "mx_patterns", where),
+        policy=_get(raw, "policy", str, where, None),
+        sts_records=_strings(sts_records, f"{where}.sts_records")
+        if sts_records is not None
         else None,
         tlsrpt_records=_strings(tlsrpt, f"{where}.tlsrpt_records") if tlsrpt is not None else None,
-        policy_host=_enum(HostFault, raw.get("policy_host", "none"), f"{where}.policy_host"),
-        dns_faults=tuple(
-            (name.lower(), _enum(DnsFault, fault, f"{where}.dns_faults.{name}"))
-            for name, fault in raw.get("dns_faults", {}).items()
+        policy_host=_enum(
+            HostFault, _get(raw, "policy_host", str, where, "none"), f"{where}.policy_host"
         ),
-        records=records,
-        expect=tuple(raw.get("expect", [])),
-        explain=raw.get("explain", "").strip(),
+        dns_faults=tuple(faults),
+        records=tuple(records),
+        expect=_str_list(raw, "expect", where) or (),
+        explain=_get(raw, "explain", str, where, "").strip(),
     )
 
 
@@ -217,13 +260,20 @@ def parse_scenario(text: str, name: str) -> Scenario:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{name}: not valid TOML ({exc})") from None
-    domains = tuple(_domain(d, i) for i, d in enumerate(raw.get("domain", [])))
+    tables = raw.get("domain", [])
+    if not isinstance(tables, list):
+        raise ScenarioError(f"{name}: 'domain' must be an array of tables ([[domain]])")
+    domains = tuple(_domain(d, i) for i, d in enumerate(tables))
     seen: set[str] = set()
     for d in domains:
         if d.name in seen:
             raise ScenarioError(f"{name}: domain {d.name!r} is listed twice")
         seen.add(d.name)
-    return Scenario(raw.get("name", name), raw.get("description", "").strip(), domains)
+    title = raw.get("name", name)
+    description = raw.get("description", "")
+    if not isinstance(title, str) or not isinstance(description, str):
+        raise ScenarioError(f"{name}: 'name' and 'description' must be strings")
+    return Scenario(title, description.strip(), domains)
 
 
 def builtin_scenarios() -> dict[str, Path]:

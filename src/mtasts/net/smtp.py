@@ -159,7 +159,12 @@ async def probe_mx(
         )  # fmt: skip
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         kind = "handshake" if progress.starttls else "protocol" if progress.connected else "connect"
-        probe = replace(probe, error_kind=kind, error=f"connection lost: {exc}")
+        if kind == "handshake":
+            # Servers that cannot agree on a TLS version or cipher often just hang up.
+            message = "TLS handshake failed: the server closed the connection (no common TLS version or cipher?)"
+        else:
+            message = f"connection lost: {exc or type(exc).__name__}"
+        probe = replace(probe, error_kind=kind, error=message)
     except OSError as exc:
         probe = replace(probe, error_kind="connect", error=f"cannot connect: {exc.strerror or exc}")
     if not probe.connected and progress.connected:
