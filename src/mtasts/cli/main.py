@@ -10,6 +10,7 @@ from .check import check
 from .demo import demo
 from .lab import lab
 from .lint import lint
+from .resolver import resolver
 
 
 @click.group(
@@ -28,6 +29,7 @@ cli.add_command(lint)
 cli.add_command(check)
 cli.add_command(demo)
 cli.add_command(lab)
+cli.add_command(resolver)
 
 
 def main() -> None:

@@ -1,0 +1,163 @@
+"""``mtasts resolver``: the MTA-STS policy daemon for Postfix, and a one-off query."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mtasts.lab.runtime import read_state
+from mtasts.net.dns import Nameserver
+from mtasts.resolver.config import ConfigError, ResolverConfig, load
+from mtasts.resolver.daemon import build, serve
+from mtasts.resolver.postfix import TestingAnswer, policy_reply
+from mtasts.resolver.server import Listen, policy_domain
+
+from .output import EXIT_USAGE, echo
+
+
+def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> ResolverConfig:
+    try:
+        base = load(config_file) if config_file else ResolverConfig()
+        if lab_dir is not None:
+            state = read_state(lab_dir)
+            base = base.merged(
+                nameservers=(Nameserver.parse(state["nameserver"]),),
+                ca_file=Path(state["ca_file"]),
+                https_port=state["https"]["port"],
+            )
+        overrides: dict[str, Any] = dict(flags)
+        if flags.get("listen"):
+            overrides["listen"] = tuple(Listen.parse(v) for v in flags["listen"])
+        if flags.get("nameservers"):
+            overrides["nameservers"] = tuple(Nameserver.parse(v) for v in flags["nameservers"])
+        if flags.get("relays"):
+            pairs = [r.split("=", 1) for r in flags["relays"]]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(
+                    "--relay takes NEXTHOP=DOMAIN, e.g. [smtp.relay.example]:587=relay.example"
+                )
+            overrides["relays"] = {k.lower(): v.lower() for k, v in pairs}
+        if flags.get("testing"):
+            overrides["testing"] = TestingAnswer(flags["testing"])
+        return base.merged(**overrides)
+    except (ConfigError, ValueError, OSError) as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+_common = [
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="mtasts.toml with a [resolver] table.",
+    ),
+    click.option(
+        "--cache",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="SQLite cache file (survives restarts).",
+    ),
+    click.option(
+        "--nameserver",
+        "nameservers",
+        multiple=True,
+        help="HOST[:PORT] instead of the system resolver.",
+    ),
+    click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Extra trusted CAs for policy hosts.",
+    ),
+    click.option("--https-port", type=int),
+    click.option("--timeout", type=float, help="Seconds for each DNS lookup and policy fetch."),
+    click.option(
+        "--testing",
+        type=click.Choice([t.value for t in TestingAnswer]),
+        help="What a testing policy becomes for Postfix.",
+    ),
+    click.option(
+        "--relay",
+        "relays",
+        multiple=True,
+        help="NEXTHOP=DOMAIN: the policy domain of a smart host (RFC 8461 §3.4).",
+    ),
+    click.option(
+        "--lab",
+        "lab_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Use a running lab's DNS, CA and ports.",
+    ),
+]
+
+
+def common(func: Any) -> Any:
+    for option in reversed(_common):
+        func = option(func)
+    return func
+
+
+@click.group()
+def resolver() -> None:
+    """Enforce other domains' MTA-STS policies on Postfix's outbound mail."""
+
+
+@resolver.command("run")
+@common
+@click.option(
+    "--listen",
+    multiple=True,
+    help="socketmap:inet:HOST:PORT (default 127.0.0.1:8461), socketmap:unix:PATH, tcp:inet:HOST:PORT.",
+)
+@click.option("--metrics", help="HOST:PORT to serve Prometheus metrics on.")
+@click.option(
+    "--tlsrpt-attributes",
+    is_flag=True,
+    default=None,
+    help="Add Postfix 3.10 TLSRPT attributes to replies.",
+)
+def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> None:
+    """Run the policy daemon in the foreground (SIGHUP reloads the --config file)."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )  # fmt: skip
+    config = _config(config_file, lab_dir, **flags)
+
+    def reload() -> ResolverConfig:
+        return _config(config_file, lab_dir, **flags)
+
+    asyncio.run(serve(config, reload if config_file else None))
+
+
+@resolver.command("query")
+@common
+@click.argument("key")
+def resolver_query(config_file: Path | None, lab_dir: Path | None, key: str, **flags: Any) -> None:
+    """Print what Postfix would be told for KEY (a next-hop domain) and why."""
+    config = _config(config_file, lab_dir, **flags)
+    service, store = build(config)
+    domain = policy_domain(key, config.relays)
+    if domain is None:
+        click.echo(f"{key}: NOTFOUND (no policy domain: bracketed next hop or parent-zone key)")
+        return
+    lookup = asyncio.run(service.engine.lookup(domain))
+    reply = policy_reply(lookup.cached, config.testing, config.tlsrpt_attributes)
+    click.echo(f"{key}: {'OK ' + reply if reply else 'NOTFOUND'}")
+    click.echo(f"  why: {lookup.reason} (source: {lookup.source})")
+    if lookup.cached is not None:
+        cached = lookup.cached
+        fetched = dt.datetime.fromtimestamp(cached.fetched_at, dt.UTC)
+        expires = dt.datetime.fromtimestamp(cached.expires_at, dt.UTC)
+        click.echo(
+            f"  policy id {cached.policy_id}, mode {cached.policy.mode}, mx {', '.join(str(p) for p in cached.policy.mx)}"
+        )
+        click.echo(
+            f"  fetched {fetched:%Y-%m-%d %H:%M:%S} UTC, expires {expires:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    store.close()

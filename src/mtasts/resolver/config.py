@@ -1,0 +1,87 @@
+"""The ``[resolver]`` table of ``mtasts.toml``; every value can be overridden by a flag."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mtasts.net.dns import Nameserver
+
+from .postfix import TestingAnswer
+from .server import Listen
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the file, the key and the rule."""
+
+
+@dataclass(frozen=True)
+class ResolverConfig:
+    listen: tuple[Listen, ...] = (Listen("socketmap", "inet", "127.0.0.1", 8461),)
+    cache: Path | None = Path("/var/lib/mtasts/resolver-cache.sqlite")
+    nameservers: tuple[Nameserver, ...] = ()
+    ca_file: Path | None = None
+    https_port: int = 443
+    timeout: float = 10.0
+    request_timeout: float = 5.0
+    grace: float = 60.0
+    testing: TestingAnswer = TestingAnswer.NONE
+    tlsrpt_attributes: bool = False
+    relays: dict[str, str] = field(default_factory=dict)
+    refresh_check: float = 600.0
+    metrics: str | None = None  # HOST:PORT for Prometheus
+
+    def merged(self, **overrides: Any) -> ResolverConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None and v != ()})
+
+
+def _convert(key: str, value: Any, where: str) -> Any:
+    try:
+        if key == "listen":
+            return tuple(Listen.parse(v) for v in value)
+        if key == "nameservers":
+            return tuple(Nameserver.parse(v) for v in value)
+        if key in ("cache", "ca_file"):
+            return Path(value) if value else None
+        if key == "testing":
+            return TestingAnswer(value)
+        if key in ("https_port",):
+            return int(value)
+        if key in ("timeout", "request_timeout", "grace", "refresh_check"):
+            return float(value)
+        if key == "tlsrpt_attributes":
+            if not isinstance(value, bool):
+                raise ValueError("must be true or false")
+            return value
+        if key == "relays":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError('must be a table of NEXTHOP = "policy domain"')
+            return {k.lower(): v.lower() for k, v in value.items()}
+        if key == "metrics":
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {key} = {value!r}: {exc}") from None
+    raise ConfigError(f"{where}: unknown key {key!r}")
+
+
+def load(path: Path) -> ResolverConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    table = raw.get("resolver", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [resolver] must be a table")
+    known = {f.name for f in fields(ResolverConfig)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(
+                f"{path}: [resolver] unknown key {key!r} (known: {', '.join(sorted(known))})"
+            )
+        values[key] = _convert(key, value, f"{path} [resolver]")
+    return ResolverConfig(**values)

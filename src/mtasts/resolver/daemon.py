@@ -1,0 +1,87 @@
+"""Run the resolver: listeners, proactive refresh, metrics, and reload on SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from mtasts.net.dns import Resolver
+
+from .config import ConfigError, ResolverConfig
+from .engine import EngineOptions, PolicyEngine
+from .server import ReplySettings, ResolverService, start_listener
+from .store import PolicyStore
+
+log = logging.getLogger("mtasts.resolver")
+
+
+def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
+    store = PolicyStore(config.cache)
+    engine = PolicyEngine(
+        Resolver(config.nameservers, timeout=config.timeout),
+        store,
+        EngineOptions(config.https_port, config.ca_file, config.timeout, config.grace),
+    )
+    settings = ReplySettings(
+        config.testing, config.tlsrpt_attributes, dict(config.relays), config.request_timeout
+    )
+    return ResolverService(engine, settings), store
+
+
+async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | None = None,
+                ready: Callable[[], None] | None = None) -> None:  # fmt: skip
+    service, store = build(config)
+    servers = [await start_listener(service, listen) for listen in config.listen]
+    if config.metrics:
+        host, _, port = config.metrics.rpartition(":")
+        servers.append(await asyncio.start_server(service.metrics_client, host, int(port)))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def on_hup() -> None:
+        if reload is None:
+            return
+        try:
+            fresh = reload()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        # Listeners and the cache stay; what Postfix is told follows the new settings.
+        service.settings = ReplySettings(
+            fresh.testing, fresh.tlsrpt_attributes, dict(fresh.relays), fresh.request_timeout
+        )
+        log.info(
+            "configuration reloaded testing=%s tlsrpt=%s relays=%d",
+            fresh.testing,
+            fresh.tlsrpt_attributes,
+            len(fresh.relays),
+        )
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    async def refresher() -> None:
+        while True:
+            await asyncio.sleep(config.refresh_check)
+            with contextlib.suppress(Exception):
+                count = await service.engine.refresh_due()
+                if count:
+                    log.info("refreshed cached policies count=%d", count)
+
+    refresh_task = asyncio.create_task(refresher())
+    listening = " ".join(
+        f"{entry.protocol}:{entry.family}:{entry.address}{f':{entry.port}' if entry.port else ''}"
+        for entry in config.listen
+    )
+    log.info("resolver listening on %s cached=%d", listening, len(store))
+    if ready is not None:
+        ready()
+    await stop.wait()
+    refresh_task.cancel()
+    for server in servers:
+        server.close()
+    store.close()

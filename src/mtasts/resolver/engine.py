@@ -1,0 +1,185 @@
+"""Discover, fetch and cache policies for Postfix lookups, following RFC 8461 §5.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtasts import sts
+from mtasts.net.dns import DnsLookupError, Resolver
+from mtasts.net.https import PolicyFetch, fetch_policy
+from mtasts.sts.cache import Action, CachedPolicy, FetchFailure, after_failed_fetch, decide
+
+from .store import PolicyStore
+
+log = logging.getLogger("mtasts.resolver")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    https_port: int = 443
+    ca_file: Path | None = None
+    timeout: float = 10.0
+    # Answers within this many seconds of the last DNS check come straight from memory.
+    grace: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the engine concluded for one domain, and why (for logs and `resolver query`)."""
+
+    domain: str
+    cached: CachedPolicy | None
+    source: str  # memory | cache | fetched | none
+    reason: str
+
+
+@dataclass
+class _State:
+    checked_at: float = 0.0
+    answer: Lookup | None = None
+    failure: FetchFailure | None = None
+
+
+@dataclass
+class Metrics:
+    lookups: Counter[str] = field(default_factory=Counter)
+    fetch_failures: Counter[str] = field(default_factory=Counter)
+    fetches: int = 0
+
+
+def usable_policy(fetch: PolicyFetch) -> tuple[sts.Policy | None, str]:
+    """RFC 8461 §3.3: only a verified 200 text/plain response with a valid policy counts."""
+    if fetch.error_kind is not None:
+        return None, fetch.error_kind
+    if fetch.status != 200:
+        return None, f"http-{fetch.status}"
+    if (fetch.content_type or "").split(";")[0].strip().lower() != "text/plain":
+        return None, "media-type"
+    try:
+        return sts.parse_policy(fetch.body or b""), ""
+    except sts.PolicyError:
+        return None, "invalid-policy"
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        resolver: Resolver,
+        store: PolicyStore,
+        options: EngineOptions,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.resolver = resolver
+        self.store = store
+        self.options = options
+        self.clock = clock
+        self.metrics = Metrics()
+        self._states: dict[str, _State] = {}
+        self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+
+    async def lookup(self, domain: str) -> Lookup:
+        """The policy to apply to ``domain`` now; concurrent lookups of one domain share the work."""
+        domain = domain.lower().rstrip(".")
+        state = self._states.get(domain)
+        now = self.clock()
+        if (
+            state is not None
+            and state.answer is not None
+            and now - state.checked_at < self.options.grace
+        ):
+            cached = state.answer.cached
+            if cached is None or not cached.expired(now):
+                self.metrics.lookups["memory"] += 1
+                return Lookup(domain, cached, "memory", state.answer.reason)
+        task = self._inflight.get(domain)
+        if task is None:
+            task = asyncio.ensure_future(self._discover(domain))
+            self._inflight[domain] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(domain, None))
+        return await asyncio.shield(task)
+
+    async def _record_id(self, domain: str) -> tuple[str | None, str]:
+        try:
+            records = await self.resolver.txt(f"_mta-sts.{domain}")
+        except DnsLookupError as exc:
+            return None, f"DNS failed ({exc})"
+        try:
+            return sts.select_record(records).id, ""
+        except sts.NoRecordError:
+            return None, "no _mta-sts record"
+        except sts.RecordError as exc:
+            return None, f"invalid _mta-sts record: {exc.message}"
+
+    async def _discover(self, domain: str, *, force_fetch: bool = False) -> Lookup:
+        state = self._states.setdefault(domain, _State())
+        record_id, problem = await self._record_id(domain)
+        now = self.clock()
+        cached = self.store.get(domain)
+        decision = decide(
+            record_id, cached, state.failure, now, record_problem=problem or "no record"
+        )
+        if force_fetch and record_id is not None:
+            decision = sts.cache.Decision(Action.FETCH, "proactive refresh", decision.cached)
+        if decision.action is Action.FETCH and record_id is not None:
+            answer = await self._fetch(domain, record_id, cached, state)
+        elif decision.action is Action.USE_CACHED:
+            answer = Lookup(domain, decision.cached, "cache", decision.reason)
+        else:
+            answer = Lookup(domain, None, "none", decision.reason)
+        self.metrics.lookups[answer.source] += 1
+        state.checked_at, state.answer = self.clock(), answer
+        return answer
+
+    async def _fetch(
+        self, domain: str, record_id: str, cached: CachedPolicy | None, state: _State
+    ) -> Lookup:
+        self.metrics.fetches += 1
+        fetch = await fetch_policy(
+            self.resolver, domain, port=self.options.https_port, ca_file=self.options.ca_file,
+            timeout=self.options.timeout,
+        )  # fmt: skip
+        policy, reason = usable_policy(fetch)
+        now = self.clock()
+        if policy is None:
+            self.metrics.fetch_failures[reason] += 1
+            state.failure = FetchFailure(record_id, now, reason)
+            decision = after_failed_fetch(cached, now, reason)
+            quiet = cached is not None and cached.policy.mode is sts.Mode.NONE
+            # RFC 8461 §5: tell the admin about failures, unless the domain has withdrawn MTA-STS.
+            (log.debug if quiet else log.warning)(
+                "policy fetch failed domain=%s id=%s reason=%s detail=%r",
+                domain,
+                record_id,
+                reason,
+                fetch.error,
+            )
+            source = "cache" if decision.action is Action.USE_CACHED else "none"
+            return Lookup(domain, decision.cached, source, decision.reason)
+        state.failure = None
+        fresh = CachedPolicy(domain, policy, record_id, now)
+        self.store.put(fresh)
+        log.info(
+            "policy fetched domain=%s id=%s mode=%s max_age=%d",
+            domain,
+            record_id,
+            policy.mode,
+            policy.max_age,
+        )
+        return Lookup(domain, fresh, "fetched", f"fetched policy id {record_id}")
+
+    async def refresh_due(self) -> int:
+        """Proactively refetch cached policies that are due (RFC 8461 §5.1); returns how many."""
+        now = self.clock()
+        due = [
+            c.domain
+            for c in self.store.all()
+            if c.refresh_due(now) and c.domain not in self._inflight
+        ]
+        await asyncio.gather(*(self._discover(d, force_fetch=True) for d in due))
+        return len(due)

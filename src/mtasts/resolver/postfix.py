@@ -1,0 +1,72 @@
+"""What Postfix is told: ``smtp_tls_policy_maps`` replies, netstrings and tcp_table encoding.
+
+Replies stay byte-compatible with postfix-mta-sts-resolver
+(``secure match=mx1.example.com:.example.net servername=hostname``), so a
+Postfix configuration migrates unchanged. Postfix writes a policy pattern
+``*.example.net`` as ``.example.net``, which also matches deeper names
+(``a.b.example.net``); RFC 8461 §4.1 allows exactly one label, so Postfix is
+slightly more permissive than the policy. Postfix 3.10 understands TLSRPT
+attributes after the level; they are off by default (Postfix 3.7 rejects them).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from urllib.parse import quote
+
+from mtasts.sts import Mode
+from mtasts.sts.cache import CachedPolicy
+
+TCP_TABLE_LIMIT = 4096
+
+
+class TestingAnswer(StrEnum):
+    """Postfix cannot "deliver and report": choose what a testing policy becomes."""
+
+    NONE = "none"  # NOTFOUND: Postfix's own default TLS settings apply (recommended)
+    MAY = "may"  # opportunistic TLS, never fails delivery
+    SECURE = "secure"  # treat testing like enforce (strict testing, for admins who opt in)
+
+
+def match_pattern(wildcard: bool, domain: str) -> str:
+    return f".{domain}" if wildcard else domain
+
+
+def policy_reply(
+    cached: CachedPolicy | None, testing: TestingAnswer, tlsrpt: bool = False
+) -> str | None:
+    """The table value for a domain, or None for NOTFOUND."""
+    if cached is None or cached.policy.mode is Mode.NONE:
+        return None
+    policy = cached.policy
+    if policy.mode is Mode.TESTING:
+        if testing is TestingAnswer.NONE:
+            return None
+        if testing is TestingAnswer.MAY:
+            return "may"
+    match = ":".join(match_pattern(p.wildcard, p.domain) for p in policy.mx)
+    reply = f"secure match={match} servername=hostname"
+    if tlsrpt:
+        patterns = " ".join(f"mx_host_pattern={p}" for p in policy.mx)
+        lines = " ".join(f"{{ policy_string = {line} }}" for line in str(policy).splitlines())
+        reply += f" policy_type=sts policy_domain={cached.domain} {patterns} {lines}"
+    return reply
+
+
+class NetstringError(ValueError):
+    """The peer broke the netstring framing; the connection cannot continue."""
+
+
+def netstring(data: str) -> bytes:
+    raw = data.encode("utf-8")
+    return b"%d:%s," % (len(raw), raw)
+
+
+def tcp_table_reply(value: str | None) -> bytes:
+    """tcp_table(5): 200 with the value %-encoded, 500 for not found; capped at 4,096 characters."""
+    if value is None:
+        return b"500 not found\n"
+    encoded = quote(value, safe="=:.,-_/*[]@")
+    if len(encoded) > TCP_TABLE_LIMIT - 5:
+        return b"400 reply too long for tcp_table\n"
+    return f"200 {encoded}\n".encode("ascii")

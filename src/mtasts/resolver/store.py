@@ -1,0 +1,70 @@
+"""The policy cache: a dict in memory, written through to a SQLite file so it survives restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from mtasts.sts import PolicyError, parse_policy
+from mtasts.sts.cache import CachedPolicy
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS policies (
+    domain TEXT PRIMARY KEY,
+    policy_id TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    fetched_at REAL NOT NULL
+)
+"""
+
+
+class PolicyStore:
+    """Cached policies by domain. ``path`` None keeps them in memory only."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._policies: dict[str, CachedPolicy] = {}
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SCHEMA)
+            self._load()
+
+    def _load(self) -> None:
+        assert self._db is not None
+        for domain, policy_id, text, fetched_at in self._db.execute(
+            "SELECT domain, policy_id, policy, fetched_at FROM policies"
+        ):
+            try:
+                policy = parse_policy(text)
+            except PolicyError:
+                continue  # written by a version that accepted it; it will be refetched
+            self._policies[domain] = CachedPolicy(domain, policy, policy_id, fetched_at)
+
+    def get(self, domain: str) -> CachedPolicy | None:
+        return self._policies.get(domain)
+
+    def put(self, cached: CachedPolicy) -> None:
+        self._policies[cached.domain] = cached
+        if self._db is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO policies (domain, policy_id, policy, fetched_at) VALUES (?, ?, ?, ?)",
+                (cached.domain, cached.policy_id, str(cached.policy), cached.fetched_at),
+            )
+
+    def remove(self, domain: str) -> None:
+        self._policies.pop(domain, None)
+        if self._db is not None:
+            self._db.execute("DELETE FROM policies WHERE domain = ?", (domain,))
+
+    def all(self) -> list[CachedPolicy]:
+        return list(self._policies.values())
+
+    def __len__(self) -> int:
+        return len(self._policies)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
