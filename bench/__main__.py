@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import check_speed, lab_startup, parsers
+from . import check_speed, lab_startup, parsers, resolver_speed
 
 if __name__ == "__main__":
     parsers.main()
     lab_startup.main()
     check_speed.main()
+    resolver_speed.main()

@@ -207,3 +207,22 @@ def test_bad_config_is_a_one_line_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"error: {config} [resolver]: testing = 'sometimes'")
+
+
+def test_demo_falls_back_to_the_resolver_answers_without_postfix(
+    lab: RunningLab, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtasts.cli import demo
+
+    monkeypatch.setattr(demo, "unavailable", lambda: "needs root to create a network namespace")
+    demo._sending_side(lab.state)
+    out = capsys.readouterr().out
+    assert "(a real Postfix needs needs root" not in out
+    assert "a real Postfix needs root to create a network namespace" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert (
+        "OK secure match=mx1.good-enforce.example:mx2.good-enforce.example"
+        in lines["good-enforce.example"]
+    )
+    assert "NOTFOUND" in lines["good-testing.example"]
+    assert "no _mta-sts record" in lines["no-sts.example"]

@@ -10,6 +10,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,7 +18,12 @@ from mtasts.check.checker import CheckOptions, check_many
 from mtasts.check.findings import Severity
 from mtasts.check.lint import lint_policy, lint_sts_record, lint_tlsrpt_record
 from mtasts.lab.runtime import read_state
-from mtasts.net.dns import Nameserver
+from mtasts.lab.scenario import builtin_scenarios
+from mtasts.lab.sender import PostfixStage, unavailable
+from mtasts.net.dns import Nameserver, Resolver
+from mtasts.resolver.engine import EngineOptions, PolicyEngine
+from mtasts.resolver.postfix import TestingAnswer, policy_reply
+from mtasts.resolver.store import PolicyStore
 
 from .check import render_adoption, render_detail
 from .lint import render
@@ -51,6 +57,54 @@ def _start_lab(state_dir: Path) -> subprocess.Popen[bytes]:
             return outcome
         reasons.append(f"{subnet}: {outcome}")
     raise click.ClickException("the lab did not start: " + "; ".join(reasons))
+
+
+_STORY = (
+    "pf-good.example",
+    "pf-badcert.example",
+    "pf-stripped.example",
+    "pf-nopolicy.example",
+    "pf-testing.example",
+)
+
+
+def _sending_side(state: dict[str, Any]) -> None:
+    """A real Postfix using mtasts resolver where this machine allows, else the resolver's answers."""
+    reason = unavailable()
+    if reason is None:
+        with PostfixStage(builtin_scenarios()["postfix"]) as stage:
+            echo(
+                "a private Postfix 3 in a network namespace, smtp_tls_policy_maps = mtasts resolver:"
+            )
+            for domain in _STORY:
+                stage.send(f"bob@{domain}")
+            for domain in _STORY:
+                line = stage.outcome(f"bob@{domain}")
+                status = line.split("status=", 1)[1]
+                echo(
+                    f"  {domain:<22} {status}",
+                    fg="green" if status.startswith("sent") else "yellow",
+                )
+        echo(
+            "pf-nopolicy.example was delivered through the attacker in plaintext: it publishes no policy."
+        )
+        return
+    echo(f"(a real Postfix {reason}; here is what mtasts resolver tells Postfix instead)")
+    options = EngineOptions(
+        https_port=state["https"]["port"], ca_file=Path(state["ca_file"]), timeout=5
+    )
+    resolver = Resolver((Nameserver.parse(state["nameserver"]),), timeout=5)
+    engine = PolicyEngine(resolver, PolicyStore(None), options)
+    for domain in (
+        "good-enforce.example",
+        "cname-mx.example",
+        "stripped.example",
+        "good-testing.example",
+        "no-sts.example",
+    ):
+        lookup = asyncio.run(engine.lookup(domain))
+        reply = policy_reply(lookup.cached, TestingAnswer.NONE, dane=lookup.dane)
+        echo(f"  {domain:<22} {'OK ' + reply if reply else 'NOTFOUND':<72} {lookup.reason}")
 
 
 @click.command()
@@ -100,6 +154,8 @@ def demo() -> None:
             )
             echo("\n== 4. one report in detail: the article's CNAME'd MX ==", bold=True)
             render_detail(next(c for c in checks if c.domain == "cname-mx.example"))
+            echo("\n== 5. the sending side: enforcing other domains' policies ==", bold=True)
+            _sending_side(state)
             echo("\nExplore it yourself: mtasts lab up, then mtasts check --lab lab-state DOMAIN")
         finally:
             process.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import sys
@@ -32,6 +33,8 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
                 https_port=state["https"]["port"],
             )
         overrides: dict[str, Any] = dict(flags)
+        if flags.get("cache") is not None and str(flags["cache"]) == ":memory:":
+            base, overrides["cache"] = dataclasses.replace(base, cache=None), None
         if flags.get("listen"):
             overrides["listen"] = tuple(Listen.parse(v) for v in flags["listen"])
         if flags.get("nameservers"):
@@ -61,7 +64,7 @@ _common = [
     click.option(
         "--cache",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="SQLite cache file (survives restarts).",
+        help="SQLite cache file (survives restarts); :memory: keeps none.",
     ),
     click.option(
         "--nameserver",
@@ -132,7 +135,11 @@ def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -
     def reload() -> ResolverConfig:
         return _config(config_file, lab_dir, **flags)
 
-    asyncio.run(serve(config, reload if config_file else None))
+    try:
+        asyncio.run(serve(config, reload if config_file else None))
+    except OSError as exc:
+        echo(f"error: the resolver cannot listen: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @resolver.command("query")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -13,7 +14,14 @@ from pathlib import Path
 from mtasts import sts
 from mtasts.net.dns import DnsLookupError, Resolver
 from mtasts.net.https import PolicyFetch, fetch_policy
-from mtasts.sts.cache import Action, CachedPolicy, FetchFailure, after_failed_fetch, decide
+from mtasts.sts.cache import (
+    Action,
+    CachedPolicy,
+    Decision,
+    FetchFailure,
+    after_failed_fetch,
+    decide,
+)
 
 from .store import PolicyStore
 
@@ -37,6 +45,8 @@ class Lookup:
     cached: CachedPolicy | None
     source: str  # memory | cache | fetched | none
     reason: str
+    # Every MX publishes DNSSEC-validated TLSA records: DANE, not MTA-STS, applies (RFC 8461 §2).
+    dane: bool = False
 
 
 @dataclass
@@ -83,20 +93,26 @@ class PolicyEngine:
         self._states: dict[str, _State] = {}
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
 
+    def remembered(self, domain: str) -> Lookup | None:
+        """The answer given within the last ``grace`` seconds, with no I/O; None when stale."""
+        state = self._states.get(domain)
+        if state is None or state.answer is None:
+            return None
+        now = self.clock()
+        if now - state.checked_at >= self.options.grace:
+            return None
+        cached = state.answer.cached
+        if cached is not None and cached.expired(now):
+            return None
+        self.metrics.lookups["memory"] += 1
+        return state.answer
+
     async def lookup(self, domain: str) -> Lookup:
         """The policy to apply to ``domain`` now; concurrent lookups of one domain share the work."""
         domain = domain.lower().rstrip(".")
-        state = self._states.get(domain)
-        now = self.clock()
-        if (
-            state is not None
-            and state.answer is not None
-            and now - state.checked_at < self.options.grace
-        ):
-            cached = state.answer.cached
-            if cached is None or not cached.expired(now):
-                self.metrics.lookups["memory"] += 1
-                return Lookup(domain, cached, "memory", state.answer.reason)
+        answer = self.remembered(domain)
+        if answer is not None:
+            return answer
         task = self._inflight.get(domain)
         if task is None:
             task = asyncio.ensure_future(self._discover(domain))
@@ -125,16 +141,46 @@ class PolicyEngine:
             record_id, cached, state.failure, now, record_problem=problem or "no record"
         )
         if force_fetch and record_id is not None:
-            decision = sts.cache.Decision(Action.FETCH, "proactive refresh", decision.cached)
-        if decision.action is Action.FETCH and record_id is not None:
-            answer = await self._fetch(domain, record_id, cached, state)
-        elif decision.action is Action.USE_CACHED:
-            answer = Lookup(domain, decision.cached, "cache", decision.reason)
-        else:
-            answer = Lookup(domain, None, "none", decision.reason)
+            decision = Decision(Action.FETCH, "proactive refresh", decision.cached)
+        # A domain that may have a policy may also be DANE-enabled: ask while the policy is fetched.
+        dane = None
+        if record_id is not None or decision.cached is not None:
+            dane = asyncio.ensure_future(self._dane(domain))
+        try:
+            if decision.action is Action.FETCH and record_id is not None:
+                answer = await self._fetch(domain, record_id, cached, state)
+            elif decision.action is Action.USE_CACHED:
+                answer = Lookup(domain, decision.cached, "cache", decision.reason)
+            else:
+                answer = Lookup(domain, None, "none", decision.reason)
+            applies = answer.cached is not None and answer.cached.policy.mode is not sts.Mode.NONE
+            if applies and dane is not None and await dane:
+                reason = f"{answer.reason}; DNSSEC-signed TLSA on every MX: DANE applies"
+                answer = dataclasses.replace(answer, dane=True, reason=reason)
+        finally:
+            if dane is not None and not dane.done():
+                dane.cancel()
         self.metrics.lookups[answer.source] += 1
         state.checked_at, state.answer = self.clock(), answer
         return answer
+
+    async def _dane(self, domain: str) -> bool:
+        """True when every MX host has TLSA records a validating resolver marked authentic (AD).
+
+        Postfix's policy table speaks for the whole domain, so a partly DANE-enabled
+        domain keeps its MTA-STS answer: ``dane`` would drop to opportunistic TLS on
+        the MX hosts that have no TLSA.
+        """
+        try:
+            hosts = [host for _, host in await self.resolver.mx(domain)]
+            if not hosts:
+                return False
+            answers = await asyncio.gather(
+                *(self.resolver.lookup(f"_25._tcp.{h}", "TLSA") for h in hosts)
+            )
+        except DnsLookupError:
+            return False
+        return all(a.records and a.authenticated for a in answers)
 
     async def _fetch(
         self, domain: str, record_id: str, cached: CachedPolicy | None, state: _State

@@ -33,11 +33,14 @@ def match_pattern(wildcard: bool, domain: str) -> str:
 
 
 def policy_reply(
-    cached: CachedPolicy | None, testing: TestingAnswer, tlsrpt: bool = False
+    cached: CachedPolicy | None, testing: TestingAnswer, tlsrpt: bool = False, dane: bool = False
 ) -> str | None:
     """The table value for a domain, or None for NOTFOUND."""
     if cached is None or cached.policy.mode is Mode.NONE:
         return None
+    if dane:
+        # RFC 8461 §2: MTA-STS must not override DANE; Postfix's "dane" level verifies TLSA.
+        return "dane"
     policy = cached.policy
     if policy.mode is Mode.TESTING:
         if testing is TestingAnswer.NONE:

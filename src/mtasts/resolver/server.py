@@ -9,16 +9,16 @@ policy known means deliver as before) while the fetch goes on for the next mail.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from .engine import PolicyEngine
+from .engine import Lookup, PolicyEngine
 from .postfix import NetstringError, TestingAnswer, netstring, policy_reply, tcp_table_reply
 
 log = logging.getLogger("mtasts.resolver.server")
@@ -81,11 +81,17 @@ class ResolverService:
         self.settings = settings
         self.started = time.time()
         self.requests: dict[str, int] = {"ok": 0, "notfound": 0, "error": 0, "timeout": 0}
+        # Per request key: the finished reply, valid while the same Lookup and settings stand.
+        self._wire: dict[str, tuple[str, Lookup, ReplySettings, bytes]] = {}
 
     async def answer(self, key: str) -> str | None:
         domain = policy_domain(key, self.settings.relays)
         if domain is None:
             return None
+        # The hot path: an answer from the last minute, no task, no I/O, the reply memoised.
+        remembered = self.engine.remembered(domain)
+        if remembered is not None:
+            return self._reply(remembered)
         try:
             lookup = await asyncio.wait_for(
                 asyncio.shield(self.engine.lookup(domain)), self.settings.request_timeout
@@ -96,34 +102,29 @@ class ResolverService:
                 "lookup timed out domain=%s; answering NOTFOUND while the fetch goes on", domain
             )
             return None
-        return policy_reply(lookup.cached, self.settings.testing, self.settings.tlsrpt)
+        return self._reply(lookup)
 
-    async def socketmap_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while True:
-                try:
-                    request = await _read_netstring(reader)
-                except asyncio.IncompleteReadError:
-                    return
-                _map_name, _, key = request.partition(" ")
-                if not key:
-                    raise NetstringError("the request has no key (expected 'NAME KEY')")
-                value = await self.answer(key)
-                self.requests["ok" if value else "notfound"] += 1
-                writer.write(netstring(f"OK {value}" if value else "NOTFOUND "))
-                await writer.drain()
-        except NetstringError as exc:
-            self.requests["error"] += 1
-            log.warning("malformed socketmap request: %s", exc)
-            with contextlib.suppress(Exception):
-                writer.write(netstring(f"PERM {exc}"))
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
+    _MISS = object()
+
+    def answer_now(self, key: str) -> bytes | object:
+        """The finished netstring reply when it needs no I/O (a recent answer), else ``_MISS``."""
+        memo = self._wire.get(key)
+        if memo is not None:
+            domain, lookup, settings, payload = memo
+            if settings is self.settings and self.engine.remembered(domain) is lookup:
+                return payload
+        target = policy_domain(key, self.settings.relays)
+        if target is None:
+            return encode_reply(None)
+        remembered = self.engine.remembered(target)
+        if remembered is None:
+            return self._MISS
+        payload = encode_reply(self._reply(remembered))
+        self._wire[key] = (target, remembered, self.settings, payload)
+        return payload
+
+    def _reply(self, lookup: Lookup) -> str | None:
+        return policy_reply(lookup.cached, self.settings.testing, self.settings.tlsrpt, lookup.dane)
 
     async def tcp_table_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -187,36 +188,112 @@ class ResolverService:
         writer.close()
 
 
-async def _read_netstring(reader: asyncio.StreamReader) -> str:
-    length = b""
-    while True:
-        char = await reader.readexactly(1)
-        if char == b":":
-            break
-        if not char.isdigit() or len(length) >= 6:
+def encode_reply(value: str | None) -> bytes:
+    return netstring(f"OK {value}" if value else "NOTFOUND ")
+
+
+class SocketmapProtocol(asyncio.Protocol):
+    """Socketmap without a coroutine per request: cached answers are written from data_received.
+
+    A request that needs DNS or HTTPS runs as a task; requests behind it wait in
+    order, so replies always come back in the order Postfix asked.
+    """
+
+    def __init__(self, service: ResolverService) -> None:
+        self.service = service
+        self.buffer = bytearray()
+        self.queue: collections.deque[str] = collections.deque()
+        self.busy = False
+        self.task: asyncio.Future[None] | None = None  # held so it is not collected mid-flight
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            while (request := self._take()) is not None:
+                self.queue.append(request)
+        except NetstringError as exc:
+            self._refuse(str(exc))
+            return
+        self._drain()
+
+    def _take(self) -> str | None:
+        colon = self.buffer.find(b":")
+        if colon < 0:
+            if self.buffer and (not self.buffer.isdigit() or len(self.buffer) > 6):
+                raise NetstringError("bad netstring length")
+            return None
+        digits = bytes(self.buffer[:colon])
+        if not digits.isdigit() or len(digits) > 6 or int(digits) > _MAX_NETSTRING:
             raise NetstringError("bad netstring length")
-        length += char
-    if not length or int(length) > _MAX_NETSTRING:
-        raise NetstringError("bad netstring length")
-    data = await reader.readexactly(int(length))
-    if await reader.readexactly(1) != b",":
-        raise NetstringError("netstring not terminated by ','")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise NetstringError("request is not UTF-8") from None
+        end = colon + 1 + int(digits)
+        if len(self.buffer) <= end:
+            return None
+        if self.buffer[end] != ord(","):
+            raise NetstringError("netstring not terminated by ','")
+        data = bytes(self.buffer[colon + 1 : end])
+        del self.buffer[: end + 1]
+        try:
+            request = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise NetstringError("request is not UTF-8") from None
+        if " " not in request:
+            raise NetstringError("the request has no key (expected 'NAME KEY')")
+        return request.partition(" ")[2]
+
+    def _drain(self) -> None:
+        while self.queue and not self.busy:
+            key = self.queue.popleft()
+            payload = self.service.answer_now(key)
+            if payload is ResolverService._MISS:
+                self.busy = True
+                self.task = asyncio.ensure_future(self._slow(key))
+                return
+            self._send(payload)  # type: ignore[arg-type]
+
+    async def _slow(self, key: str) -> None:
+        try:
+            value = await self.service.answer(key)
+        except Exception:  # a bug must not take the connection's queue down with it
+            log.exception("lookup failed key=%s", key)
+            value = None
+        self.busy = False
+        self._send(encode_reply(value))
+        self._drain()
+
+    def _send(self, payload: bytes) -> None:
+        self.service.requests["notfound" if payload.startswith(b"9:NOTFOUND") else "ok"] += 1
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(payload)
+
+    def _refuse(self, reason: str) -> None:
+        self.service.requests["error"] += 1
+        log.warning("malformed socketmap request: %s", reason)
+        if self.transport is not None:
+            self.transport.write(netstring(f"PERM {reason}"))
+            self.transport.close()
 
 
 async def start_listener(service: ResolverService, listen: Listen) -> asyncio.AbstractServer:
-    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-    handler = (
-        service.socketmap_client if listen.protocol == "socketmap" else service.tcp_table_client
-    )
+    loop = asyncio.get_running_loop()
+    path = Path(listen.address)
     if listen.family == "unix":
-        path = Path(listen.address)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        server = await asyncio.start_unix_server(handler, str(path))
+    server: asyncio.AbstractServer
+    if listen.protocol == "socketmap" and listen.family == "unix":
+        server = await loop.create_unix_server(lambda: SocketmapProtocol(service), str(path))
+    elif listen.protocol == "socketmap":
+        server = await loop.create_server(
+            lambda: SocketmapProtocol(service), listen.address, listen.port
+        )
+    elif listen.family == "unix":
+        server = await asyncio.start_unix_server(service.tcp_table_client, str(path))
+    else:
+        server = await asyncio.start_server(service.tcp_table_client, listen.address, listen.port)
+    if listen.family == "unix":
         os.chmod(path, 0o666)  # Postfix's smtp processes run as the postfix user
-        return server
-    return await asyncio.start_server(handler, listen.address, listen.port)
+    return server

@@ -1,0 +1,192 @@
+"""``mtasts resolver`` against postfix-mta-sts-resolver, same lab, same client, same run.
+
+Both daemons resolve through the system resolver / port 443 in the peer's case,
+so the lab (on standard ports), both daemons and the load generator run inside
+a network namespace this script creates. Needs root, iproute2 and
+postfix-mta-sts-resolver installed in this Python environment
+(``pip install postfix-mta-sts-resolver``). Measures cached lookups/s with 1
+and 16 clients (p50/p99), cold lookups of 1,000 distinct domains, and resident
+memory per cached domain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mtasts.lab.scenario import generate
+
+BIN = Path(sys.executable).parent
+NAMESPACE = f"mtasts-bench-res-{os.getpid()}"
+OURS, THEIRS = 18461, 18462
+
+
+def inside(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", NAMESPACE, *args], capture_output=True, text=True, **kw
+    )
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ip", "netns", "exec", NAMESPACE, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+
+
+def wait_port(port: int) -> None:
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+    deadline = time.monotonic() + 30
+    while inside(sys.executable, "-c", probe).returncode:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {port}")
+        time.sleep(0.1)
+
+
+def load(port: int, *args: str) -> dict[str, Any]:
+    out = inside(
+        sys.executable,
+        "-m",
+        "bench.socketmap_client",
+        str(port),
+        *args,
+        cwd=str(Path(__file__).parent.parent),
+        timeout=900,
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, port: int, *args: str) -> dict[str, Any]:
+    """A load run plus the daemon's own CPU time per request (its capacity, whatever the client)."""
+    before = cpu_seconds(pid)
+    result = load(port, *args)
+    result["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / result["requests"]
+    return result
+
+
+def rss_mib(pid: int) -> float:
+    # ip netns exec execs the daemon, so the pid is the daemon's own.
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main(cached_domains: int = 10000) -> None:
+    if os.geteuid() != 0 or not shutil.which("ip") or not (BIN / "mta-sts-daemon").exists():
+        print(
+            "resolver_speed: needs root, iproute2 and postfix-mta-sts-resolver in this venv; skipped"
+        )
+        return
+    state = Path(tempfile.mkdtemp(prefix="mtasts-bench-res-"))
+    os.chmod(state, 0o755)
+    etc = Path("/etc/netns") / NAMESPACE
+    subprocess.run(["ip", "netns", "add", NAMESPACE], check=True)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        inside("ip", "link", "set", "lo", "up", check=True)
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("nameserver 127.77.0.53\n")
+        processes.append(spawn([str(BIN / "mtasts"), "lab", "up", "--ports", "standard", "--generate",
+                                str(cached_domains), "--state-dir", str(state / "lab")]))  # fmt: skip
+        while not (state / "lab" / "lab.json").exists():
+            time.sleep(0.1)
+        names = [
+            d["name"]
+            for d in json.loads((state / "lab" / "lab.json").read_text())["domains"]
+            if d["name"].startswith("gen")
+        ]
+        # A healthy enforce domain, so the cached replies are the full "OK secure match=..." answer.
+        enforce = next(
+            d.name for d in generate(cached_domains) if d.mode == "enforce" and not d.expect
+        )
+        cold = state / "cold.txt"
+        cold.write_text("\n".join(names[:1000]))
+        everything = state / "all.txt"
+        everything.write_text("\n".join(names))
+        ours = spawn([str(BIN / "mtasts"), "resolver", "run", "--lab", str(state / "lab"), "--cache", ":memory:",
+                      "--listen", f"socketmap:inet:127.0.0.1:{OURS}"])  # fmt: skip
+        (state / "theirs.yml").write_text(
+            f"host: 127.0.0.1\nport: {THEIRS}\ncache:\n  type: internal\n  options:\n    cache_size: {cached_domains * 2}\n"
+        )
+        env = {**os.environ, "SSL_CERT_FILE": str(state / "lab" / "ca.pem")}
+        theirs = spawn(
+            [str(BIN / "mta-sts-daemon"), "-c", str(state / "theirs.yml"), "-v", "error"], env
+        )
+        processes += [ours, theirs]
+        wait_port(OURS)
+        wait_port(THEIRS)
+        results: dict[str, dict[str, Any]] = {}
+        for name, port, process in (
+            ("mtasts", OURS, ours),
+            ("postfix-mta-sts-resolver", THEIRS, theirs),
+        ):
+            base = rss_mib(process.pid)
+            row = results[name] = {"cold": load(port, "cold", str(cold), "16")}
+            load(port, "cold", str(everything), "16")  # fill the cache with every generated domain
+            row["rss_per_domain_kib"] = (rss_mib(process.pid) - base) * 1024 / len(names)
+            row["cached_1"] = measured(process.pid, port, "cached", enforce, "1", "20000")
+            row["cached_16"] = measured(process.pid, port, "cached", enforce, "16", "2000")
+        report(results, len(names))
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        subprocess.run(["ip", "netns", "del", NAMESPACE], check=False)
+        shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def report(results: dict[str, dict[str, Any]], cached: int) -> None:
+    print(
+        f"{'':<26} {'cached, 1 client':>34} {'cached, 16 clients':>34} {'cold 1,000 (16 conc.)':>22} {'RSS/cached domain':>18}"
+    )
+    for name, row in results.items():
+        cells = []
+        for key in ("cached_1", "cached_16"):
+            r = row[key]
+            cells.append(
+                f"{r['per_second']:>7,.0f}/s p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f}ms {r['cpu_us']:>4.0f}us"
+            )
+        cold = row["cold"]
+        print(
+            f"{name:<26} {cells[0]:>34} {cells[1]:>34} {cold['seconds']:>8.1f} s ({cold['per_second']:,.0f}/s) {row['rss_per_domain_kib']:>12.2f} KiB"
+        )
+    ours, theirs = results["mtasts"], results["postfix-mta-sts-resolver"]
+    print(
+        f"ratios mtasts/peer: cached throughput x{ours['cached_1']['per_second'] / theirs['cached_1']['per_second']:.1f} (1 client),"
+        f" x{ours['cached_16']['per_second'] / theirs['cached_16']['per_second']:.1f} (16 clients);"
+        f" daemon CPU per cached lookup {ours['cached_16']['cpu_us'] / theirs['cached_16']['cpu_us']:.2f}x"
+        f" (capacity x{theirs['cached_16']['cpu_us'] / ours['cached_16']['cpu_us']:.1f});"
+        f" cold x{theirs['cold']['seconds'] / ours['cold']['seconds']:.1f} faster;"
+        f" memory per domain {ours['rss_per_domain_kib'] / max(theirs['rss_per_domain_kib'], 1e-9):.2f}x ({cached:,} domains cached)"
+    )
+    for name, row in results.items():
+        print(
+            f"  {name} replies: cold {row['cold']['replies']}, cached {row['cached_16']['replies']}"
+        )
+    print(
+        "  (usNN = the daemon's own CPU microseconds per request; the load generator is one Python process)"
+    )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10000)

@@ -1,0 +1,80 @@
+"""The engine's decisions that the lab cannot stage: DNSSEC-signed TLSA (DANE) and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mtasts.net.dns import Answer
+from mtasts.net.https import PolicyFetch
+from mtasts.resolver import engine as engine_module
+from mtasts.resolver import postfix
+from mtasts.resolver.engine import EngineOptions, PolicyEngine
+from mtasts.resolver.postfix import policy_reply
+from mtasts.resolver.store import PolicyStore
+
+POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.net\r\nmx: mx2.example.net\r\nmax_age: 86400\r\n"
+
+
+class FakeResolver:
+    """Answers from a table; ``signed`` names the TLSA owners a validating resolver marks AD."""
+
+    def __init__(self, tlsa: dict[str, bool]) -> None:
+        self.tlsa = tlsa
+
+    async def txt(self, name: str) -> list[list[bytes]]:
+        return [[b"v=STSv1; id=20260101T000000;"]] if name == "_mta-sts.example.net" else []
+
+    async def mx(self, domain: str) -> list[tuple[int, str]]:
+        return [(10, "mx1.example.net"), (20, "mx2.example.net")]
+
+    async def lookup(self, name: str, rdtype: str) -> Answer:
+        if rdtype == "TLSA" and name in self.tlsa:
+            return Answer(("3 1 1 00",), None, self.tlsa[name])
+        return Answer()
+
+
+def engine_with(tlsa: dict[str, bool], monkeypatch: Any, clock: list[float]) -> PolicyEngine:
+    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
+        return PolicyFetch(
+            "https://mta-sts.example.net/.well-known/mta-sts.txt",
+            "192.0.2.1",
+            200,
+            "text/plain",
+            POLICY,
+        )
+
+    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+    return PolicyEngine(
+        FakeResolver(tlsa), PolicyStore(None), EngineOptions(), clock=lambda: clock[0]
+    )  # type: ignore[arg-type]
+
+
+def test_signed_tlsa_on_every_mx_defers_to_dane(monkeypatch: Any) -> None:
+    clock = [1000.0]
+    signed = {"_25._tcp.mx1.example.net": True, "_25._tcp.mx2.example.net": True}
+    lookup = asyncio.run(engine_with(signed, monkeypatch, clock).lookup("example.net"))
+    assert lookup.dane is True
+    assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane) == "dane"
+
+
+def test_unsigned_or_partial_tlsa_keeps_the_mta_sts_answer(monkeypatch: Any) -> None:
+    clock = [1000.0]
+    for tlsa in ({"_25._tcp.mx1.example.net": False, "_25._tcp.mx2.example.net": False},
+                 {"_25._tcp.mx1.example.net": True}):  # fmt: skip
+        lookup = asyncio.run(engine_with(tlsa, monkeypatch, clock).lookup("example.net"))
+        assert lookup.dane is False
+        assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane) == (
+            "secure match=mx1.example.net:mx2.example.net servername=hostname"
+        )
+
+
+def test_answers_come_from_memory_within_grace_and_are_rechecked_after(monkeypatch: Any) -> None:
+    clock = [1000.0]
+    engine = engine_with({}, monkeypatch, clock)
+    assert asyncio.run(engine.lookup("example.net")).source == "fetched"
+    clock[0] += 30
+    assert engine.remembered("example.net") is not None
+    clock[0] += 31
+    assert engine.remembered("example.net") is None
+    assert asyncio.run(engine.lookup("example.net")).source == "cache"  # same id: no refetch
