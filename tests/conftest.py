@@ -77,3 +77,46 @@ def need(tool: str) -> str:
     if path is None:
         pytest.skip(f"{tool} is not installed (.ci/run installs it from Debian)")
     return path
+
+
+def _postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL cluster on 127.0.0.1, started for this session and removed after."""
+    binaries = _postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    import pwd
+    import tempfile
+
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no 'postgres' user to run the cluster as")
+    folder = Path(tempfile.mkdtemp(prefix="mtasts-pg-"))
+    os.chown(folder, owner.pw_uid, owner.pw_gid)
+    data, port = folder / "data", 25432
+
+    def as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True, timeout=120
+        )
+
+    initialised = as_postgres(
+        str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"
+    )
+    assert initialised.returncode == 0, initialised.stderr
+    started = as_postgres(
+        str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "start",
+        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr + (folder / "log").read_text()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

@@ -33,7 +33,7 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
                 https_port=state["https"]["port"],
             )
         overrides: dict[str, Any] = dict(flags)
-        if flags.get("cache") is not None and str(flags["cache"]) == ":memory:":
+        if flags.get("cache") == ":memory:":
             base, overrides["cache"] = dataclasses.replace(base, cache=None), None
         if flags.get("listen"):
             overrides["listen"] = tuple(Listen.parse(v) for v in flags["listen"])
@@ -63,8 +63,7 @@ _common = [
     ),
     click.option(
         "--cache",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="SQLite cache file (survives restarts); :memory: keeps none.",
+        help="SQLite file (default), postgresql://... (shared by several MTAs), or :memory:.",
     ),
     click.option(
         "--nameserver",
@@ -153,7 +152,15 @@ def resolver_query(config_file: Path | None, lab_dir: Path | None, key: str, **f
     if domain is None:
         click.echo(f"{key}: NOTFOUND (no policy domain: bracketed next hop or parent-zone key)")
         return
-    lookup = asyncio.run(service.engine.lookup(domain))
+
+    async def ask() -> Any:
+        await store.open()
+        try:
+            return await service.engine.lookup(domain)
+        finally:
+            await store.aclose()
+
+    lookup = asyncio.run(ask())
     reply = policy_reply(lookup.cached, config.testing, config.tlsrpt_attributes)
     click.echo(f"{key}: {'OK ' + reply if reply else 'NOTFOUND'}")
     click.echo(f"  why: {lookup.reason} (source: {lookup.source})")

@@ -20,7 +20,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ResolverConfig:
     listen: tuple[Listen, ...] = (Listen("socketmap", "inet", "127.0.0.1", 8461),)
-    cache: Path | None = Path("/var/lib/mtasts/resolver-cache.sqlite")
+    cache: str | None = (
+        "/var/lib/mtasts/resolver-cache.sqlite"  # a SQLite path or a postgresql:// URL
+    )
     nameservers: tuple[Nameserver, ...] = ()
     ca_file: Path | None = None
     https_port: int = 443
@@ -43,7 +45,9 @@ def _convert(key: str, value: Any, where: str) -> Any:
             return tuple(Listen.parse(v) for v in value)
         if key == "nameservers":
             return tuple(Nameserver.parse(v) for v in value)
-        if key in ("cache", "ca_file"):
+        if key == "cache":
+            return str(value) if value and value != ":memory:" else None
+        if key == "ca_file":
             return Path(value) if value else None
         if key == "testing":
             return TestingAnswer(value)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from mtasts.net.dns import Resolver
 
@@ -18,8 +19,16 @@ from .store import PolicyStore
 log = logging.getLogger("mtasts.resolver")
 
 
+def make_store(cache: str | None) -> PolicyStore:
+    if cache is not None and cache.startswith(("postgresql://", "postgres://")):
+        from .postgres_store import PostgresStore
+
+        return PostgresStore(cache)
+    return PolicyStore(Path(cache) if cache else None)
+
+
 def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
-    store = PolicyStore(config.cache)
+    store = make_store(config.cache)
     engine = PolicyEngine(
         Resolver(config.nameservers, timeout=config.timeout),
         store,
@@ -34,6 +43,7 @@ def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
 async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | None = None,
                 ready: Callable[[], None] | None = None) -> None:  # fmt: skip
     service, store = build(config)
+    await store.open()
     servers = [await start_listener(service, listen) for listen in config.listen]
     if config.metrics:
         host, _, port = config.metrics.rpartition(":")
@@ -84,4 +94,4 @@ async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | N
     refresh_task.cancel()
     for server in servers:
         server.close()
-    store.close()
+    await store.aclose()

@@ -137,6 +137,11 @@ class PolicyEngine:
         record_id, problem = await self._record_id(domain)
         now = self.clock()
         cached = self.store.get(domain)
+        if record_id is not None and (
+            cached is None or cached.policy_id != record_id or cached.expired(now)
+        ):
+            # Another MTA sharing the store may have fetched this id already.
+            cached = await self.store.load(domain)
         decision = decide(
             record_id, cached, state.failure, now, record_problem=problem or "no record"
         )

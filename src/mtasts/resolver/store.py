@@ -1,4 +1,8 @@
-"""The policy cache: a dict in memory, written through to a SQLite file so it survives restarts."""
+"""The policy cache: a dict in memory, written through to SQLite (default) or PostgreSQL.
+
+SQLite keeps one MTA's cache across restarts; PostgreSQL lets several MTAs share
+one cache, so a policy fetched by one is used by all.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +68,16 @@ class PolicyStore:
 
     def __len__(self) -> int:
         return len(self._policies)
+
+    async def open(self) -> None:
+        """Connect to a shared backend; nothing to do for memory and SQLite."""
+
+    async def load(self, domain: str) -> CachedPolicy | None:
+        """The freshest policy any MTA sharing this store fetched; here, this one's own."""
+        return self.get(domain)
+
+    async def aclose(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._db is not None:
