@@ -226,3 +226,40 @@ def test_demo_falls_back_to_the_resolver_answers_without_postfix(
     )
     assert "NOTFOUND" in lines["good-testing.example"]
     assert "no _mta-sts record" in lines["no-sts.example"]
+
+
+def test_zones_pick_settings_by_the_postfix_map_name(lab: RunningLab, tmp_path: Path) -> None:
+    config = tmp_path / "mtasts.toml"
+    config.write_text(
+        '[resolver]\ntesting = "none"\n\n[resolver.zones.strict]\ntesting = "secure"\n'
+    )
+    running = start_daemon(
+        tmp_path, "--config", str(config), "--lab", str(lab.state_dir), "--cache", ":memory:"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", SOCKETMAP_PORT), timeout=10) as sock:
+            sock.sendall(netstring("postfix good-testing.example"))
+            assert read_netstring(sock) == "NOTFOUND "
+            sock.sendall(netstring("strict good-testing.example"))
+            assert (
+                read_netstring(sock)
+                == "OK secure match=mx.good-testing.example servername=hostname"
+            )
+    finally:
+        running.stop()
+
+
+def test_a_zone_key_that_cannot_vary_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "mtasts.toml"
+    config.write_text('[resolver.zones.strict]\nlisten = ["socketmap:inet:127.0.0.1:1"]\n')
+    result = subprocess.run(
+        [MTASTS, "resolver", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {config} [resolver] zones.strict: 'listen' cannot be set per zone"
+        " (only testing, tlsrpt_attributes, request_timeout)"
+    )

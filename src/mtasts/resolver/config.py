@@ -34,6 +34,8 @@ class ResolverConfig:
     relays: dict[str, str] = field(default_factory=dict)
     refresh_check: float = 600.0
     metrics: str | None = None  # HOST:PORT for Prometheus
+    # [resolver.zones.NAME]: what differs for Postfix maps named NAME (socketmap:...:NAME).
+    zones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def merged(self, **overrides: Any) -> ResolverConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None and v != ()})
@@ -65,9 +67,27 @@ def _convert(key: str, value: Any, where: str) -> Any:
             return {k.lower(): v.lower() for k, v in value.items()}
         if key == "metrics":
             return str(value)
+        if key == "zones":
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise ValueError("must be tables: [resolver.zones.NAME]")
+            return {
+                name: {k: _convert_zone(k, v, f"{where} zones.{name}") for k, v in table.items()}
+                for name, table in value.items()
+            }
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {key} = {value!r}: {exc}") from None
     raise ConfigError(f"{where}: unknown key {key!r}")
+
+
+_ZONE_KEYS = ("testing", "tlsrpt_attributes", "request_timeout")
+
+
+def _convert_zone(key: str, value: Any, where: str) -> Any:
+    if key not in _ZONE_KEYS:
+        raise ConfigError(f"{where}: {key!r} cannot be set per zone (only {', '.join(_ZONE_KEYS)})")
+    return _convert(key, value, where)
 
 
 def load(path: Path) -> ResolverConfig:

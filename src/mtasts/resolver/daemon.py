@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mtasts.net.dns import Resolver
 
@@ -17,6 +18,19 @@ from .server import ReplySettings, ResolverService, start_listener
 from .store import PolicyStore
 
 log = logging.getLogger("mtasts.resolver")
+
+
+def reply_settings(config: ResolverConfig, **zone: Any) -> ReplySettings:
+    return ReplySettings(
+        zone.get("testing", config.testing),
+        zone.get("tlsrpt_attributes", config.tlsrpt_attributes),
+        dict(config.relays),
+        zone.get("request_timeout", config.request_timeout),
+    )
+
+
+def zone_settings(config: ResolverConfig) -> dict[str, ReplySettings]:
+    return {name: reply_settings(config, **values) for name, values in config.zones.items()}
 
 
 def make_store(cache: str | None) -> PolicyStore:
@@ -34,10 +48,9 @@ def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
         store,
         EngineOptions(config.https_port, config.ca_file, config.timeout, config.grace),
     )
-    settings = ReplySettings(
-        config.testing, config.tlsrpt_attributes, dict(config.relays), config.request_timeout
-    )
-    return ResolverService(engine, settings), store
+    service = ResolverService(engine, reply_settings(config))
+    service.zones = zone_settings(config)
+    return service, store
 
 
 async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | None = None,
@@ -62,9 +75,7 @@ async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | N
             log.error("reload failed, keeping the running configuration: %s", exc)
             return
         # Listeners and the cache stay; what Postfix is told follows the new settings.
-        service.settings = ReplySettings(
-            fresh.testing, fresh.tlsrpt_attributes, dict(fresh.relays), fresh.request_timeout
-        )
+        service.settings, service.zones = reply_settings(fresh), zone_settings(fresh)
         log.info(
             "configuration reloaded testing=%s tlsrpt=%s relays=%d",
             fresh.testing,

@@ -79,22 +79,28 @@ class ResolverService:
     def __init__(self, engine: PolicyEngine, settings: ReplySettings) -> None:
         self.engine = engine
         self.settings = settings
+        # Per socketmap map name (``socketmap:inet:HOST:PORT:NAME``): settings overriding the default.
+        self.zones: dict[str, ReplySettings] = {}
         self.started = time.time()
         self.requests: dict[str, int] = {"ok": 0, "notfound": 0, "error": 0, "timeout": 0}
         # Per request key: the finished reply, valid while the same Lookup and settings stand.
-        self._wire: dict[str, tuple[str, Lookup, ReplySettings, bytes]] = {}
+        self._wire: dict[tuple[str, str], tuple[str, Lookup, ReplySettings, bytes]] = {}
 
-    async def answer(self, key: str) -> str | None:
-        domain = policy_domain(key, self.settings.relays)
+    def settings_for(self, zone: str) -> ReplySettings:
+        return self.zones.get(zone, self.settings)
+
+    async def answer(self, key: str, zone: str = "") -> str | None:
+        settings = self.settings_for(zone)
+        domain = policy_domain(key, settings.relays)
         if domain is None:
             return None
-        # The hot path: an answer from the last minute, no task, no I/O, the reply memoised.
+        # The hot path: an answer from the last minute, no task, no I/O.
         remembered = self.engine.remembered(domain)
         if remembered is not None:
-            return self._reply(remembered)
+            return self._reply(remembered, settings)
         try:
             lookup = await asyncio.wait_for(
-                asyncio.shield(self.engine.lookup(domain)), self.settings.request_timeout
+                asyncio.shield(self.engine.lookup(domain)), settings.request_timeout
             )
         except TimeoutError:
             self.requests["timeout"] += 1
@@ -102,29 +108,30 @@ class ResolverService:
                 "lookup timed out domain=%s; answering NOTFOUND while the fetch goes on", domain
             )
             return None
-        return self._reply(lookup)
+        return self._reply(lookup, settings)
 
     _MISS = object()
 
-    def answer_now(self, key: str) -> bytes | object:
+    def answer_now(self, key: str, zone: str = "") -> bytes | object:
         """The finished netstring reply when it needs no I/O (a recent answer), else ``_MISS``."""
-        memo = self._wire.get(key)
+        settings = self.settings_for(zone)
+        memo = self._wire.get((zone, key))
         if memo is not None:
-            domain, lookup, settings, payload = memo
-            if settings is self.settings and self.engine.remembered(domain) is lookup:
+            domain, lookup, memo_settings, payload = memo
+            if memo_settings is settings and self.engine.remembered(domain) is lookup:
                 return payload
-        target = policy_domain(key, self.settings.relays)
+        target = policy_domain(key, settings.relays)
         if target is None:
             return encode_reply(None)
         remembered = self.engine.remembered(target)
         if remembered is None:
             return self._MISS
-        payload = encode_reply(self._reply(remembered))
-        self._wire[key] = (target, remembered, self.settings, payload)
+        payload = encode_reply(self._reply(remembered, settings))
+        self._wire[(zone, key)] = (target, remembered, settings, payload)
         return payload
 
-    def _reply(self, lookup: Lookup) -> str | None:
-        return policy_reply(lookup.cached, self.settings.testing, self.settings.tlsrpt, lookup.dane)
+    def _reply(self, lookup: Lookup, settings: ReplySettings) -> str | None:
+        return policy_reply(lookup.cached, settings.testing, settings.tlsrpt, lookup.dane)
 
     async def tcp_table_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -202,7 +209,7 @@ class SocketmapProtocol(asyncio.Protocol):
     def __init__(self, service: ResolverService) -> None:
         self.service = service
         self.buffer = bytearray()
-        self.queue: collections.deque[str] = collections.deque()
+        self.queue: collections.deque[tuple[str, str]] = collections.deque()
         self.busy = False
         self.task: asyncio.Future[None] | None = None  # held so it is not collected mid-flight
         self.transport: asyncio.Transport | None = None
@@ -220,7 +227,7 @@ class SocketmapProtocol(asyncio.Protocol):
             return
         self._drain()
 
-    def _take(self) -> str | None:
+    def _take(self) -> tuple[str, str] | None:
         colon = self.buffer.find(b":")
         if colon < 0:
             if self.buffer and (not self.buffer.isdigit() or len(self.buffer) > 6):
@@ -242,21 +249,22 @@ class SocketmapProtocol(asyncio.Protocol):
             raise NetstringError("request is not UTF-8") from None
         if " " not in request:
             raise NetstringError("the request has no key (expected 'NAME KEY')")
-        return request.partition(" ")[2]
+        zone, _, key = request.partition(" ")
+        return zone, key
 
     def _drain(self) -> None:
         while self.queue and not self.busy:
-            key = self.queue.popleft()
-            payload = self.service.answer_now(key)
+            zone, key = self.queue.popleft()
+            payload = self.service.answer_now(key, zone)
             if payload is ResolverService._MISS:
                 self.busy = True
-                self.task = asyncio.ensure_future(self._slow(key))
+                self.task = asyncio.ensure_future(self._slow(zone, key))
                 return
             self._send(payload)  # type: ignore[arg-type]
 
-    async def _slow(self, key: str) -> None:
+    async def _slow(self, zone: str, key: str) -> None:
         try:
-            value = await self.service.answer(key)
+            value = await self.service.answer(key, zone)
         except Exception:  # a bug must not take the connection's queue down with it
             log.exception("lookup failed key=%s", key)
             value = None
