@@ -26,14 +26,15 @@ NAMESPACE = f"mtasts-bench-{os.getpid()}"
 BIN = Path(sys.executable).parent
 
 
-def timed(args: list[str], env: dict[str, str], stdout: Path) -> tuple[float, int, int]:
-    """(seconds, peak RSS in MiB, exit status) of one command, from wait4."""
+def timed(args: list[str], env: dict[str, str], stdout: Path) -> tuple[float, int, int, float]:
+    """(seconds, peak RSS in MiB, exit status, CPU seconds) of one command, from wait4."""
     started = time.perf_counter()
     with stdout.open("wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, usage.ru_maxrss // 1024, process.returncode
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - started, usage.ru_maxrss // 1024, process.returncode, cpu
 
 
 def checkdmarc_flags(doc: dict[str, Any]) -> set[str]:
@@ -109,7 +110,7 @@ def main(count: int = 1000) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def report(expect: dict[str, list[str]], ours: tuple[float, int, int], theirs: tuple[float, int, int],
+def report(expect: dict[str, list[str]], ours: tuple[float, int, int, float], theirs: tuple[float, int, int, float],
            ours_out: Path, theirs_out: Path) -> None:  # fmt: skip
     n = len(expect)
     print(

@@ -8,8 +8,11 @@ today. The network work happens in ``mtasts.net``; this module only decides.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
-from collections.abc import Iterable
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from .findings import Finding, Severity
 from .lint import TIMESTAMP_ID, policy_advice
 
 EXPIRY_WARNING_DAYS = 21
+_CHUNK = 100  # domains a worker process checks at a time
 _ADVICE = {"advice.max-age-short": "max-age-short", "advice.max-age-long-testing": "max-age-long-testing",
            "advice.mode-none": "mode-none"}  # fmt: skip
 
@@ -463,3 +467,36 @@ async def check_many(
         return result
 
     return list(await asyncio.gather(*(one(d) for d in domains)))
+
+
+def _advance(on_done: Callable[[int], None], count: int, _future: object) -> None:
+    on_done(count)
+
+
+def _check_chunk(domains: list[str], options: CheckOptions, concurrency: int) -> list[DomainCheck]:
+    return asyncio.run(check_many(domains, options, concurrency))
+
+
+def check_domains(
+    domains: list[str],
+    options: CheckOptions,
+    concurrency: int = 50,
+    workers: int = 1,
+    on_done: Callable[[int], None] | None = None,
+) -> list[DomainCheck]:
+    """Check many domains, in ``workers`` processes when more than one (results in input order).
+
+    TLS handshakes and DNS parsing are CPU work; one asyncio loop uses one core.
+    Must be called with no event loop running (the workers are forked).
+    """
+    if workers <= 1 or len(domains) < 2 * _CHUNK:
+        done = (lambda _check: on_done(1)) if on_done else None
+        return asyncio.run(check_many(domains, options, concurrency, done))
+    chunks = [domains[i : i + _CHUNK] for i in range(0, len(domains), _CHUNK)]
+    per_worker = max(1, concurrency // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_check_chunk, chunk, options, per_worker) for chunk in chunks]
+        if on_done is not None:
+            for future, chunk in zip(futures, chunks, strict=True):
+                future.add_done_callback(functools.partial(_advance, on_done, len(chunk)))
+        return [check for future in futures for check in future.result()]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from mtasts.check.checker import (
     AddressResult,
     CheckOptions,
     DomainCheck,
-    check_many,
+    check_domains,
     explain_blocked,
     smtp_blocked,
 )
@@ -146,14 +146,16 @@ def write_csv(path: Path, checks: list[DomainCheck]) -> None:
             writer.writerow(adoption_row(check))
 
 
-def _run(domains: list[str], options: CheckOptions, concurrency: int) -> list[DomainCheck]:
+def _run(
+    domains: list[str], options: CheckOptions, concurrency: int, workers: int
+) -> list[DomainCheck]:
     if not sys.stderr.isatty() or len(domains) < 2:
-        return asyncio.run(check_many(domains, options, concurrency))
+        return check_domains(domains, options, concurrency, workers)
     columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(stderr=True), transient=True) as progress:
         task = progress.add_task("check", total=len(domains))
-        return asyncio.run(
-            check_many(domains, options, concurrency, lambda _: progress.advance(task))
+        return check_domains(
+            domains, options, concurrency, workers, lambda n: progress.advance(task, n)
         )
 
 
@@ -175,6 +177,13 @@ def _run(domains: list[str], options: CheckOptions, concurrency: int) -> list[Do
     help="Write the adoption table as CSV.",
 )
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--workers",
+    "workers_option",
+    type=click.IntRange(0, 64),
+    default=0,
+    help="Processes for large batches (0: one per core, at most 4).",
+)
 @click.option(
     "--nameserver",
     "nameservers",
@@ -211,7 +220,7 @@ def _run(domains: list[str], options: CheckOptions, concurrency: int) -> list[Do
 @click.option("--explain", "explain_code", help="Print the explanation of a finding code and exit.")
 def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv_path: Path | None, concurrency: int,
           nameservers: tuple[str, ...], ca_file: Path | None, smtp_port: int, https_port: int, timeout: float,
-          probes: int, lab_dir: Path | None, explain_code: str | None) -> None:  # fmt: skip
+          probes: int, lab_dir: Path | None, explain_code: str | None, workers_option: int) -> None:  # fmt: skip
     """Check DOMAINS end to end as a sending MTA would (exit 0 clean, 1 errors, 2 usage)."""
     if explain_code:
         text = EXPLANATIONS.get(explain_code)
@@ -246,7 +255,8 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
         ):
             settings[key] = value
     options = CheckOptions(timeout=timeout, probes=probes, **settings)
-    checks = _run(names, options, concurrency)
+    workers = max(1, min(os.cpu_count() or 1, 4)) if workers_option == 0 else workers_option
+    checks = _run(names, options, concurrency, workers)
     blocked = smtp_blocked(checks)
     if blocked:
         explain_blocked(checks)
