@@ -57,23 +57,13 @@ def diagnose_record(text: str) -> RecordDiagnosis:
         RecordError(p.message, rule=f"record.{p.rule}", section=section, field=p.field, fix=p.fix)
         for p in tags.problems
     ]
-    notes: list[RecordError] = []
-    seen: dict[str, str] = {}
+    first, duplicates = tags.first_values()
+    notes = [
+        RecordError(p.message, rule=f"record.{p.rule}", section=section, field=p.field)
+        for p in duplicates
+    ]
     extensions: list[tuple[str, str]] = []
-    for name, value in tags.fields:
-        if name in seen:
-            # The reading of §3.1: a field given twice keeps its first value.
-            notes.append(
-                RecordError(
-                    f"field {name!r} appears more than once; the first value"
-                    f" {seen[name]!r} is used",
-                    rule="record.duplicate-field",
-                    section=section,
-                    field=name,
-                )
-            )
-            continue
-        seen[name] = value
+    for name, value in first.items():
         if name == "id":
             if not _ID.match(value):
                 errors.append(
@@ -96,7 +86,7 @@ def diagnose_record(text: str) -> RecordDiagnosis:
             )
         else:
             extensions.append((name, value))
-    if "id" not in seen and not tags.problems:
+    if "id" not in first and not tags.problems:
         errors.append(
             RecordError(
                 "the record has no id field (id is required)",
@@ -106,7 +96,7 @@ def diagnose_record(text: str) -> RecordDiagnosis:
                 fix=f"{text.rstrip(' ;')}; id=YYYYMMDDTHHMMSS;",
             )
         )
-    record = None if errors else StsRecord(seen["id"], tuple(extensions))
+    record = None if errors else StsRecord(first["id"], tuple(extensions))
     return RecordDiagnosis(record, tuple(errors), tuple(notes))
 
 

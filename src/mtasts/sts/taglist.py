@@ -35,6 +35,27 @@ class TagList:
     fields: tuple[tuple[str, str], ...]
     problems: tuple[TagProblem, ...]
 
+    def first_values(self) -> tuple[dict[str, str], tuple[TagProblem, ...]]:
+        """Each field's first value, and a note for every later copy that is ignored.
+
+        Both RFCs leave repeated fields unspecified; we keep the first, as the
+        issue asks and as senders that stop at the first match do.
+        """
+        first: dict[str, str] = {}
+        notes = []
+        for name, value in self.fields:
+            if name in first:
+                notes.append(
+                    TagProblem(
+                        "duplicate-field",
+                        f"field {name!r} appears more than once; the first value {first[name]!r} is used",
+                        name,
+                    )
+                )
+            else:
+                first[name] = value
+        return first, tuple(notes)
+
 
 def begins_with_version(text: str, version: str) -> bool:
     """True when ``text`` starts with the version tag as a whole token.

@@ -89,22 +89,14 @@ def diagnose_record(text: str) -> TlsRptRecordDiagnosis:
         )
         for p in tags.problems
     ]
-    notes: list[TlsRptRecordError] = []
-    seen: dict[str, str] = {}
+    first, duplicates = tags.first_values()
+    notes = [
+        TlsRptRecordError(p.message, rule=f"record.{p.rule}", section=_SECTION, field=p.field)
+        for p in duplicates
+    ]
     extensions: list[tuple[str, str]] = []
     rua: list[str] = []
-    for name, value in tags.fields:
-        if name in seen:
-            notes.append(
-                TlsRptRecordError(
-                    f"field {name!r} appears more than once; the first value is used",
-                    rule="record.duplicate-field",
-                    section=_SECTION,
-                    field=name,
-                )
-            )
-            continue
-        seen[name] = value
+    for name, value in first.items():
         if name == "rua":
             rua = _read_rua(value, errors)
         elif valid_ext_value(value):
@@ -118,7 +110,7 @@ def diagnose_record(text: str) -> TlsRptRecordDiagnosis:
                     field=name,
                 )
             )
-    if "rua" not in seen and not tags.problems:
+    if "rua" not in first and not tags.problems:
         errors.append(
             TlsRptRecordError(
                 "the record has no rua field (rua is required)",
