@@ -25,7 +25,7 @@ from mtasts.check.checker import (
 )
 from mtasts.check.findings import EXPLANATIONS, Severity
 from mtasts.check.report import adoption_row, to_json
-from mtasts.lab.runtime import read_state
+from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 
 from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo
@@ -50,17 +50,17 @@ def read_domain_file(path: Path) -> list[str]:
 
 def _options_from_lab(state_dir: Path) -> dict[str, Any]:
     try:
-        state = read_state(state_dir)
-    except (OSError, ValueError) as exc:
+        lab = LabClient.from_state(read_state(state_dir))
+    except (OSError, ValueError, KeyError) as exc:
         raise click.BadParameter(
             f"cannot read {state_dir}/lab.json ({exc}); is `mtasts lab up` running?",
             param_hint="--lab",
         ) from None
     return {
-        "nameservers": (Nameserver.parse(state["nameserver"]),),
-        "ca_file": Path(state["ca_file"]),
-        "smtp_port": state["smtp"]["port"],
-        "https_port": state["https"]["port"],
+        "nameservers": (lab.nameserver,),
+        "ca_file": lab.ca_file,
+        "smtp_port": lab.smtp_port,
+        "https_port": lab.https_port,
     }
 
 

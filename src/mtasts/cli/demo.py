@@ -17,10 +17,10 @@ import click
 from mtasts.check.checker import CheckOptions, check_many
 from mtasts.check.findings import Severity
 from mtasts.check.lint import lint_policy, lint_sts_record, lint_tlsrpt_record
-from mtasts.lab.runtime import read_state
+from mtasts.lab.runtime import LabClient, read_state
 from mtasts.lab.scenario import builtin_scenarios
 from mtasts.lab.sender import PostfixStage, unavailable
-from mtasts.net.dns import Nameserver, Resolver
+from mtasts.net.dns import Resolver
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.store import PolicyStore
@@ -90,10 +90,9 @@ def _sending_side(state: dict[str, Any]) -> None:
         )
         return
     echo(f"(a real Postfix {reason}; here is what mtasts resolver tells Postfix instead)")
-    options = EngineOptions(
-        https_port=state["https"]["port"], ca_file=Path(state["ca_file"]), timeout=5
-    )
-    resolver = Resolver((Nameserver.parse(state["nameserver"]),), timeout=5)
+    lab = LabClient.from_state(state)
+    options = EngineOptions(https_port=lab.https_port, ca_file=lab.ca_file, timeout=5)
+    resolver = Resolver((lab.nameserver,), timeout=5)
     engine = PolicyEngine(resolver, PolicyStore(None), options)
     for domain in (
         "good-enforce.example",
@@ -134,12 +133,9 @@ def demo() -> None:
                 f" SMTP port {state['smtp']['port']}"
             )
             echo("\n== 3. check every lab domain end to end, as a sending MTA would ==", bold=True)
+            lab = LabClient.from_state(state)
             options = CheckOptions(
-                nameservers=(Nameserver.parse(state["nameserver"]),),
-                ca_file=Path(state["ca_file"]),
-                smtp_port=state["smtp"]["port"],
-                https_port=state["https"]["port"],
-                timeout=5,
+                (lab.nameserver,), lab.ca_file, lab.smtp_port, lab.https_port, timeout=5
             )
             started = time.monotonic()
             checks = asyncio.run(check_many([d["name"] for d in state["domains"]], options))

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mtasts.lab.runtime import read_state
+from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.resolver.config import ConfigError, ResolverConfig, load
 from mtasts.resolver.daemon import build, serve
@@ -26,11 +26,9 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
     try:
         base = load(config_file) if config_file else ResolverConfig()
         if lab_dir is not None:
-            state = read_state(lab_dir)
+            lab = LabClient.from_state(read_state(lab_dir))
             base = base.merged(
-                nameservers=(Nameserver.parse(state["nameserver"]),),
-                ca_file=Path(state["ca_file"]),
-                https_port=state["https"]["port"],
+                nameservers=(lab.nameserver,), ca_file=lab.ca_file, https_port=lab.https_port
             )
         overrides: dict[str, Any] = dict(flags)
         if flags.get("cache") == ":memory:":
@@ -49,7 +47,7 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
         if flags.get("testing"):
             overrides["testing"] = TestingAnswer(flags["testing"])
         return base.merged(**overrides)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError, KeyError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
 

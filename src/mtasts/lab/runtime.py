@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtasts.net.dns import Nameserver
+
 from .attacker import serve_attacker
 from .ca import LabCA
 from .dns_server import serve_dns
@@ -155,6 +157,25 @@ class Lab:
 def read_state(state_dir: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((state_dir / STATE_FILE).read_text())
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class LabClient:
+    """What a client (checker, resolver) needs to reach a running lab, from its lab.json."""
+
+    nameserver: Nameserver
+    ca_file: Path
+    smtp_port: int
+    https_port: int
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LabClient:
+        return cls(
+            Nameserver.parse(state["nameserver"]),
+            Path(state["ca_file"]),
+            int(state["smtp"]["port"]),
+            int(state["https"]["port"]),
+        )
 
 
 async def run_forever(lab: Lab, ready: asyncio.Event | None = None) -> None:
