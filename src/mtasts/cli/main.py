@@ -8,6 +8,7 @@ from mtasts import __version__
 
 from .check import check
 from .demo import demo
+from .deploy import history, init, records
 from .lab import lab
 from .lint import lint
 from .resolver import resolver
@@ -27,6 +28,8 @@ def cli() -> None:
 
 cli.add_command(lint)
 cli.add_command(check)
+for command in (init, records, history):
+    cli.add_command(command)
 cli.add_command(demo)
 cli.add_command(lab)
 cli.add_command(resolver)

@@ -1,0 +1,184 @@
+"""The ``[[domain]]`` tables of ``mtasts.toml``: what each of your domains publishes.
+
+```toml
+[[domain]]
+name = "example.com"
+mx = ["mx1.example.com", "*.mail.example.com"]
+mode = "testing"            # testing | enforce | none
+max_age = 86400             # seconds; one day while testing (the seed article's advice)
+rua = ["mailto:tlsrpt@example.com"]
+policy_host = { cname = "mta-sts.hosting.example" }   # or { address = ["192.0.2.10"] }
+cert_file = "/etc/mtasts/mta-sts.example.com.pem"     # for `mtasts serve` over HTTPS
+key_file = "/etc/mtasts/mta-sts.example.com.key"
+```
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtasts import sts, tlsrpt
+from mtasts.sts import Mode, MxPattern, Policy
+
+
+class DeployConfigError(ValueError):
+    """The configuration is unusable; the message names the file, the domain, the key and the rule."""
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    name: str
+    mx: tuple[MxPattern, ...]
+    mode: Mode = Mode.TESTING
+    max_age: int = 86400
+    rua: tuple[str, ...] = ()
+    host_addresses: tuple[str, ...] = ()
+    host_cname: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.mode, self.max_age, self.mx)
+
+    @property
+    def policy_host(self) -> str:
+        return f"mta-sts.{self.name}"
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    path: Path
+    domains: tuple[DomainConfig, ...] = field(default=())
+
+    def domain(self, name: str) -> DomainConfig:
+        wanted = name.lower().rstrip(".")
+        for domain in self.domains:
+            if domain.name == wanted:
+                return domain
+        known = ", ".join(d.name for d in self.domains) or "none"
+        raise DeployConfigError(
+            f"{self.path}: no [[domain]] named {wanted!r} (configured: {known})"
+        )
+
+
+_KEYS = {"name", "mx", "mode", "max_age", "rua", "policy_host", "cert_file", "key_file"}
+
+
+def _domain(raw: Any, where: str, base: Path) -> DomainConfig:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise DeployConfigError(f'{where}: needs name = "your.domain"')
+    name = raw["name"].lower().rstrip(".")
+    where = f"{where} ({name})"
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise DeployConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_KEYS))})"
+        )
+    mode_text = raw.get("mode", "testing")
+    try:
+        mode = Mode(mode_text)
+    except ValueError:
+        raise DeployConfigError(
+            f"{where}: mode = {mode_text!r} is not testing, enforce or none"
+        ) from None
+    max_age = raw.get("max_age", 86400)
+    if (
+        not isinstance(max_age, int)
+        or isinstance(max_age, bool)
+        or not 0 <= max_age <= sts.MAX_MAX_AGE
+    ):
+        raise DeployConfigError(
+            f"{where}: max_age = {max_age!r} must be whole seconds from 0 to {sts.MAX_MAX_AGE} (RFC 8461 §3.2)"
+        )
+    patterns = raw.get("mx", [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise DeployConfigError(f"{where}: mx must be a list of host names or *.domain patterns")
+    mx = []
+    for pattern in patterns:
+        try:
+            mx.append(MxPattern.parse(pattern))
+        except sts.PolicyError as exc:
+            raise DeployConfigError(
+                f"{where}: mx {exc.message}" + (f" ({exc.fix})" if exc.fix else "")
+            ) from None
+    if mode is not Mode.NONE and not mx:
+        raise DeployConfigError(f"{where}: mode {mode} needs at least one mx (RFC 8461 §3.2)")
+    rua = raw.get("rua", [])
+    if not isinstance(rua, list) or not all(isinstance(u, str) for u in rua):
+        raise DeployConfigError(f"{where}: rua must be a list of mailto: or https: URIs")
+    for uri in rua:
+        problem = tlsrpt.record.uri_problem(uri)
+        if problem is not None:
+            hint = f" (did you mean {problem[1]!r}?)" if problem[1] else ""
+            raise DeployConfigError(f"{where}: rua {problem[0]}{hint} (RFC 8460 §3)")
+    host = raw.get("policy_host", {})
+    if (
+        not isinstance(host, dict)
+        or set(host) - {"address", "cname"}
+        or ("address" in host and "cname" in host)
+    ):
+        raise DeployConfigError(
+            f'{where}: policy_host is {{ address = [...] }} or {{ cname = "..." }}, not both'
+        )
+    addresses = host.get("address", [])
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise DeployConfigError(
+                f"{where}: policy_host address {address!r} is not an IP address"
+            ) from None
+    files = {}
+    for key in ("cert_file", "key_file"):
+        value = raw.get(key)
+        files[key] = (base / value) if isinstance(value, str) else None
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        raise DeployConfigError(f"{where}: cert_file and key_file go together")
+    return DomainConfig(name, tuple(mx), mode, max_age, tuple(rua), tuple(addresses), host.get("cname"),
+                        files["cert_file"], files["key_file"])  # fmt: skip
+
+
+def load_config(path: Path) -> DeployConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeployConfigError(
+            f"{path}: cannot read ({exc.strerror}); create it with `mtasts init DOMAIN --mx ...`"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DeployConfigError(f"{path}: not valid TOML ({exc})") from None
+    tables = raw.get("domain", [])
+    if not isinstance(tables, list):
+        raise DeployConfigError(f"{path}: domains are [[domain]] tables")
+    domains = tuple(
+        _domain(t, f"{path} [[domain]] #{i + 1}", path.parent) for i, t in enumerate(tables)
+    )
+    names = [d.name for d in domains]
+    for name in names:
+        if names.count(name) > 1:
+            raise DeployConfigError(f"{path}: domain {name!r} is configured twice")
+    return DeployConfig(path, domains)
+
+
+def _toml_list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+
+def domain_table(domain: DomainConfig) -> str:
+    """The ``[[domain]]`` table for ``domain``, as ``mtasts init`` appends it."""
+    lines = [
+        "[[domain]]",
+        f'name = "{domain.name}"',
+        f"mx = {_toml_list([str(p) for p in domain.mx])}",
+        f'mode = "{domain.mode}"',
+        f"max_age = {domain.max_age}",
+        f"rua = {_toml_list(domain.rua)}",
+    ]
+    return "\n".join(lines) + "\n"

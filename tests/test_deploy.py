@@ -1,0 +1,160 @@
+"""``mtasts init``, ``records`` and ``history`` as an admin runs them, and the config rules."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtasts import sts, tlsrpt
+from mtasts.deploy.config import DeployConfigError, load_config
+from mtasts.deploy.state import DeployState
+from mtasts.sts import Mode, MxPattern, Policy
+
+from .conftest import MTASTS
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run(
+        [MTASTS, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+    )
+
+
+def test_init_then_records_gives_valid_records_and_a_stable_id(tmp_path: Path) -> None:
+    added = run(
+        "init", "example.com", "--mx", "mx1.example.com", "--mx", "*.mail.example.com", cwd=tmp_path
+    )
+    assert added.returncode == 0, added.stderr
+    assert "added example.com to mtasts.toml (mode testing, max_age 86400)" in added.stdout
+    first = json.loads(run("records", "--format", "json", cwd=tmp_path).stdout)[0]
+    again = json.loads(run("records", "--format", "json", cwd=tmp_path).stdout)[0]
+    assert first["id"] == again["id"]  # records twice: same id
+    by_name = {r["name"]: r["value"] for r in first["records"]}
+    assert sts.parse_record(by_name["_mta-sts.example.com"]).id == first["id"]
+    assert tlsrpt.parse_record(by_name["_smtp._tls.example.com"]).mailto == ("tlsrpt@example.com",)
+    policy = sts.parse_policy(first["policy"])
+    assert (policy.mode, policy.max_age, [str(p) for p in policy.mx]) == (
+        Mode.TESTING, 86400, ["mx1.example.com", "*.mail.example.com"],
+    )  # fmt: skip
+    bind = run("records", "example.com", "--format", "bind", cwd=tmp_path).stdout
+    assert f'_mta-sts.example.com.   300 IN TXT "v=STSv1; id={first["id"]};"' in bind
+
+
+def test_changing_the_policy_changes_the_id_and_history_records_it(tmp_path: Path) -> None:
+    run("init", "example.com", "--mx", "mx1.example.com", cwd=tmp_path)
+    old = json.loads(run("records", "--format", "json", cwd=tmp_path).stdout)[0]["id"]
+    config = tmp_path / "mtasts.toml"
+    config.write_text(
+        config.read_text()
+        .replace('mode = "testing"', 'mode = "enforce"')
+        .replace("86400", "604800")
+    )
+    new = json.loads(run("records", "--format", "json", cwd=tmp_path).stdout)[0]["id"]
+    assert new > old
+    assert new.isalnum()
+    shown = run("history", "example.com", cwd=tmp_path).stdout
+    assert old in shown
+    assert new in shown
+    assert "-mode: testing" in shown
+    assert "+mode: enforce" in shown
+
+
+def test_two_changes_in_one_second_still_get_distinct_ids(tmp_path: Path) -> None:
+    state = DeployState(tmp_path / "s.json")
+    moment = dt.datetime(2026, 5, 21, 10, 15, 0, tzinfo=dt.UTC)
+    one = state.policy_id(
+        "example.com", Policy(Mode.TESTING, 86400, (MxPattern("mx.example.com"),)), moment
+    )
+    two = state.policy_id(
+        "example.com", Policy(Mode.ENFORCE, 86400, (MxPattern("mx.example.com"),)), moment
+    )
+    assert (one, two) == ("20260521T101500", "20260521T101501")
+    assert len(DeployState(tmp_path / "s.json").history("example.com")) == 2
+
+
+def test_hosting_snippets(tmp_path: Path) -> None:
+    run("init", "example.com", "--mx", "mx.example.com", cwd=tmp_path)
+    nginx = run("records", "example.com", "--nginx", cwd=tmp_path).stdout
+    assert "server_name mta-sts.example.com;" in nginx
+    assert "default_type text/plain;" in nginx
+    caddy = run("records", "example.com", "--caddy", cwd=tmp_path).stdout
+    assert (
+        "respond `version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n` 200" in caddy
+    )
+
+
+def test_init_refuses_a_duplicate_and_bad_input(tmp_path: Path) -> None:
+    run("init", "example.com", "--mx", "mx.example.com", cwd=tmp_path)
+    again = run("init", "example.com", "--mx", "mx.example.com", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already configured" in again.stderr
+    bad = run("init", "example.org", "--mx", "mx*.example.org", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "wildcard is allowed only as the whole left-most label" in bad.stderr
+    http = run(
+        "init",
+        "example.net",
+        "--mx",
+        "mx.example.net",
+        "--rua",
+        "http://r.example.net/",
+        cwd=tmp_path,
+    )
+    assert http.returncode == 2
+    assert "did you mean 'https://r.example.net/'" in http.stderr
+    assert (
+        "example.org" not in (tmp_path / "mtasts.toml").read_text()
+    )  # a refused domain is not written
+
+
+CONFIG_ERRORS = [
+    ('mode = "strict"', "mode = 'strict' is not testing, enforce or none"),
+    ("max_age = 99999999999", "max_age = 99999999999 must be whole seconds"),
+    ('mx = ["MX.bücher.example"]', "write the A-label"),
+    ('rua = ["http://r.example.com/"]', "did you mean 'https://r.example.com/'"),
+    ("colour = 1", "unknown key(s) colour"),
+    ('policy_host = { address = ["192.0.2.1"], cname = "x.example" }', "not both"),
+    ('policy_host = { address = ["not-an-ip"] }', "'not-an-ip' is not an IP address"),
+    ('cert_file = "a.pem"', "cert_file and key_file go together"),
+    ('mode = "enforce"\nmx = []', "mode enforce needs at least one mx"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), CONFIG_ERRORS)
+def test_config_errors_name_the_file_domain_and_rule(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    config = tmp_path / "mtasts.toml"
+    base = '[[domain]]\nname = "example.com"\nmx = ["mx.example.com"]\n'
+    keys = {row.split(" =")[0] for row in line.splitlines()}
+    kept = [x for x in base.splitlines() if x.split(" =")[0] not in keys]
+    body = "\n".join(kept) + "\n" + line + "\n"
+    config.write_text(body)
+    with pytest.raises(DeployConfigError) as info:
+        load_config(config)
+    assert str(info.value).startswith(f"{config} [[domain]] #1 (example.com): ")
+    assert message in str(info.value)
+    result = run("records", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=300))
+def test_config_reader_raises_only_its_own_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    path = tmp_path_factory.getbasetemp() / "fuzz.toml"
+    path.write_text(
+        text, encoding="utf-8", errors="surrogatepass"
+    ) if text.isprintable() else path.write_text("")
+    with contextlib.suppress(DeployConfigError):
+        load_config(path)
