@@ -12,6 +12,7 @@ from .deploy import history, init, records
 from .lab import lab
 from .lint import lint
 from .resolver import resolver
+from .serve import serve
 
 
 @click.group(
@@ -28,7 +29,7 @@ def cli() -> None:
 
 cli.add_command(lint)
 cli.add_command(check)
-for command in (init, records, history):
+for command in (init, records, history, serve):
     cli.add_command(command)
 cli.add_command(demo)
 cli.add_command(lab)

@@ -1,0 +1,124 @@
+"""What ``mtasts serve`` serves: each configured domain's policy, by policy host name.
+
+Reloading re-reads ``mtasts.toml``; certificates are looked up per TLS
+connection by SNI, so a reload also picks up renewed certificate files.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtasts.deploy.config import DeployConfig, DeployConfigError, load_config
+
+log = logging.getLogger("mtasts.web")
+
+
+@dataclass
+class Served:
+    domain: str
+    policy: str
+    cert_file: Path | None
+    key_file: Path | None
+
+
+@dataclass
+class PolicySite:
+    config_path: Path
+    hosts: dict[str, Served] = field(default_factory=dict)
+    fetches: Counter[tuple[str, int]] = field(default_factory=Counter)
+    reloads: int = 0
+    _contexts: dict[tuple[Path, Path, float], ssl.SSLContext] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _mtime: float = 0.0
+
+    def load(self) -> None:
+        """(Re)read the configuration; a broken file keeps the running policies and says why."""
+        config: DeployConfig = load_config(self.config_path)
+        hosts = {
+            d.policy_host: Served(d.name, str(d.policy), d.cert_file, d.key_file)
+            for d in config.domains
+        }
+        changed = [
+            h for h, s in hosts.items() if h in self.hosts and self.hosts[h].policy != s.policy
+        ]
+        with self._lock:
+            self.hosts = hosts
+            self._mtime = self.config_path.stat().st_mtime
+            self.reloads += 1
+        for host in changed:
+            log.info(
+                "policy changed host=%s; publish the new id: mtasts records %s",
+                host,
+                hosts[host].domain,
+            )
+
+    def reload(self) -> None:
+        try:
+            self.load()
+            log.info("configuration reloaded domains=%d", len(self.hosts))
+        except DeployConfigError as exc:
+            log.error("reload failed, still serving the previous policies: %s", exc)
+
+    def reload_if_changed(self) -> None:
+        try:
+            if self.config_path.stat().st_mtime != self._mtime:
+                self.reload()
+        except OSError:
+            pass
+
+    def policy_for(self, host: str) -> Served | None:
+        return self.hosts.get(host.lower().rstrip("."))
+
+    def context_for(self, host: str | None) -> ssl.SSLContext | None:
+        served = self.policy_for(host) if host else None
+        if served is None or served.cert_file is None or served.key_file is None:
+            return None
+        try:
+            stamp = served.cert_file.stat().st_mtime
+        except OSError:
+            return None
+        key = (served.cert_file, served.key_file, stamp)
+        context = self._contexts.get(key)
+        if context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(served.cert_file, served.key_file)
+            self._contexts[key] = context
+        return context
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The listener's context: the first certificate by default, SNI picks the right one."""
+        first = next((s for s in self.hosts.values() if s.cert_file and s.key_file), None)
+        if first is None or first.cert_file is None or first.key_file is None:
+            raise DeployConfigError(
+                f"{self.config_path}: no domain has cert_file/key_file; add them or use --proxy"
+            )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(first.cert_file, first.key_file)
+
+        def pick(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            chosen = self.context_for(name)
+            if chosen is not None:
+                sslobj.context = chosen
+
+        context.sni_callback = pick
+        return context
+
+    def metrics(self) -> str:
+        lines = [
+            "# HELP mtasts_policy_fetches_total Policy requests by domain and HTTP status.",
+            "# TYPE mtasts_policy_fetches_total counter",
+            *(
+                f'mtasts_policy_fetches_total{{domain="{d}",status="{s}"}} {n}'
+                for (d, s), n in sorted(self.fetches.items())
+            ),
+            "# TYPE mtasts_config_reloads_total counter",
+            f"mtasts_config_reloads_total {self.reloads}",
+            "# TYPE mtasts_served_domains gauge",
+            f"mtasts_served_domains {len(self.hosts)}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,199 @@
+"""``mtasts serve``: policies over HTTPS by SNI, checked with curl and with mtasts' own fetcher."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mtasts.lab.ca import LabCA, Validity
+from mtasts.net.dns import Answer
+from mtasts.net.https import fetch_policy
+from mtasts.resolver.engine import usable_policy
+
+from .conftest import MTASTS, need
+
+PORT = 28443
+
+
+class Site:
+    def __init__(self, folder: Path, ca: LabCA, process: subprocess.Popen[bytes]) -> None:
+        self.folder = folder
+        self.ca = ca
+        self.process = process
+        self.config = folder / "mtasts.toml"
+
+    def curl(
+        self, host: str, path: str = "/.well-known/mta-sts.txt", *extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [need("curl"), "-s", "--max-time", "5", "--cacert", str(self.ca.ca_file), "--resolve",
+             f"{host}:{PORT}:127.0.0.1", *extra, f"https://{host}:{PORT}{path}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        _, err = self.process.communicate(timeout=10)
+        return err.decode()
+
+
+def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    process.stderr.read().decode() if process.stderr else ""
+                ) from None
+            time.sleep(0.05)
+
+
+def _configure(folder: Path) -> LabCA:
+    ca = LabCA(folder / "ca")
+    env = {**os.environ, "NO_COLOR": "1"}
+    for domain, extra in (
+        ("example.com", []),
+        ("example.org", ["--mode", "enforce", "--max-age", "604800"]),
+    ):
+        (folder / f"{domain}.pem").write_bytes(ca.issue((f"mta-sts.{domain}",), Validity.VALID))
+        subprocess.run([MTASTS, "init", domain, "--mx", f"mx.{domain}", *extra], cwd=folder, env=env, check=True,
+                       capture_output=True)  # fmt: skip
+    text = (folder / "mtasts.toml").read_text()
+    for domain in ("example.com", "example.org"):
+        text = text.replace(
+            f'name = "{domain}"',
+            f'name = "{domain}"\ncert_file = "{domain}.pem"\nkey_file = "ca/certs/leaf.key"',
+        )
+    (folder / "mtasts.toml").write_text(text)
+    return ca
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    ca = _configure(tmp_path)
+    process = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(PORT)], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    _wait(PORT, process)
+    running = Site(tmp_path, ca, process)
+    yield running
+    if process.poll() is None:
+        running.stop()
+
+
+def test_each_policy_host_gets_its_own_certificate_and_policy(site: Site) -> None:
+    com = site.curl("mta-sts.example.com", "/.well-known/mta-sts.txt", "-D", "-")
+    assert com.returncode == 0, com.stderr  # curl verified the certificate for this host name
+    assert "HTTP/1.1 200 OK" in com.stdout
+    assert "content-type: text/plain; charset=utf-8" in com.stdout
+    assert "cache-control: no-store" in com.stdout
+    assert com.stdout.endswith(
+        "version: STSv1\r\nmode: testing\r\nmx: mx.example.com\r\nmax_age: 86400\r\n".replace(
+            "\r\n", "\n"
+        )
+    )
+    org = site.curl("mta-sts.example.org")
+    assert org.returncode == 0
+    assert "mode: enforce" in org.stdout
+
+
+def test_unknown_hosts_and_paths_get_404_never_a_redirect(site: Site) -> None:
+    assert (
+        site.curl("mta-sts.example.com", "/", "-o", "/dev/null", "-w", "%{http_code}").stdout
+        == "404"
+    )
+    assert (
+        site.curl(
+            "mta-sts.example.com", "/.well-known/other", "-o", "/dev/null", "-w", "%{http_code}"
+        ).stdout
+        == "404"
+    )
+    unknown = site.curl(
+        "mta-sts.example.com",
+        "/.well-known/mta-sts.txt",
+        "-H",
+        "Host: mta-sts.nope.example",
+        "-w",
+        "%{http_code}",
+    )
+    assert unknown.stdout.endswith("404")
+    health = site.curl("mta-sts.example.com", "/healthz")
+    assert health.stdout == "ok 2 domains\n"
+    metrics = site.curl("mta-sts.example.com", "/metrics").stdout
+    assert 'mtasts_policy_fetches_total{domain="unknown",status="404"} 1' in metrics
+
+
+class _Loopback:
+    async def lookup(self, name: str, rdtype: str) -> Answer:
+        return Answer(("127.0.0.1",) if rdtype == "A" else ())
+
+
+def test_the_checkers_own_fetcher_accepts_the_served_policy(site: Site) -> None:
+    fetch = asyncio.run(
+        fetch_policy(_Loopback(), "example.org", port=PORT, ca_file=site.ca.ca_file, timeout=5)
+    )  # type: ignore[arg-type]
+    policy, reason = usable_policy(fetch)
+    assert reason == ""
+    assert policy is not None
+    assert str(policy.mode) == "enforce"
+    assert fetch.leaf is not None
+    assert fetch.leaf.names == ("mta-sts.example.org",)
+
+
+def test_sighup_and_an_edited_file_reload_without_a_restart(site: Site) -> None:
+    site.config.write_text(
+        site.config.read_text().replace('mode = "testing"', 'mode = "enforce"', 1)
+    )
+    site.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "mode: enforce" not in site.curl("mta-sts.example.com").stdout:
+        assert time.monotonic() < deadline, "the new policy was not served"
+        time.sleep(0.2)
+    # An edit alone is picked up too (the file is watched), and a broken edit keeps the old policies.
+    site.config.write_text(site.config.read_text() + "\nthis is not toml\n")
+    time.sleep(3)
+    assert "mode: enforce" in site.curl("mta-sts.example.com").stdout
+    log = site.stop()
+    assert "reload failed, still serving the previous policies" in log
+
+
+def test_proxy_mode_serves_plain_http(tmp_path: Path) -> None:
+    _configure(tmp_path)
+    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(PORT + 1)],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        _wait(PORT + 1, process)
+        out = subprocess.run([need("curl"), "-s", "-H", "Host: mta-sts.example.org", f"http://127.0.0.1:{PORT + 1}/.well-known/mta-sts.txt"],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert "mode: enforce" in out.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+
+
+def test_https_without_certificates_is_a_usage_error(tmp_path: Path) -> None:
+    subprocess.run(
+        [MTASTS, "init", "example.net", "--mx", "mx.example.net"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run(
+        [MTASTS, "serve", "--port", str(PORT + 2)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "no domain has cert_file/key_file; add them or use --proxy" in result.stderr
