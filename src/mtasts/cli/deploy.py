@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -10,18 +12,23 @@ from typing import Any
 import click
 from rich.table import Table
 
+from mtasts.check.checker import CheckOptions, check_domain
 from mtasts.deploy.config import (
     DeployConfig,
     DeployConfigError,
     DomainConfig,
     domain_table,
     load_config,
+    set_domain_value,
 )
 from mtasts.deploy.records import Publication
+from mtasts.deploy.rollout import Retirement, enforce_gate, max_age_gate, readiness_unavailable
 from mtasts.deploy.state import DeployState, state_path
+from mtasts.lab.runtime import LabClient, read_state
+from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
 
-from .output import EXIT_USAGE, console, echo
+from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
@@ -158,7 +165,8 @@ def history(domain: str, config_path: Path) -> None:
             change.when,
             change.who,
             change.policy_id,
-            _summary(change.old_policy, change.new_policy),
+            _summary(change.old_policy, change.new_policy)
+            + (f" ({change.note})" if change.note else ""),
         )
     console().print(table)
 
@@ -176,4 +184,134 @@ def _fields(text: str) -> str:
     return ", ".join(line for line in text.splitlines() if not line.startswith("version"))
 
 
-__all__: list[Any] = ["history", "init", "records"]
+def _lab_or_flags(
+    lab_dir: Path | None, nameservers: tuple[str, ...], ca_file: Path | None, timeout: float
+) -> CheckOptions:
+    if lab_dir is not None:
+        lab = LabClient.from_state(read_state(lab_dir))
+        return CheckOptions((lab.nameserver,), lab.ca_file, lab.smtp_port, lab.https_port, timeout)
+    return CheckOptions(tuple(Nameserver.parse(n) for n in nameservers), ca_file, timeout=timeout)
+
+
+def _republish(config_path: Path, name: str, note: str) -> None:
+    config = _load(config_path)
+    domain = config.domain(name)
+    state = DeployState(state_path(config_path))
+    new_id = state.policy_id(domain.name, domain.policy, note=note)
+    echo(f"{name}: policy id {new_id}; serve the new policy first, then publish:", bold=True)
+    click.echo(Publication(domain, new_id).bind())
+
+
+check_options = [
+    click.option(
+        "--lab",
+        "lab_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Check against a running lab.",
+    ),
+    click.option(
+        "--nameserver", "nameservers", multiple=True, help="HOST[:PORT] for the live check."
+    ),
+    click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+    click.option("--timeout", type=float, default=10.0, show_default=True),
+]
+
+
+def with_check_options(func: Any) -> Any:
+    for option in reversed(check_options):
+        func = option(func)
+    return func
+
+
+@click.command("mode")
+@click.argument("domain")
+@click.argument("mode", type=click.Choice([m.value for m in Mode]))
+@config_option
+@with_check_options
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Change even if the live check or the reports say no (says what it skipped).",
+)
+def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None, nameservers: tuple[str, ...],
+                 ca_file: Path | None, timeout: float, force: bool) -> None:  # fmt: skip
+    """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
+    name = domain.lower().rstrip(".")
+    config = _load(config_path)
+    try:
+        current = config.domain(name)
+    except DeployConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    if mode == "none":
+        echo(
+            "to withdraw MTA-STS use `mtasts retire` (RFC 8461 §8.3): it also tells you when to remove the records",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    if mode == "enforce" and current.mode is not Mode.ENFORCE:
+        check = asyncio.run(
+            check_domain(name, _lab_or_flags(lab_dir, nameservers, ca_file, timeout))
+        )
+        gate = enforce_gate(check, readiness_unavailable(name))
+        if not gate.open:
+            label = "skipped (--force)" if force else "refused"
+            echo(f"{name}: enforce {label}:", fg="yellow" if force else "red", bold=True)
+            for blocker in gate.blockers:
+                echo(f"  - {blocker}", fg="yellow" if force else "red")
+            if not force:
+                sys.exit(EXIT_PROBLEMS)
+    set_domain_value(config_path, name, "mode", f'"{mode}"')
+    _republish(config_path, name, f"mode {mode}" + (" (forced)" if force else ""))
+
+
+@click.command("max-age")
+@click.argument("domain")
+@click.argument("seconds", type=click.IntRange(0, 31557600))
+@config_option
+def max_age_command(domain: str, seconds: int, config_path: Path) -> None:
+    """Ramp DOMAIN's max_age (warns when it is premature)."""
+    name = domain.lower().rstrip(".")
+    config = _load(config_path)
+    try:
+        current = config.domain(name)
+    except DeployConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    for warning in max_age_gate(current, seconds, clean_days=None).warnings:
+        echo(f"warning: {warning}", fg="yellow", err=True)
+    set_domain_value(config_path, name, "max_age", str(seconds))
+    _republish(config_path, name, f"max_age {seconds}")
+
+
+@click.command("retire")
+@click.argument("domain")
+@config_option
+def retire_command(domain: str, config_path: Path) -> None:
+    """Withdraw MTA-STS safely (RFC 8461 §8.3): mode none now, records removed after the old max_age."""
+    name = domain.lower().rstrip(".")
+    config = _load(config_path)
+    try:
+        current = config.domain(name)
+    except DeployConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    state = DeployState(state_path(config_path))
+    now = dt.datetime.now(dt.UTC)
+    retired = state.retired(name)
+    if retired is None:
+        state.retire(name, current.max_age, now)
+        set_domain_value(config_path, name, "mode", '"none"')
+        _republish(config_path, name, "retire: mode none")
+        retired = (now, current.max_age)
+    echo(f"{name}: {Retirement(*retired).status(now)}", bold=True)
+
+
+__all__: list[Any] = [
+    "history",
+    "init",
+    "max_age_command",
+    "mode_command",
+    "records",
+    "retire_command",
+]

@@ -16,6 +16,7 @@ key_file = "/etc/mtasts/mta-sts.example.com.key"
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,3 +183,28 @@ def domain_table(domain: DomainConfig) -> str:
         f"rua = {_toml_list(domain.rua)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def set_domain_value(path: Path, domain: str, key: str, value: str) -> None:
+    """Set ``key = value`` (TOML text) in DOMAIN's ``[[domain]]`` table, keeping the rest of the file."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() == "[[domain]]"] + [len(lines)]
+    for begin, end in itertools.pairwise(starts):
+        block = lines[begin:end]
+        if not any(
+            line.split("=", 1)[0].strip() == "name" and f'"{domain}"' in line for line in block
+        ):
+            continue
+        for offset, line in enumerate(block):
+            if line.split("=", 1)[0].strip() == key:
+                lines[begin + offset] = f"{key} = {value}\n"
+                break
+        else:
+            after_name = next(
+                o for o, line in enumerate(block) if line.split("=", 1)[0].strip() == "name"
+            )
+            lines.insert(begin + after_name + 1, f"{key} = {value}\n")
+        path.write_text("".join(lines), encoding="utf-8")
+        load_config(path)  # the edit must leave a valid file
+        return
+    raise DeployConfigError(f"{path}: no [[domain]] named {domain!r}")

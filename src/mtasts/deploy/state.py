@@ -75,6 +75,19 @@ class DeployState:
         self.save()
         return new_id
 
+    def retire(self, name: str, old_max_age: int, now: dt.datetime) -> None:
+        self._domain(name)["retired"] = {
+            "at": now.isoformat(timespec="seconds"),
+            "old_max_age": old_max_age,
+        }
+        self.save()
+
+    def retired(self, name: str) -> tuple[dt.datetime, int] | None:
+        entry = self._domain(name).get("retired")
+        if not entry:
+            return None
+        return dt.datetime.fromisoformat(entry["at"]), int(entry["old_max_age"])
+
     def history(self, name: str) -> list[Change]:
         return [Change(**c) for c in self._domain(name)["history"]]
 

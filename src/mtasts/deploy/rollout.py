@@ -1,0 +1,121 @@
+"""Safe changes: the gate before ``enforce``, ramping ``max_age``, and retiring (RFC 8461 §8.3).
+
+The seed article's warnings are the rules here: never enforce before the live
+deployment and the TLS-RPT reports are clean, never publish a long max_age on
+a policy that may be broken, and withdraw MTA-STS with ``mode: none`` served
+for the old max_age before removing anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from mtasts.check.checker import DomainCheck
+from mtasts.sts import Mode
+
+from .config import DomainConfig
+
+WEEK = 7 * 86400
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Whether a change may go ahead; ``blockers`` say why not, ``warnings`` what to keep in mind."""
+
+    blockers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def open(self) -> bool:
+        return not self.blockers
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The TLS-RPT verdict over the last days: READY, NOT READY or UNKNOWN, and why."""
+
+    verdict: str
+    reason: str
+
+
+def readiness_unavailable(domain: str, days: int = 14) -> Readiness:
+    # TLS-RPT ingestion (mtasts reports) is not built yet; until it is, nobody can claim READY.
+    return Readiness(
+        "UNKNOWN",
+        f"no TLS-RPT reports are stored for {domain} (report ingestion is not available yet)",
+    )
+
+
+def enforce_gate(check: DomainCheck, readiness: Readiness) -> Gate:
+    """RFC 8461 §5 under enforce defers mail to any MX that fails: every one must pass first."""
+    blockers = []
+    if not check.mx:
+        blockers.append(f"{check.domain} has no MX host that could be checked")
+    for mx in check.mx:
+        if mx.in_policy is False:
+            blockers.append(f"MX {mx.host} is not matched by the policy's mx lines")
+        if not mx.addresses:
+            blockers.append(f"MX {mx.host} has no address")
+        for address in mx.addresses:
+            if address.result:
+                blockers.append(
+                    f"MX {mx.host} [{address.address}]: {address.result}: {address.detail}"
+                )
+    for finding in check.findings:
+        if finding.code in (
+            "sts-policy-fetch-error",
+            "sts-policy-invalid",
+            "sts-webpki-invalid",
+            "dns-error",
+        ):
+            blockers.append(f"{finding.code}: {finding.message}")
+    if readiness.verdict != "READY":
+        blockers.append(f"TLS-RPT readiness is {readiness.verdict}: {readiness.reason}")
+    return Gate(tuple(blockers))
+
+
+def max_age_gate(domain: DomainConfig, new_max_age: int, clean_days: float | None) -> Gate:
+    warnings = []
+    if domain.mode is Mode.TESTING and new_max_age > domain.max_age:
+        warnings.append(
+            f"raising max_age while testing: a broken policy would stay cached for {new_max_age // 86400} days;"
+            " ramp it after moving to enforce"
+        )
+    if clean_days is None:
+        warnings.append(
+            "no clean TLS-RPT report window is known, so nothing shows this lifetime is safe yet"
+        )
+    elif new_max_age > clean_days * 86400:
+        warnings.append(
+            f"{new_max_age // 86400} days exceeds the {clean_days:.0f}-day window of clean reports"
+        )
+    if domain.mode is Mode.ENFORCE and new_max_age < 86400:
+        warnings.append("under a day in enforce: RFC 8461 recommends weeks")
+    return Gate((), tuple(warnings))
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """RFC 8461 §8.3: serve ``mode: none`` with a new id for the old max_age, then remove."""
+
+    retired_at: dt.datetime
+    old_max_age: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def removable_at(self) -> dt.datetime:
+        return self.retired_at + dt.timedelta(seconds=self.old_max_age)
+
+    def status(self, now: dt.datetime) -> str:
+        if now >= self.removable_at:
+            return (
+                "every cached policy has expired: remove the _mta-sts record, then the policy host"
+            )
+        left = self.removable_at - now
+        days, hours = left.days, left.seconds // 3600
+        span = f"{days} day{'s' if days != 1 else ''} {hours} hour{'s' if hours != 1 else ''}"
+        return (
+            f"keep serving mode: none until {self.removable_at:%Y-%m-%d %H:%M} UTC"
+            f" ({span} from now); then remove the _mta-sts record"
+        )
