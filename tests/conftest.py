@@ -120,3 +120,74 @@ def postgres_url() -> Iterator[str]:
     finally:
         as_postgres(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def knot() -> Iterator[dict[str, object]]:
+    """Knot DNS, authoritative for example.com on 127.0.0.1:25353, accepting TSIG-signed updates."""
+    if shutil.which("knotd") is None:
+        pytest.skip("knotd is not installed (.ci/run installs Debian's knot)")
+    import base64
+    import secrets
+    import socket
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mtasts-knot-"))
+    (folder / "db").mkdir()  # Knot's journal; an update fails with "not exists" without it
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    port = 25353
+    (folder / "example.com.zone").write_text(
+        "$ORIGIN example.com.\n$TTL 300\n"
+        "@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60\n"
+        "@ NS ns.example.com.\nns A 127.0.0.1\n"
+        '_mta-sts TXT "v=STSv1; id=old1;"\n_mta-sts TXT "v=STSv1; id=old2;"\n'
+    )
+    (folder / "knot.conf").write_text(f"""server:
+    listen: 127.0.0.1@{port}
+    rundir: {folder}
+log:
+  - target: stderr
+    any: warning
+key:
+  - id: mtasts-update
+    algorithm: hmac-sha256
+    secret: {secret}
+acl:
+  - id: update
+    key: mtasts-update
+    action: update
+database:
+    storage: {folder}/db
+zone:
+  - domain: example.com
+    storage: {folder}
+    file: example.com.zone
+    acl: update
+""")
+    process = subprocess.Popen(
+        ["knotd", "-c", str(folder / "knot.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    process.stderr.read().decode() if process.stderr else "knotd did not start"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield {
+            "server": f"127.0.0.1:{port}",
+            "secret": secret,
+            "key": "mtasts-update",
+            "folder": folder,
+        }
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)

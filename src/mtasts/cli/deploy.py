@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mtasts.deploy.config import (
     load_config,
     set_domain_value,
 )
+from mtasts.deploy.publish import PublishError, PublishTarget, publish
 from mtasts.deploy.records import Publication
 from mtasts.deploy.rollout import Retirement, enforce_gate, max_age_gate, readiness_unavailable
 from mtasts.deploy.state import DeployState, state_path
@@ -305,6 +307,47 @@ def retire_command(domain: str, config_path: Path) -> None:
         _republish(config_path, name, "retire: mode none")
         retired = (now, current.max_age)
     echo(f"{name}: {Retirement(*retired).status(now)}", bold=True)
+
+
+@click.command("publish")
+@click.argument("domain", required=False)
+@config_option
+@click.option(
+    "--server", required=True, help="The primary server, HOST[:PORT], that accepts dynamic updates."
+)
+@click.option("--zone", help="The zone to update (default: the domain).")
+@click.option("--tsig-key", help="TSIG key name.")
+@click.option("--tsig-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the base64 TSIG secret (or set MTASTS_TSIG_SECRET).")  # fmt: skip
+@click.option("--tsig-algorithm", default="hmac-sha256", show_default=True)
+def publish_command(domain: str | None, config_path: Path, server: str, zone: str | None, tsig_key: str | None,
+                    tsig_secret_file: Path | None, tsig_algorithm: str) -> None:  # fmt: skip
+    """Publish the _mta-sts and _smtp._tls records by RFC 2136 update with TSIG, then verify them."""
+    config = _load(config_path)
+    try:
+        domains = [config.domain(domain)] if domain else list(config.domains)
+        target_server = Nameserver.parse(server)
+    except (DeployConfigError, ValueError) as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    secret = (
+        tsig_secret_file.read_text().strip()
+        if tsig_secret_file
+        else os.environ.get("MTASTS_TSIG_SECRET")
+    )
+    if tsig_key and not secret:
+        echo("error: --tsig-key needs --tsig-secret-file or MTASTS_TSIG_SECRET", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    failed = False
+    for item in domains:
+        target = PublishTarget(target_server, zone or item.name, tsig_key, secret, tsig_algorithm)
+        try:
+            for line in publish(publication(config, item), target):
+                echo(f"{item.name}: {line}", fg="green")
+        except PublishError as exc:
+            echo(f"{item.name}: error: {exc}", fg="red")
+            failed = True
+    sys.exit(EXIT_PROBLEMS if failed else 0)
 
 
 __all__: list[Any] = [

@@ -8,7 +8,15 @@ from mtasts import __version__
 
 from .check import check
 from .demo import demo
-from .deploy import history, init, max_age_command, mode_command, records, retire_command
+from .deploy import (
+    history,
+    init,
+    max_age_command,
+    mode_command,
+    publish_command,
+    records,
+    retire_command,
+)
 from .lab import lab
 from .lint import lint
 from .resolver import resolver
@@ -29,7 +37,16 @@ def cli() -> None:
 
 cli.add_command(lint)
 cli.add_command(check)
-for command in (init, records, history, serve, mode_command, max_age_command, retire_command):
+for command in (
+    init,
+    records,
+    history,
+    serve,
+    mode_command,
+    max_age_command,
+    retire_command,
+    publish_command,
+):
     cli.add_command(command)
 cli.add_command(demo)
 cli.add_command(lab)
