@@ -186,6 +186,49 @@ def _fields(text: str) -> str:
     return ", ".join(line for line in text.splitlines() if not line.startswith("version"))
 
 
+tsig_options = [
+    click.option("--zone", help="The zone to update (default: the domain)."),
+    click.option("--tsig-key", help="TSIG key name."),
+    click.option("--tsig-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="File holding the base64 TSIG secret (or set MTASTS_TSIG_SECRET)."),
+    click.option("--tsig-algorithm", default="hmac-sha256", show_default=True),
+]  # fmt: skip
+
+
+def with_tsig_options(func: Any) -> Any:
+    for option in reversed(tsig_options):
+        func = option(func)
+    return func
+
+
+def _target(server: str, domain: str, zone: str | None, tsig_key: str | None, tsig_secret_file: Path | None,
+            tsig_algorithm: str) -> PublishTarget:  # fmt: skip
+    try:
+        address = Nameserver.parse(server)
+    except ValueError as exc:
+        echo(f"error: --server: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    secret = (
+        tsig_secret_file.read_text().strip()
+        if tsig_secret_file
+        else os.environ.get("MTASTS_TSIG_SECRET")
+    )
+    if tsig_key and not secret:
+        echo("error: --tsig-key needs --tsig-secret-file or MTASTS_TSIG_SECRET", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    return PublishTarget(address, zone or domain, tsig_key, secret, tsig_algorithm)
+
+
+def _publish_one(config: DeployConfig, domain: DomainConfig, target: PublishTarget) -> bool:
+    try:
+        for line in publish(publication(config, domain), target):
+            echo(f"{domain.name}: {line}", fg="green")
+    except PublishError as exc:
+        echo(f"{domain.name}: error: {exc}", fg="red")
+        return False
+    return True
+
+
 def _lab_or_flags(
     lab_dir: Path | None, nameservers: tuple[str, ...], ca_file: Path | None, timeout: float
 ) -> CheckOptions:
@@ -195,13 +238,32 @@ def _lab_or_flags(
     return CheckOptions(tuple(Nameserver.parse(n) for n in nameservers), ca_file, timeout=timeout)
 
 
-def _republish(config_path: Path, name: str, note: str) -> None:
+def _republish(config_path: Path, name: str, note: str, publish_to: dict[str, Any]) -> None:
+    """Bump the id for the changed policy, then print the records or publish them (--publish)."""
     config = _load(config_path)
     domain = config.domain(name)
     state = DeployState(state_path(config_path))
     new_id = state.policy_id(domain.name, domain.policy, note=note)
+    if publish_to.get("server"):
+        echo(
+            f"{name}: policy id {new_id}; serve the new policy before senders see the new id",
+            bold=True,
+        )
+        if not _publish_one(config, domain, _target(domain=name, **publish_to)):
+            sys.exit(EXIT_PROBLEMS)
+        return
     echo(f"{name}: policy id {new_id}; serve the new policy first, then publish:", bold=True)
     click.echo(Publication(domain, new_id).bind())
+
+
+def with_publish(func: Any) -> Any:
+    func = with_tsig_options(func)
+    return click.option(
+        "--publish",
+        "server",
+        metavar="HOST[:PORT]",
+        help="Publish the records to this primary server (RFC 2136).",
+    )(func)
 
 
 check_options = [
@@ -236,7 +298,7 @@ def with_check_options(func: Any) -> Any:
     help="Change even if the live check or the reports say no (says what it skipped).",
 )
 def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None, nameservers: tuple[str, ...],
-                 ca_file: Path | None, timeout: float, force: bool) -> None:  # fmt: skip
+                 ca_file: Path | None, timeout: float, force: bool, **publish_to: Any) -> None:  # fmt: skip
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -264,14 +326,15 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
             if not force:
                 sys.exit(EXIT_PROBLEMS)
     set_domain_value(config_path, name, "mode", f'"{mode}"')
-    _republish(config_path, name, f"mode {mode}" + (" (forced)" if force else ""))
+    _republish(config_path, name, f"mode {mode}" + (" (forced)" if force else ""), publish_to)
 
 
 @click.command("max-age")
 @click.argument("domain")
 @click.argument("seconds", type=click.IntRange(0, 31557600))
 @config_option
-def max_age_command(domain: str, seconds: int, config_path: Path) -> None:
+@with_publish
+def max_age_command(domain: str, seconds: int, config_path: Path, **publish_to: Any) -> None:
     """Ramp DOMAIN's max_age (warns when it is premature)."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -283,13 +346,14 @@ def max_age_command(domain: str, seconds: int, config_path: Path) -> None:
     for warning in max_age_gate(current, seconds, clean_days=None).warnings:
         echo(f"warning: {warning}", fg="yellow", err=True)
     set_domain_value(config_path, name, "max_age", str(seconds))
-    _republish(config_path, name, f"max_age {seconds}")
+    _republish(config_path, name, f"max_age {seconds}", publish_to)
 
 
 @click.command("retire")
 @click.argument("domain")
 @config_option
-def retire_command(domain: str, config_path: Path) -> None:
+@with_publish
+def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
     """Withdraw MTA-STS safely (RFC 8461 §8.3): mode none now, records removed after the old max_age."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -304,7 +368,7 @@ def retire_command(domain: str, config_path: Path) -> None:
     if retired is None:
         state.retire(name, current.max_age, now)
         set_domain_value(config_path, name, "mode", '"none"')
-        _republish(config_path, name, "retire: mode none")
+        _republish(config_path, name, "retire: mode none", publish_to)
         retired = (now, current.max_age)
     echo(f"{name}: {Retirement(*retired).status(now)}", bold=True)
 
@@ -313,41 +377,30 @@ def retire_command(domain: str, config_path: Path) -> None:
 @click.argument("domain", required=False)
 @config_option
 @click.option(
-    "--server", required=True, help="The primary server, HOST[:PORT], that accepts dynamic updates."
+    "--server",
+    required=True,
+    metavar="HOST[:PORT]",
+    help="The primary server that accepts dynamic updates.",
 )
-@click.option("--zone", help="The zone to update (default: the domain).")
-@click.option("--tsig-key", help="TSIG key name.")
-@click.option("--tsig-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the base64 TSIG secret (or set MTASTS_TSIG_SECRET).")  # fmt: skip
-@click.option("--tsig-algorithm", default="hmac-sha256", show_default=True)
+@with_tsig_options
 def publish_command(domain: str | None, config_path: Path, server: str, zone: str | None, tsig_key: str | None,
                     tsig_secret_file: Path | None, tsig_algorithm: str) -> None:  # fmt: skip
     """Publish the _mta-sts and _smtp._tls records by RFC 2136 update with TSIG, then verify them."""
     config = _load(config_path)
     try:
         domains = [config.domain(domain)] if domain else list(config.domains)
-        target_server = Nameserver.parse(server)
-    except (DeployConfigError, ValueError) as exc:
+    except DeployConfigError as exc:
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
-    secret = (
-        tsig_secret_file.read_text().strip()
-        if tsig_secret_file
-        else os.environ.get("MTASTS_TSIG_SECRET")
-    )
-    if tsig_key and not secret:
-        echo("error: --tsig-key needs --tsig-secret-file or MTASTS_TSIG_SECRET", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
-    failed = False
-    for item in domains:
-        target = PublishTarget(target_server, zone or item.name, tsig_key, secret, tsig_algorithm)
-        try:
-            for line in publish(publication(config, item), target):
-                echo(f"{item.name}: {line}", fg="green")
-        except PublishError as exc:
-            echo(f"{item.name}: error: {exc}", fg="red")
-            failed = True
-    sys.exit(EXIT_PROBLEMS if failed else 0)
+    results = [
+        _publish_one(
+            config,
+            item,
+            _target(server, item.name, zone, tsig_key, tsig_secret_file, tsig_algorithm),
+        )
+        for item in domains
+    ]
+    sys.exit(0 if all(results) else EXIT_PROBLEMS)
 
 
 __all__: list[Any] = [
