@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import check_speed, lab_startup, parsers, resolver_speed
+from . import check_speed, lab_startup, parsers, resolver_speed, serve_speed
 
 if __name__ == "__main__":
     parsers.main()
     lab_startup.main()
     check_speed.main()
     resolver_speed.main()
+    serve_speed.main()
