@@ -30,7 +30,7 @@ from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
 
-from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo
+from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
@@ -41,6 +41,14 @@ config_option = click.option(
 def _load(path: Path) -> DeployConfig:
     try:
         return load_config(path)
+    except DeployConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _domain_or_exit(config: DeployConfig, name: str) -> DomainConfig:
+    try:
+        return config.domain(name)
     except DeployConfigError as exc:
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
@@ -123,11 +131,7 @@ def init(
 def records(domain: str | None, fmt: str, nginx: bool, caddy: bool, config_path: Path) -> None:
     """Print what to publish: TXT records, the policy host, the policy file (the id changes only with it)."""
     config = _load(config_path)
-    try:
-        domains = [config.domain(domain)] if domain else list(config.domains)
-    except DeployConfigError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    domains = [_domain_or_exit(config, domain)] if domain else list(config.domains)
     publications = [publication(config, d) for d in domains]
     for pub in publications:
         if nginx or caddy:
@@ -186,19 +190,13 @@ def _fields(text: str) -> str:
     return ", ".join(line for line in text.splitlines() if not line.startswith("version"))
 
 
-tsig_options = [
+with_tsig_options = options(
     click.option("--zone", help="The zone to update (default: the domain)."),
     click.option("--tsig-key", help="TSIG key name."),
     click.option("--tsig-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="File holding the base64 TSIG secret (or set MTASTS_TSIG_SECRET)."),
     click.option("--tsig-algorithm", default="hmac-sha256", show_default=True),
-]  # fmt: skip
-
-
-def with_tsig_options(func: Any) -> Any:
-    for option in reversed(tsig_options):
-        func = option(func)
-    return func
+)  # fmt: skip
 
 
 def _target(server: str, domain: str, zone: str | None, tsig_key: str | None, tsig_secret_file: Path | None,
@@ -266,7 +264,7 @@ def with_publish(func: Any) -> Any:
     )(func)
 
 
-check_options = [
+with_check_options = options(
     click.option(
         "--lab",
         "lab_dir",
@@ -278,13 +276,7 @@ check_options = [
     ),
     click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
     click.option("--timeout", type=float, default=10.0, show_default=True),
-]
-
-
-def with_check_options(func: Any) -> Any:
-    for option in reversed(check_options):
-        func = option(func)
-    return func
+)
 
 
 @click.command("mode")
@@ -302,11 +294,7 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
-    try:
-        current = config.domain(name)
-    except DeployConfigError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    current = _domain_or_exit(config, name)
     if mode == "none":
         echo(
             "to withdraw MTA-STS use `mtasts retire` (RFC 8461 §8.3): it also tells you when to remove the records",
@@ -338,11 +326,7 @@ def max_age_command(domain: str, seconds: int, config_path: Path, **publish_to: 
     """Ramp DOMAIN's max_age (warns when it is premature)."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
-    try:
-        current = config.domain(name)
-    except DeployConfigError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    current = _domain_or_exit(config, name)
     for warning in max_age_gate(current, seconds, clean_days=None).warnings:
         echo(f"warning: {warning}", fg="yellow", err=True)
     set_domain_value(config_path, name, "max_age", str(seconds))
@@ -357,11 +341,7 @@ def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
     """Withdraw MTA-STS safely (RFC 8461 §8.3): mode none now, records removed after the old max_age."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
-    try:
-        current = config.domain(name)
-    except DeployConfigError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    current = _domain_or_exit(config, name)
     state = DeployState(state_path(config_path))
     now = dt.datetime.now(dt.UTC)
     retired = state.retired(name)
@@ -387,11 +367,7 @@ def publish_command(domain: str | None, config_path: Path, server: str, zone: st
                     tsig_secret_file: Path | None, tsig_algorithm: str) -> None:  # fmt: skip
     """Publish the _mta-sts and _smtp._tls records by RFC 2136 update with TSIG, then verify them."""
     config = _load(config_path)
-    try:
-        domains = [config.domain(domain)] if domain else list(config.domains)
-    except DeployConfigError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    domains = [_domain_or_exit(config, domain)] if domain else list(config.domains)
     results = [
         _publish_one(
             config,

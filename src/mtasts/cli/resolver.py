@@ -19,7 +19,7 @@ from mtasts.resolver.daemon import build, serve
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.server import Listen, policy_domain
 
-from .output import EXIT_USAGE, echo
+from .output import EXIT_USAGE, echo, options
 
 
 def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> ResolverConfig:
@@ -52,7 +52,7 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
         sys.exit(EXIT_USAGE)
 
 
-_common = [
+common = options(
     click.option(
         "--config",
         "config_file",
@@ -93,13 +93,7 @@ _common = [
         type=click.Path(file_okay=False, path_type=Path),
         help="Use a running lab's DNS, CA and ports.",
     ),
-]
-
-
-def common(func: Any) -> Any:
-    for option in reversed(_common):
-        func = option(func)
-    return func
+)
 
 
 @click.group()
