@@ -211,3 +211,33 @@ def test_report_parser_raises_only_report_error_on_json_shapes(
 ) -> None:
     with contextlib.suppress(tlsrpt.ReportError):
         tlsrpt.parse_report(json.dumps(doc), strict=strict)
+
+
+mime_like = st.one_of(
+    st.binary(max_size=600),
+    st.lists(
+        st.sampled_from([b"Content-Type: multipart/report; report-type=tlsrpt; boundary=b\r\n", b"\r\n", b"--b\r\n",
+                         b"Content-Type: application/tlsrpt+gzip\r\n", b"Content-Transfer-Encoding: base64\r\n",
+                         b"H4sIAAAAAAAA\r\n", b"--b--\r\n", b"Content-Type: application/json; name=r.json\r\n", b"{}",
+                         b"Content-Disposition: attachment; filename=\"x.json.gz\"\r\n", b"\xff\xfe", b"=?utf-8?q?x?="]),
+        max_size=12,
+    ).map(b"".join),
+)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(mime_like)
+def test_report_mail_extraction_never_raises(data: bytes) -> None:
+    from mtasts.tlsrpt.mail import extract_reports
+
+    mail = extract_reports(data)
+    assert all(isinstance(part.data, bytes) and part.data for part in mail.parts)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=400))
+def test_zip_expansion_raises_only_report_error(data: bytes) -> None:
+    from mtasts.tlsrpt.mail import expand_zip
+
+    with contextlib.suppress(tlsrpt.ReportError):
+        expand_zip(b"PK\x03\x04" + data)

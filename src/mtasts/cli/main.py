@@ -19,6 +19,7 @@ from .deploy import (
 )
 from .lab import lab
 from .lint import lint
+from .reports import reports
 from .resolver import resolver
 from .serve import serve
 
@@ -51,6 +52,7 @@ for command in (
 cli.add_command(demo)
 cli.add_command(lab)
 cli.add_command(resolver)
+cli.add_command(reports)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""TLS-RPT reports received: ingestion from every channel, lossless storage, analysis."""

@@ -1,0 +1,169 @@
+"""``mtasts reports ingest`` from every channel, exactly once, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import io
+import json
+import mailbox
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from mtasts.reports.store import open_store
+
+from .conftest import MTASTS
+from .test_tlsrpt_report import RFC_EXAMPLE
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'reports.sqlite'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DROP TABLE IF EXISTS quarantine, failures, policy_results, reports, raw_reports, alembic_version CASCADE"
+        )
+
+
+def report(report_id: str, org: str = "Example Mail") -> bytes:
+    doc: dict[str, Any] = copy.deepcopy(RFC_EXAMPLE)
+    doc["report-id"], doc["organization-name"] = report_id, org
+    return json.dumps(doc).encode()
+
+
+def report_mail(data: bytes, *, filename: str = "mail.example!company-y.example!1459468800!1459555199.json.gz",
+                media: str = "application/tlsrpt+gzip") -> bytes:  # fmt: skip
+    """A report mail as RFC 8460 section 5.3 describes it (gzip attachment, base64)."""
+    payload = base64.encodebytes(gzip.compress(data)).decode().replace("\n", "\r\n")
+    boundary = "tlsrpt-boundary-42"
+    return (
+        "From: noreply-smtp-tls-reporting@mail.example\r\nTo: tlsrpt@company-y.example\r\n"
+        "Subject: Report Domain: company-y.example Submitter: mail.example Report-ID: <x>\r\n"
+        "TLS-Report-Domain: company-y.example\r\nTLS-Report-Submitter: mail.example\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type="tlsrpt"; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nThis is an aggregate TLS report from mail.example\r\n"
+        f"--{boundary}\r\nContent-Type: {media}\r\nContent-Transfer-Encoding: base64\r\n"
+        f'Content-Disposition: attachment; filename="{filename}"\r\n\r\n{payload}\r\n--{boundary}--\r\n'
+    ).encode()
+
+
+def run(
+    *args: str, db: str, stdin: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MTASTS, "reports", *args, "--db", db], input=stdin.decode() if stdin else None,
+                          capture_output=True, text=True, timeout=120, cwd=cwd, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+
+
+def test_every_file_shape_is_stored_once(db_url: str, tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "a.json").write_bytes(report("a"))
+    (inbox / "b.json.gz").write_bytes(gzip.compress(report("b")))
+    (inbox / "c.eml").write_bytes(report_mail(report("c")))
+    (inbox / "d.eml").write_bytes(
+        report_mail(report("d"), filename="report.json", media="application/json")
+    )
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("e.json", report("e"))
+        zipped.writestr("nested/f.json.gz", gzip.compress(report("f")))
+    (inbox / "g.zip").write_bytes(archive.getvalue())
+    (inbox / "hello.eml").write_bytes(
+        b"From: a@example.com\r\nSubject: lunch?\r\n\r\nsee you at noon\r\n"
+    )
+    first = run("ingest", str(inbox), db=db_url)
+    assert first.returncode == 0, first.stderr
+    assert "stored 6, duplicates 0, quarantined 0, unrelated mail skipped 1" in first.stdout
+    again = run("ingest", str(inbox), db=db_url)
+    assert "stored 0, duplicates 6, quarantined 0, unrelated mail skipped 1" in again.stdout
+    store = open_store(db_url.replace("postgresql://", "postgresql://", 1))
+    assert store.counts() == {"reports": 6, "raw": 6, "quarantined": 0}
+
+
+def test_bad_input_is_quarantined_with_its_rule_and_the_batch_goes_on(
+    db_url: str, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "1-bomb.json.gz").write_bytes(gzip.compress(b"{" + b" " * (25 * 1024 * 1024) + b"}"))
+    (inbox / "2-broken.json").write_bytes(b'{"organization-name": "x", ')
+    (inbox / "3-negative.json").write_bytes(
+        report("neg").replace(b'"failed-session-count": 100', b'"failed-session-count": -4')
+    )
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zipped:
+        zipped.writestr("../../etc/cron.d/x", b"{}")
+    (inbox / "4-traversal.zip").write_bytes(evil.getvalue())
+    (inbox / "5-good.json").write_bytes(report("good"))
+    result = run("ingest", str(inbox), db=db_url)
+    assert result.returncode == 0
+    assert "stored 1, duplicates 0, quarantined 4" in result.stdout
+    listing = run("quarantine", db=db_url).stdout
+    for rule in ("report.too-large", "report.json", "report.count-negative", "report.zip-path"):
+        assert rule in listing
+    assert open_store(db_url).counts()["raw"] == 5  # every raw input is kept
+
+
+def test_stdin_takes_one_message_as_a_pipe_transport_gives_it(db_url: str) -> None:
+    result = run("ingest", "-", db=db_url, stdin=report_mail(report("piped")))
+    assert result.returncode == 0
+    assert "stored 1" in result.stdout
+
+
+def test_maildir_moves_messages_only_after_the_commit(db_url: str, tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    good = box.add(report_mail(report("md1")))
+    bad = box.add(report_mail(b"not json at all"))
+    other = box.add(b"From: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
+    result = run("ingest", "--maildir", str(tmp_path / "Maildir"), db=db_url)
+    assert "stored 1, duplicates 0, quarantined 1, unrelated mail skipped 1" in result.stdout
+    box = mailbox.Maildir(tmp_path / "Maildir", create=False)
+    assert list(box.keys()) == [other]  # unrelated mail stays
+    assert len(box.get_folder("Processed")) == 1
+    assert len(box.get_folder("Failed")) == 1
+    assert good not in box
+    assert bad not in box
+
+
+def test_mbox(db_url: str, tmp_path: Path) -> None:
+    box = mailbox.mbox(tmp_path / "reports.mbox")
+    for n in range(3):
+        box.add(report_mail(report(f"mb{n}")))
+    box.flush()
+    assert "stored 3" in run("ingest", "--mbox", str(tmp_path / "reports.mbox"), db=db_url).stdout
+
+
+def test_killed_mid_batch_loses_and_duplicates_nothing(db_url: str, tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for n in range(400):
+        (inbox / f"{n:04d}.json").write_bytes(report(f"k{n}"))
+    process = subprocess.Popen([MTASTS, "reports", "ingest", str(inbox), "--db", db_url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    store = open_store(db_url)
+    while store.counts()["reports"] < 20:  # wait until it is well into the batch
+        assert process.poll() is None, "finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    partial = store.counts()["reports"]
+    assert 20 <= partial < 400
+    result = run("ingest", str(inbox), db=db_url)
+    assert f"stored {400 - partial}, duplicates {partial}" in result.stdout
+    assert store.counts() == {"reports": 400, "raw": 400, "quarantined": 0}
