@@ -94,3 +94,14 @@ def test_a_mode_change_can_publish_directly(knot: dict[str, object], tmp_path: P
     )
     assert served_ids(str(knot["server"])) == [new_id]
     assert f"verified: _mta-sts.example.com id {new_id}" in result.stdout
+
+
+def test_mode_change_publishes_with_publish(knot: dict[str, object], tmp_path: Path) -> None:
+    run("init", "example.com", "--mx", "mx.example.com", "--mode", "enforce", cwd=tmp_path)
+    result = run("mode", "example.com", "testing", "--publish", str(knot["server"]), "--tsig-key", str(knot["key"]),
+                 cwd=tmp_path, env={"MTASTS_TSIG_SECRET": str(knot["secret"])})  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    new_id = (
+        run("records", "--format", "json", cwd=tmp_path).stdout.split('"id": "')[1].split('"')[0]
+    )
+    assert served_ids(str(knot["server"])) == [new_id]

@@ -17,7 +17,8 @@ from .conftest import MTASTS, RunningLab
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1"}
+    # The report store lives beside the test's files, never in the user's data folder.
+    env = {**os.environ, "NO_COLOR": "1", "MTASTS_DB": f"sqlite:///{cwd / 'reports.sqlite'}"}
     return subprocess.run(
         [MTASTS, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
     )
@@ -47,7 +48,10 @@ def test_enforce_is_refused_while_an_mx_fails(lab: RunningLab, admin: Path) -> N
 def test_enforce_needs_a_ready_report_verdict_or_force(lab: RunningLab, admin: Path) -> None:
     refused = run("mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), cwd=admin)
     assert refused.returncode == 1
-    assert "TLS-RPT readiness is UNKNOWN" in refused.stdout
+    assert (
+        "TLS-RPT readiness is UNKNOWN: no TLS-RPT reports for good-testing.example"
+        in refused.stdout
+    )
     assert "MX mx.good-testing.example" not in refused.stdout  # the live check itself passed
     forced = run(
         "mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), "--force", cwd=admin
@@ -98,3 +102,19 @@ def test_config_edits_keep_comments_and_other_domains(tmp_path: Path) -> None:
     assert text.startswith("# ours\n")
     assert 'name = "b.example"\nmx = ["mx.b.example"]\nmode = "enforce"' in text
     assert 'name = "a.example"\nmax_age = 3600\nmx = ["mx.a.example"]' in text
+
+
+def test_enforce_is_allowed_when_the_live_check_and_the_reports_are_clean(
+    lab: RunningLab, admin: Path
+) -> None:
+    from mtasts.reports.store import open_store
+
+    from .test_reports_analysis import stored_report
+
+    store = open_store(f"sqlite:///{admin / 'reports.sqlite'}")
+    for sender in ("google.com", "microsoft.com"):
+        store.ingest(stored_report(sender, "good-testing.example", ok=500), "test")
+    result = run("mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), cwd=admin)
+    assert result.returncode == 0, result.stdout
+    assert "refused" not in result.stdout
+    assert mode_of(admin, "good-testing.example") == "enforce"

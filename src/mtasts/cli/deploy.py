@@ -24,7 +24,7 @@ from mtasts.deploy.config import (
 )
 from mtasts.deploy.publish import PublishError, PublishTarget, publish
 from mtasts.deploy.records import Publication
-from mtasts.deploy.rollout import Retirement, enforce_gate, max_age_gate, readiness_unavailable
+from mtasts.deploy.rollout import Retirement, enforce_gate, max_age_gate, report_readiness
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
@@ -289,8 +289,10 @@ with_check_options = options(
     is_flag=True,
     help="Change even if the live check or the reports say no (says what it skipped).",
 )
+@click.option("--db", envvar="MTASTS_DB", help="The TLS-RPT report store (see mtasts reports).")
+@with_publish
 def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None, nameservers: tuple[str, ...],
-                 ca_file: Path | None, timeout: float, force: bool, **publish_to: Any) -> None:  # fmt: skip
+                 ca_file: Path | None, timeout: float, force: bool, db: str | None, **publish_to: Any) -> None:  # fmt: skip
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -305,7 +307,7 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
         check = asyncio.run(
             check_domain(name, _lab_or_flags(lab_dir, nameservers, ca_file, timeout))
         )
-        gate = enforce_gate(check, readiness_unavailable(name))
+        gate = enforce_gate(check, report_readiness(name, db))
         if not gate.open:
             label = "skipped (--force)" if force else "refused"
             echo(f"{name}: enforce {label}:", fg="yellow" if force else "red", bold=True)

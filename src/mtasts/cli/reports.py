@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import json
 import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
+from mtasts.reports.analysis import Readiness, readiness, summary
 from mtasts.reports.ingest import (
     IngestResult,
     ingest_bytes,
@@ -92,3 +96,118 @@ def quarantine(db: str | None) -> None:
     for row in rows:
         table.add_row(str(row.id), f"{row.at:%Y-%m-%d %H:%M}", row.source, row.rule, row.reason)
     console().print(table)
+
+
+def _since(text: str | None) -> dt.date | None:
+    """``30d``, ``2w`` or an ISO date."""
+    if not text:
+        return None
+    today = dt.datetime.now(dt.UTC).date()
+    try:
+        if text[-1] in "dw" and text[:-1].isdigit():
+            return today - dt.timedelta(days=int(text[:-1]) * (7 if text[-1] == "w" else 1))
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{text!r}: use 30d, 2w or YYYY-MM-DD", param_hint="--since")
+
+
+@reports.command("summary")
+@click.option("--domain", help="Only this policy domain.")
+@click.option("--since", default="30d", show_default=True, help="30d, 2w or YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
+@db_option
+def summary_command(
+    domain: str | None, since: str, as_json: bool, csv_path: Path | None, db: str | None
+) -> None:
+    """Sessions per day, sender and policy, with the failure result types."""
+    rows = summary(_store(db), domain, _since(since))
+    if csv_path:
+        with csv_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["day", "submitter", "domain", "policy_type", "successful", "failed", "failures"]
+            )
+            for row in rows:
+                failures = " ".join(f"{k}={v}" for k, v in sorted(row.failures.items()))
+                writer.writerow(
+                    [
+                        row.day,
+                        row.submitter,
+                        row.domain,
+                        row.policy_type,
+                        row.successful,
+                        row.failed,
+                        failures,
+                    ]
+                )
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    table = Table(
+        "day",
+        "sender",
+        "domain",
+        "policy",
+        "ok",
+        "failed",
+        "failure types",
+        title="TLS-RPT sessions",
+    )
+    for row in rows:
+        failures = ", ".join(f"{k} {v}" for k, v in sorted(row.failures.items()))
+        table.add_row(row.day.isoformat(), row.submitter, row.domain, row.policy_type, f"{row.successful:,}",
+                      f"[red]{row.failed:,}[/red]" if row.failed else "0", failures)  # fmt: skip
+    console().print(table)
+
+
+@reports.command("readiness")
+@click.argument("domain")
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def readiness_command(domain: str, days: int, as_json: bool, db: str | None) -> None:
+    """Would anything have been blocked under enforce? READY (exit 0) or NOT READY / UNKNOWN (exit 1)."""
+    verdict = readiness(_store(db), domain, days)
+    if as_json:
+        click.echo(json.dumps(verdict.to_dict(), indent=2))
+    else:
+        _render_readiness(verdict)
+    sys.exit(0 if verdict.verdict == "READY" else 1)
+
+
+def _render_readiness(verdict: Readiness) -> None:
+    out = console()
+    for title, groups in (
+        ("enforce would have deferred", verdict.would_defer),
+        ("enforce would not change", verdict.unaffected),
+    ):
+        if not groups:
+            continue
+        table = Table(
+            "sender",
+            "result type",
+            "MX",
+            "address",
+            "sessions",
+            "dates",
+            "explained by",
+            title=title,
+        )
+        for g in groups:
+            dates = f"{g.first} .. {g.last}" if g.first != g.last else str(g.first)
+            table.add_row(
+                g.submitter,
+                g.result_type,
+                g.receiving_mx or "-",
+                g.receiving_ip or "-",
+                f"{g.sessions:,}",
+                dates,
+                g.explained_by,
+            )
+        out.print(table)
+    colour = {"READY": "green", "NOT READY": "red"}.get(verdict.verdict, "yellow")
+    out.print(
+        f"[bold {colour}]{verdict.verdict}[/bold {colour}]: {verdict.domain}, last {verdict.days} days: {verdict.reason}"
+    )

@@ -39,12 +39,19 @@ class Readiness:
     reason: str
 
 
-def readiness_unavailable(domain: str, days: int = 14) -> Readiness:
-    # TLS-RPT ingestion (mtasts reports) is not built yet; until it is, nobody can claim READY.
-    return Readiness(
-        "UNKNOWN",
-        f"no TLS-RPT reports are stored for {domain} (report ingestion is not available yet)",
-    )
+def report_readiness(domain: str, store_url: str | None = None, days: int = 14) -> Readiness:
+    """The stored TLS-RPT reports of the last ``days`` days, as the gate's readiness verdict."""
+    from mtasts.reports.analysis import readiness
+    from mtasts.reports.store import default_url, open_store
+
+    try:
+        store = open_store(store_url or default_url())
+    except Exception as exc:  # an unreachable store must not look like a clean record
+        return Readiness(
+            "UNKNOWN", f"the report store cannot be opened ({str(exc).splitlines()[0]})"
+        )
+    verdict = readiness(store, domain, days)
+    return Readiness(verdict.verdict, verdict.reason)
 
 
 def enforce_gate(check: DomainCheck, readiness: Readiness) -> Gate:

@@ -1,0 +1,163 @@
+"""What the stored reports say: daily summaries, and whether ``enforce`` is safe (the readiness verdict).
+
+Under ``enforce`` a sender defers mail whenever the TLS session to an MX fails
+validation (RFC 8461 §5). So the sessions TLS-RPT reports as failed with a
+negotiation result type (RFC 8460 §4.3.1) are mail that enforce would have
+held back. Policy failures (§4.3.2.2: the sender could not fetch or validate
+the policy) mean the sender applied no policy at all, so enforce would not
+change them; DANE failures belong to DANE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mtasts.tlsrpt import ResultType
+
+from .models import FailureRow, PolicyRow
+from .store import ReportStore
+
+WOULD_DEFER = {
+    ResultType.STARTTLS_NOT_SUPPORTED, ResultType.CERTIFICATE_HOST_MISMATCH, ResultType.CERTIFICATE_EXPIRED,
+    ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.VALIDATION_FAILURE,
+}  # fmt: skip
+LARGEST_SENDERS = ("google", "microsoft", "yahoo")
+
+
+@dataclass
+class SummaryRow:
+    day: dt.date
+    submitter: str
+    domain: str
+    policy_type: str
+    successful: int = 0
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "submitter": self.submitter, "domain": self.domain,
+                "policy_type": self.policy_type, "successful": self.successful, "failed": self.failed,
+                "failures": dict(sorted(self.failures.items()))}  # fmt: skip
+
+
+def summary(
+    store: ReportStore, domain: str | None = None, since: dt.date | None = None
+) -> list[SummaryRow]:
+    rows: dict[tuple[dt.date, str, str, str], SummaryRow] = {}
+    query = select(PolicyRow)
+    if domain:
+        query = query.where(PolicyRow.policy_domain == domain.lower().rstrip("."))
+    if since:
+        query = query.where(PolicyRow.day >= since)
+    with Session(store.engine) as session:
+        policies = list(session.scalars(query))
+        failures = _failures(session, [p.id for p in policies])
+    for policy in policies:
+        key = (policy.day, policy.submitter, policy.policy_domain, policy.policy_type)
+        row = rows.setdefault(key, SummaryRow(*key))
+        row.successful += policy.successful
+        row.failed += policy.failed
+        for failure in failures.get(policy.id, []):
+            row.failures[failure.result_type] = (
+                row.failures.get(failure.result_type, 0) + failure.sessions
+            )
+    return sorted(rows.values(), key=lambda r: (r.day, r.domain, r.submitter))
+
+
+def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[FailureRow]]:
+    out: dict[int, list[FailureRow]] = defaultdict(list)
+    for start in range(0, len(policy_ids), 500):
+        chunk = policy_ids[start : start + 500]
+        for failure in session.scalars(select(FailureRow).where(FailureRow.policy_id.in_(chunk))):
+            out[failure.policy_id].append(failure)
+    return out
+
+
+@dataclass
+class FailureGroup:
+    submitter: str
+    result_type: str
+    receiving_mx: str | None
+    receiving_ip: str | None
+    sessions: int = 0
+    first: dt.date | None = None
+    last: dt.date | None = None
+
+    @property
+    def explained_by(self) -> str:
+        # One vocabulary: a result type is also the name of the check finding that explains it.
+        return f"mtasts check finding '{self.result_type}'"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"submitter": self.submitter, "result_type": self.result_type, "receiving_mx": self.receiving_mx,
+                "receiving_ip": self.receiving_ip, "sessions": self.sessions,
+                "first": self.first.isoformat() if self.first else None,
+                "last": self.last.isoformat() if self.last else None, "explained_by": self.explained_by}  # fmt: skip
+
+
+@dataclass
+class Readiness:
+    domain: str
+    days: int
+    verdict: str  # READY | NOT READY | UNKNOWN
+    reason: str
+    sessions: int = 0
+    senders: list[str] = field(default_factory=list)
+    would_defer: list[FailureGroup] = field(default_factory=list)
+    unaffected: list[FailureGroup] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"domain": self.domain, "days": self.days, "verdict": self.verdict, "reason": self.reason,
+                "sessions": self.sessions, "senders": self.senders,
+                "would_defer": [g.to_dict() for g in self.would_defer],
+                "unaffected": [g.to_dict() for g in self.unaffected]}  # fmt: skip
+
+
+def readiness(
+    store: ReportStore, domain: str, days: int = 14, today: dt.date | None = None
+) -> Readiness:
+    """Would anything have been blocked under enforce over the last ``days`` days?"""
+    domain = domain.lower().rstrip(".")
+    since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=days)
+    with Session(store.engine) as session:
+        policies = list(session.scalars(
+            select(PolicyRow).where(PolicyRow.policy_domain == domain, PolicyRow.day >= since)
+        ))  # fmt: skip
+        failures = _failures(session, [p.id for p in policies])
+    result = Readiness(domain, days, "UNKNOWN", "")
+    result.sessions = sum(p.successful + p.failed for p in policies)
+    result.senders = sorted({p.submitter for p in policies})
+    groups: dict[tuple[str, str, str | None, str | None], FailureGroup] = {}
+    for policy in policies:
+        for failure in failures.get(policy.id, []):
+            key = (
+                policy.submitter,
+                failure.result_type,
+                failure.receiving_mx,
+                failure.receiving_ip,
+            )
+            group = groups.setdefault(key, FailureGroup(*key))
+            group.sessions += failure.sessions
+            group.first = min(group.first or policy.day, policy.day)
+            group.last = max(group.last or policy.day, policy.day)
+    for group in sorted(groups.values(), key=lambda g: -g.sessions):
+        deferred = group.result_type in {r.value for r in WOULD_DEFER}
+        (result.would_defer if deferred else result.unaffected).append(group)
+    if not policies:
+        result.reason = f"no TLS-RPT reports for {domain} in the last {days} days"
+    elif not any(big in s for s in result.senders for big in LARGEST_SENDERS):
+        result.reason = f"no report from the largest senders ({', '.join(LARGEST_SENDERS)}) in {days} days: too little data"
+    elif result.would_defer:
+        blocked = sum(g.sessions for g in result.would_defer)
+        result.verdict = "NOT READY"
+        result.reason = f"enforce would have deferred {blocked} of {result.sessions} sessions"
+    else:
+        result.verdict = "READY"
+        result.reason = f"{result.sessions} sessions from {len(result.senders)} senders, none that enforce would defer"
+    return result

@@ -1,0 +1,115 @@
+"""``mtasts reports summary`` and ``readiness``: the verdict the seed article asks for."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mtasts.reports.analysis import readiness, summary
+from mtasts.reports.store import open_store
+
+from .conftest import MTASTS
+
+
+def stored_report(sender: str, domain: str, *, ok: int = 100, failures: list[tuple[str, int]] | None = None,
+                  day: dt.date | None = None, report_id: str | None = None) -> bytes:  # fmt: skip
+    start = dt.datetime.combine(
+        day or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), dt.time(), dt.UTC
+    )
+    details = [{"result-type": kind, "sending-mta-ip": "192.0.2.1", "receiving-mx-hostname": f"mx.{domain}",
+                "receiving-ip": "198.51.100.7", "failed-session-count": count} for kind, count in failures or []]  # fmt: skip
+    doc: dict[str, Any] = {
+        "organization-name": sender,
+        "date-range": {"start-datetime": start.isoformat(), "end-datetime": (start + dt.timedelta(hours=23, minutes=59)).isoformat()},
+        "contact-info": f"tlsrpt@{sender}",
+        "report-id": report_id or f"{sender}-{domain}-{start:%Y%m%d}",
+        "policies": [{
+            "policy": {"policy-type": "sts", "policy-string": ["version: STSv1", "mode: testing", f"mx: mx.{domain}", "max_age: 86400"],
+                       "policy-domain": domain, "mx-host": [f"mx.{domain}"]},
+            "summary": {"total-successful-session-count": ok, "total-failure-session-count": sum(c for _, c in failures or [])},
+            "failure-details": details,
+        }],
+    }  # fmt: skip
+    return json.dumps(doc).encode()
+
+
+def store_at(tmp_path: Path) -> Any:
+    return open_store(f"sqlite:///{tmp_path / 'r.sqlite'}")
+
+
+def test_clean_reports_from_the_large_senders_are_ready(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.ingest(stored_report("google.com", "example.com", ok=900), "t")
+    store.ingest(stored_report("Microsoft Corporation", "example.com", ok=300), "t")
+    verdict = readiness(store, "example.com")
+    assert verdict.verdict == "READY"
+    assert verdict.sessions == 1200
+
+
+def test_negotiation_failures_are_what_enforce_would_defer(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.ingest(
+        stored_report("google.com", "example.com", failures=[("certificate-host-mismatch", 42)]),
+        "t",
+    )
+    store.ingest(
+        stored_report("microsoft.com", "example.com", failures=[("sts-policy-fetch-error", 5)]), "t"
+    )
+    verdict = readiness(store, "example.com")
+    assert verdict.verdict == "NOT READY"
+    assert verdict.reason == "enforce would have deferred 42 of 247 sessions"
+    (deferred,) = verdict.would_defer
+    assert (deferred.submitter, deferred.result_type, deferred.receiving_mx, deferred.sessions) == (
+        "google.com", "certificate-host-mismatch", "mx.example.com", 42,
+    )  # fmt: skip
+    assert deferred.explained_by == "mtasts check finding 'certificate-host-mismatch'"
+    assert [g.result_type for g in verdict.unaffected] == ["sts-policy-fetch-error"]
+
+
+def test_too_little_data_is_said_so(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    assert (
+        readiness(store, "example.com").reason
+        == "no TLS-RPT reports for example.com in the last 14 days"
+    )
+    store.ingest(stored_report("small-isp.example", "example.com"), "t")
+    assert readiness(store, "example.com").verdict == "UNKNOWN"
+    old = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=40)
+    store.ingest(
+        stored_report(
+            "google.com", "example.com", day=old, failures=[("starttls-not-supported", 3)]
+        ),
+        "t",
+    )
+    assert readiness(store, "example.com").verdict == "UNKNOWN"  # outside the window
+
+
+def test_cli_summary_json_csv_and_readiness_exit_status(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    store = open_store(db)
+    store.ingest(
+        stored_report("google.com", "example.com", failures=[("certificate-expired", 7)]), "t"
+    )
+    env = {**os.environ, "NO_COLOR": "1"}
+    out = subprocess.run([MTASTS, "reports", "summary", "--db", db, "--json", "--csv", str(tmp_path / "s.csv")],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    rows = json.loads(out.stdout)
+    assert rows[0]["failures"] == {"certificate-expired": 7}
+    assert "certificate-expired=7" in (tmp_path / "s.csv").read_text()
+    verdict = subprocess.run(
+        [MTASTS, "reports", "readiness", "example.com", "--db", db],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert verdict.returncode == 1
+    assert (
+        "NOT READY: example.com, last 14 days: enforce would have deferred 7 of 107 sessions"
+        in verdict.stdout
+    )
+    assert len(summary(store, "example.com")) == 1
