@@ -197,3 +197,43 @@ def test_https_without_certificates_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no domain has cert_file/key_file; add them or use --proxy" in result.stderr
+
+
+def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: Path) -> None:
+    import gzip
+
+    from mtasts.reports.store import open_store
+
+    from .test_reports_analysis import stored_report
+
+    _configure(tmp_path)
+    db = f"sqlite:///{tmp_path / 'reports.sqlite'}"
+    port = PORT + 3
+    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port), "--reports", db],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        _wait(port, process)
+        (tmp_path / "r.json.gz").write_bytes(
+            gzip.compress(stored_report("google.com", "example.org"))
+        )
+        (tmp_path / "bad.json").write_bytes(b'{"report-id": 1}')
+        (tmp_path / "big.bin").write_bytes(b"x" * (21 * 1024 * 1024))
+
+        def post(path: str, media: str) -> str:
+            return subprocess.run(
+                [need("curl"), "-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", f"@{tmp_path / path}",
+                 "-H", f"Content-Type: {media}", f"http://127.0.0.1:{port}/tlsrpt"],
+                capture_output=True, text=True, timeout=60,
+            ).stdout  # fmt: skip
+
+        assert post("r.json.gz", "application/tlsrpt+gzip") == "201"
+        assert (
+            post("r.json.gz", "application/tlsrpt+gzip") == "200"
+        )  # the same report again: stored once
+        assert post("bad.json", "application/tlsrpt+json") == "400"
+        assert post("r.json.gz", "application/json") == "415"
+        assert post("big.bin", "application/tlsrpt+gzip") == "413"
+        assert open_store(db).counts() == {"reports": 1, "raw": 2, "quarantined": 1}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)

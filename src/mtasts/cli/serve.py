@@ -13,6 +13,7 @@ import click
 import uvicorn
 
 from mtasts.deploy.config import DeployConfigError
+from mtasts.reports.store import open_store
 from mtasts.web.app import create_app
 from mtasts.web.site import PolicySite
 
@@ -25,7 +26,15 @@ from .output import EXIT_USAGE, echo
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Default 443, or 8080 with --proxy.")
 @click.option("--proxy", is_flag=True, help="Plain HTTP behind a TLS-terminating proxy.")
-def serve(config_path: Path, host: str, port: int | None, proxy: bool) -> None:
+@click.option(
+    "--reports",
+    "reports_db",
+    metavar="DB_URL",
+    help="Accept TLS-RPT reports at POST /tlsrpt into this store (RFC 8460 §5.4).",
+)
+def serve(
+    config_path: Path, host: str, port: int | None, proxy: bool, reports_db: str | None
+) -> None:
     """Serve /.well-known/mta-sts.txt for every domain in the configuration (SIGHUP reloads)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")  # fmt: skip
@@ -36,11 +45,22 @@ def serve(config_path: Path, host: str, port: int | None, proxy: bool) -> None:
     except (DeployConfigError, OSError, ssl.SSLError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
+    store = None
+    if reports_db:
+        try:
+            store = open_store(reports_db)
+        except Exception as exc:
+            echo(
+                f"error: cannot open the report store {reports_db}: {str(exc).splitlines()[0]}",
+                fg="red",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
     factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None
     if context is not None:
         factory = lambda _config, _default: context  # noqa: E731
     config = uvicorn.Config(
-        create_app(site), host=host, port=port or (8080 if proxy else 443), log_level="warning",
+        create_app(site, store=store), host=host, port=port or (8080 if proxy else 443), log_level="warning",
         ssl_context_factory=factory, proxy_headers=proxy, server_header=False,
         # uvicorn decides "this is HTTPS" from ssl_certfile; the factory supplies the real context.
         ssl_certfile="sni" if factory else None,

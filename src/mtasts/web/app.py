@@ -13,9 +13,13 @@ import signal
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+
+from mtasts.reports.store import Outcome, ReportStore
+from mtasts.tlsrpt import DEFAULT_MAX_SIZE
 
 from .site import PolicySite
 
@@ -23,7 +27,15 @@ WELL_KNOWN = "/.well-known/mta-sts.txt"
 _HEADERS = {"Cache-Control": "no-store"}
 
 
-def create_app(site: PolicySite, watch_interval: float = 2.0) -> Starlette:
+RUA_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
+
+
+def create_app(
+    site: PolicySite,
+    watch_interval: float = 2.0,
+    store: ReportStore | None = None,
+    max_report: int = DEFAULT_MAX_SIZE,
+) -> Starlette:
     async def policy(request: Request) -> Response:
         host = (
             request.headers.get("host", "").rsplit(":", 1)[0]
@@ -47,6 +59,38 @@ def create_app(site: PolicySite, watch_interval: float = 2.0) -> Starlette:
     async def metrics(_request: Request) -> Response:
         return PlainTextResponse(
             site.metrics(), 200, _HEADERS, media_type="text/plain; version=0.0.4"
+        )
+
+    async def rua(request: Request) -> Response:
+        """RFC 8460 §5.4: an HTTPS rua. 2xx only once the report is stored (or already was)."""
+        if store is None:
+            return PlainTextResponse("this server takes no TLS-RPT reports\n", 404, _HEADERS)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in RUA_TYPES:
+            return PlainTextResponse(
+                f"media type must be {' or '.join(RUA_TYPES)}, not {media or 'none'}\n",
+                415,
+                _HEADERS,
+            )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_report:
+            return PlainTextResponse(f"report over the {max_report:,}-byte limit\n", 413, _HEADERS)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_report:  # a sender that lies about, or omits, Content-Length
+                return PlainTextResponse(
+                    f"report over the {max_report:,}-byte limit\n", 413, _HEADERS
+                )
+        client = request.client.host if request.client else "unknown"
+        stored = await run_in_threadpool(store.ingest, bytes(body), f"https POST from {client}")
+        site.fetches[("tlsrpt", 400 if stored.outcome is Outcome.QUARANTINED else 201)] += 1
+        if stored.outcome is Outcome.QUARANTINED:
+            return PlainTextResponse(f"report not accepted: {stored.detail}\n", 400, _HEADERS)
+        return PlainTextResponse(
+            f"{stored.outcome}: {stored.detail}\n",
+            201 if stored.outcome is Outcome.STORED else 200,
+            _HEADERS,
         )
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
@@ -74,6 +118,7 @@ def create_app(site: PolicySite, watch_interval: float = 2.0) -> Starlette:
         Route(WELL_KNOWN, policy, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
+        Route("/tlsrpt", rua, methods=["POST"]),
     ]
     return Starlette(
         routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan
