@@ -143,3 +143,6 @@ def test_demo_runs_the_lab_and_checks_every_domain() -> None:
     assert "enforce" in stripped
     assert "ERROR" in stripped
     assert "cname-mx.example: ERROR  MTA-STS enforce" in result.stdout
+    assert "good-testing.example     READY:" in result.stdout
+    assert "load-balancer.example    NOT READY: enforce would have deferred" in result.stdout
+    assert "certificate-host-mismatch at 127." in result.stdout

@@ -17,10 +17,13 @@ import click
 from mtasts.check.checker import CheckOptions, check_many
 from mtasts.check.findings import Severity
 from mtasts.check.lint import lint_policy, lint_sts_record, lint_tlsrpt_record
+from mtasts.lab.reports import simulate
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.lab.scenario import builtin_scenarios
 from mtasts.lab.sender import PostfixStage, unavailable
 from mtasts.net.dns import Resolver
+from mtasts.reports.analysis import readiness
+from mtasts.reports.store import Outcome, open_store
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.store import PolicyStore
@@ -57,6 +60,22 @@ def _start_lab(state_dir: Path) -> subprocess.Popen[bytes]:
             return outcome
         reasons.append(f"{subnet}: {outcome}")
     raise click.ClickException("the lab did not start: " + "; ".join(reasons))
+
+
+def _reports_act(state: dict[str, Any], folder: Path) -> None:
+    store = open_store(f"sqlite:///{folder / 'reports.sqlite'}")
+    files = simulate(state["domains"])
+    started = time.monotonic()
+    outcomes = [store.ingest(data, "lab simulation").outcome for data in files]
+    echo(f"ingested {outcomes.count(Outcome.STORED)} reports in {time.monotonic() - started:.1f} s")
+    for domain in ("good-testing.example", "load-balancer.example"):
+        verdict = readiness(store, domain, 14)
+        colour = "green" if verdict.verdict == "READY" else "red"
+        echo(f"  {domain:<24} {verdict.verdict}: {verdict.reason}", fg=colour)
+        for group in verdict.would_defer[:2]:
+            echo(
+                f"    {group.submitter}: {group.result_type} at {group.receiving_ip}, {group.sessions:,} sessions; see {group.explained_by}"
+            )
 
 
 _STORY = (
@@ -150,7 +169,12 @@ def demo() -> None:
             )
             echo("\n== 4. one report in detail: the article's CNAME'd MX ==", bold=True)
             render_detail(next(c for c in checks if c.domain == "cname-mx.example"))
-            echo("\n== 5. the sending side: enforcing other domains' policies ==", bold=True)
+            echo(
+                "\n== 5. three weeks of TLS-RPT reports from the lab's simulated senders ==",
+                bold=True,
+            )
+            _reports_act(state, state_dir)
+            echo("\n== 6. the sending side: enforcing other domains' policies ==", bold=True)
             _sending_side(state)
             echo("\nExplore it yourself: mtasts lab up, then mtasts check --lab lab-state DOMAIN")
         finally:

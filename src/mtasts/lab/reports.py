@@ -1,0 +1,87 @@
+"""Simulated TLS-RPT reports from the lab's senders, following each lab domain's faults.
+
+Deterministic (seeded), for the demo and the benchmarks: each simulated sender
+reports one day per report, with sessions that fail the way the domain's
+scenario says they would (an expired certificate fails every session to that
+MX, a bad load-balancer backend one session in three, a broken policy host
+makes the sender report a policy fetch failure).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import random
+from typing import Any
+
+SENDERS = (("google.com", 0.6), ("Microsoft Corporation", 0.3), ("mail.example-isp.net", 0.1))
+_POLICY_FAULTS = {"sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"}
+_MX_FAULTS = {
+    "certificate-host-mismatch",
+    "certificate-expired",
+    "certificate-not-trusted",
+    "starttls-not-supported",
+}
+
+
+def _report(
+    sender: str, domain: dict[str, Any], day: dt.date, rng: random.Random
+) -> dict[str, Any]:
+    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    share = dict(SENDERS)[sender]
+    sessions = max(1, int(rng.randint(200, 2000) * share))
+    codes = set(domain["expect"])
+    failures = []
+    mx_faults = sorted(codes & _MX_FAULTS)
+    faulty = [a for a in domain["mx"] if a["fault"] != "none"]
+    if mx_faults and faulty:
+        # One bad address among n fails about 1/n of the sessions.
+        rate = len(faulty) / max(1, len(domain["mx"]))
+        failed = int(sessions * rate)
+        failures = [{"result-type": mx_faults[0], "receiving-mx-hostname": f"mx.{domain['name']}",
+                     "receiving-ip": faulty[0]["address"], "sending-mta-ip": "192.0.2.25",
+                     "failed-session-count": failed}]  # fmt: skip
+    elif codes & _POLICY_FAULTS:
+        failures = [
+            {
+                "result-type": sorted(codes & _POLICY_FAULTS)[0],
+                "failed-session-count": sessions // 10,
+            }
+        ]
+    failed_total = sum(f["failed-session-count"] for f in failures)
+    return {
+        "organization-name": sender,
+        "date-range": {"start-datetime": start.isoformat().replace("+00:00", "Z"),
+                       "end-datetime": (start + dt.timedelta(days=1, seconds=-1)).isoformat().replace("+00:00", "Z")},
+        "contact-info": f"smtp-tls-reporting@{sender.split()[0].lower()}",
+        "report-id": f"{day:%Y-%m-%d}_{domain['name']}_{sender.split()[0].lower()}",
+        "policies": [{
+            "policy": {"policy-type": "sts", "policy-domain": domain["name"], "mx-host": [f"mx.{domain['name']}"],
+                       "policy-string": ["version: STSv1", "mode: testing", f"mx: mx.{domain['name']}", "max_age: 86400"]},
+            "summary": {"total-successful-session-count": sessions - failed_total, "total-failure-session-count": failed_total},
+            "failure-details": failures,
+        }],
+    }  # fmt: skip
+
+
+def simulate(
+    domains: list[dict[str, Any]], days: int = 21, today: dt.date | None = None, seed: int = 8460
+) -> list[bytes]:
+    """Gzipped report files for every domain that publishes MTA-STS (``domains`` as in lab.json)."""
+    rng = random.Random(seed)
+    last = today or dt.datetime.now(dt.UTC).date()
+    out = []
+    for domain in domains:
+        if "sts-not-published" in domain["expect"] or "mode-none" in domain["expect"]:
+            continue
+        for back in range(days, 0, -1):
+            for sender, _ in SENDERS:
+                out.append(
+                    gzip.compress(
+                        json.dumps(
+                            _report(sender, domain, last - dt.timedelta(days=back), rng)
+                        ).encode()
+                    )
+                )
+    return out
