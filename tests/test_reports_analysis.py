@@ -66,7 +66,7 @@ def test_negotiation_failures_are_what_enforce_would_defer(tmp_path: Path) -> No
     assert (deferred.submitter, deferred.result_type, deferred.receiving_mx, deferred.sessions) == (
         "google.com", "certificate-host-mismatch", "mx.example.com", 42,
     )  # fmt: skip
-    assert deferred.explained_by == "mtasts check finding 'certificate-host-mismatch'"
+    assert deferred.explained_by == "mtasts check: certificate-host-mismatch"
     assert [g.result_type for g in verdict.unaffected] == ["sts-policy-fetch-error"]
 
 

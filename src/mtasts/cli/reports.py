@@ -192,8 +192,9 @@ def _render_readiness(verdict: Readiness) -> None:
             "address",
             "sessions",
             "dates",
-            "explained by",
             title=title,
+            box=None,
+            title_justify="left",
         )
         for g in groups:
             dates = f"{g.first} .. {g.last}" if g.first != g.last else str(g.first)
@@ -204,9 +205,13 @@ def _render_readiness(verdict: Readiness) -> None:
                 g.receiving_ip or "-",
                 f"{g.sessions:,}",
                 dates,
-                g.explained_by,
             )
         out.print(table)
+    if verdict.would_defer or verdict.unaffected:
+        out.print(
+            "each result type is also the `mtasts check` finding that explains it: run mtasts check "
+            + verdict.domain
+        )
     colour = {"READY": "green", "NOT READY": "red"}.get(verdict.verdict, "yellow")
     out.print(
         f"[bold {colour}]{verdict.verdict}[/bold {colour}]: {verdict.domain}, last {verdict.days} days: {verdict.reason}"

@@ -92,7 +92,7 @@ class FailureGroup:
     @property
     def explained_by(self) -> str:
         # One vocabulary: a result type is also the name of the check finding that explains it.
-        return f"mtasts check finding '{self.result_type}'"
+        return f"mtasts check: {self.result_type}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"submitter": self.submitter, "result_type": self.result_type, "receiving_mx": self.receiving_mx,
