@@ -113,3 +113,47 @@ def test_cli_summary_json_csv_and_readiness_exit_status(tmp_path: Path) -> None:
         in verdict.stdout
     )
     assert len(summary(store, "example.com")) == 1
+
+
+def test_clean_window_counts_back_to_the_last_deferrable_failure(tmp_path: Path) -> None:
+    from mtasts.reports.analysis import clean_window_days
+
+    store = store_at(tmp_path)
+    today = dt.date(2026, 6, 30)
+    assert clean_window_days(store, "example.com", today=today) is None
+    for back in range(1, 11):
+        failures = [("certificate-expired", 3)] if back == 6 else None
+        store.ingest(
+            stored_report(
+                "google.com", "example.com", day=today - dt.timedelta(days=back), failures=failures
+            ),
+            "t",
+        )
+    assert clean_window_days(store, "example.com", today=today) == 5
+
+
+def test_max_age_warns_when_it_outlives_the_clean_window(tmp_path: Path) -> None:
+    env = {**os.environ, "NO_COLOR": "1", "MTASTS_DB": f"sqlite:///{tmp_path / 'r.sqlite'}"}
+    subprocess.run(
+        [MTASTS, "init", "example.com", "--mx", "mx.example.com", "--mode", "enforce"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    store = open_store(env["MTASTS_DB"])
+    today = dt.datetime.now(dt.UTC).date()
+    for back in range(1, 4):
+        store.ingest(
+            stored_report("google.com", "example.com", day=today - dt.timedelta(days=back)), "t"
+        )
+    result = subprocess.run(
+        [MTASTS, "max-age", "example.com", "604800"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "warning: 7 days exceeds the 3-day window of clean reports" in result.stderr

@@ -24,7 +24,13 @@ from mtasts.deploy.config import (
 )
 from mtasts.deploy.publish import PublishError, PublishTarget, publish
 from mtasts.deploy.records import Publication
-from mtasts.deploy.rollout import Retirement, enforce_gate, max_age_gate, report_readiness
+from mtasts.deploy.rollout import (
+    Retirement,
+    clean_days,
+    enforce_gate,
+    max_age_gate,
+    report_readiness,
+)
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
@@ -323,13 +329,16 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
 @click.argument("domain")
 @click.argument("seconds", type=click.IntRange(0, 31557600))
 @config_option
+@click.option("--db", envvar="MTASTS_DB", help="The TLS-RPT report store (see mtasts reports).")
 @with_publish
-def max_age_command(domain: str, seconds: int, config_path: Path, **publish_to: Any) -> None:
+def max_age_command(
+    domain: str, seconds: int, config_path: Path, db: str | None, **publish_to: Any
+) -> None:
     """Ramp DOMAIN's max_age (warns when it is premature)."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
     current = _domain_or_exit(config, name)
-    for warning in max_age_gate(current, seconds, clean_days=None).warnings:
+    for warning in max_age_gate(current, seconds, clean_days(name, db)).warnings:
         echo(f"warning: {warning}", fg="yellow", err=True)
     set_domain_value(config_path, name, "max_age", str(seconds))
     _republish(config_path, name, f"max_age {seconds}", publish_to)

@@ -54,6 +54,17 @@ def report_readiness(domain: str, store_url: str | None = None, days: int = 14) 
     return Readiness(verdict.verdict, verdict.reason)
 
 
+def clean_days(domain: str, store_url: str | None = None) -> float | None:
+    """How many recent days of reports show nothing enforce would defer (None: no reports)."""
+    from mtasts.reports.analysis import clean_window_days
+    from mtasts.reports.store import default_url, open_store
+
+    try:
+        return clean_window_days(open_store(store_url or default_url()), domain)
+    except Exception:  # no store, no window: the caller warns that none is known
+        return None
+
+
 def enforce_gate(check: DomainCheck, readiness: Readiness) -> Gate:
     """RFC 8461 §5 under enforce defers mail to any MX that fails: every one must pass first."""
     blockers = []

@@ -161,3 +161,30 @@ def readiness(
         result.verdict = "READY"
         result.reason = f"{result.sessions} sessions from {len(result.senders)} senders, none that enforce would defer"
     return result
+
+
+def clean_window_days(
+    store: ReportStore, domain: str, max_days: int = 90, today: dt.date | None = None
+) -> int | None:
+    """Consecutive recent days with reports and nothing enforce would defer; None with no reports."""
+    end = today or dt.datetime.now(dt.UTC).date()
+    since = end - dt.timedelta(days=max_days)
+    with Session(store.engine) as session:
+        policies = list(session.scalars(
+            select(PolicyRow).where(PolicyRow.policy_domain == domain.lower().rstrip("."), PolicyRow.day >= since)
+        ))  # fmt: skip
+        failures = _failures(session, [p.id for p in policies])
+    if not policies:
+        return None
+    bad_days = {
+        p.day
+        for p in policies
+        if any(f.result_type in {r.value for r in WOULD_DEFER} for f in failures.get(p.id, []))
+    }
+    reported = {p.day for p in policies}
+    days = 0
+    day = end - dt.timedelta(days=1)
+    while day >= since and day in reported and day not in bad_days:
+        days += 1
+        day -= dt.timedelta(days=1)
+    return days
