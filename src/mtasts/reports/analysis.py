@@ -79,6 +79,17 @@ def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[Failure
     return out
 
 
+def _domain_rows(
+    store: ReportStore, domain: str, since: dt.date
+) -> tuple[list[PolicyRow], dict[int, list[FailureRow]]]:
+    """A domain's per-policy rows since ``since`` (one index range scan) and their failures."""
+    with Session(store.engine) as session:
+        policies = list(session.scalars(
+            select(PolicyRow).where(PolicyRow.policy_domain == domain.lower().rstrip("."), PolicyRow.day >= since)
+        ))  # fmt: skip
+        return policies, _failures(session, [p.id for p in policies])
+
+
 @dataclass
 class FailureGroup:
     submitter: str
@@ -125,11 +136,7 @@ def readiness(
     """Would anything have been blocked under enforce over the last ``days`` days?"""
     domain = domain.lower().rstrip(".")
     since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=days)
-    with Session(store.engine) as session:
-        policies = list(session.scalars(
-            select(PolicyRow).where(PolicyRow.policy_domain == domain, PolicyRow.day >= since)
-        ))  # fmt: skip
-        failures = _failures(session, [p.id for p in policies])
+    policies, failures = _domain_rows(store, domain, since)
     result = Readiness(domain, days, "UNKNOWN", "")
     result.sessions = sum(p.successful + p.failed for p in policies)
     result.senders = sorted({p.submitter for p in policies})
@@ -169,11 +176,7 @@ def clean_window_days(
     """Consecutive recent days with reports and nothing enforce would defer; None with no reports."""
     end = today or dt.datetime.now(dt.UTC).date()
     since = end - dt.timedelta(days=max_days)
-    with Session(store.engine) as session:
-        policies = list(session.scalars(
-            select(PolicyRow).where(PolicyRow.policy_domain == domain.lower().rstrip("."), PolicyRow.day >= since)
-        ))  # fmt: skip
-        failures = _failures(session, [p.id for p in policies])
+    policies, failures = _domain_rows(store, domain, since)
     if not policies:
         return None
     bad_days = {
