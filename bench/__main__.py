@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import check_speed, lab_startup, parsers, resolver_speed, serve_speed
+from . import check_speed, ingest_speed, lab_startup, parsers, resolver_speed, serve_speed
 
 if __name__ == "__main__":
     parsers.main()
@@ -10,3 +10,4 @@ if __name__ == "__main__":
     check_speed.main()
     resolver_speed.main()
     serve_speed.main()
+    ingest_speed.main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import gzip
 import io
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from mtasts.lab.reports import report_mail as lab_report_mail
 from mtasts.reports.store import open_store
 
 from .conftest import MTASTS
@@ -45,20 +45,10 @@ def report(report_id: str, org: str = "Example Mail") -> bytes:
     return json.dumps(doc).encode()
 
 
-def report_mail(data: bytes, *, filename: str = "mail.example!company-y.example!1459468800!1459555199.json.gz",
-                media: str = "application/tlsrpt+gzip") -> bytes:  # fmt: skip
-    """A report mail as RFC 8460 section 5.3 describes it (gzip attachment, base64)."""
-    payload = base64.encodebytes(gzip.compress(data)).decode().replace("\n", "\r\n")
-    boundary = "tlsrpt-boundary-42"
-    return (
-        "From: noreply-smtp-tls-reporting@mail.example\r\nTo: tlsrpt@company-y.example\r\n"
-        "Subject: Report Domain: company-y.example Submitter: mail.example Report-ID: <x>\r\n"
-        "TLS-Report-Domain: company-y.example\r\nTLS-Report-Submitter: mail.example\r\nMIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/report; report-type="tlsrpt"; boundary="{boundary}"\r\n\r\n'
-        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nThis is an aggregate TLS report from mail.example\r\n"
-        f"--{boundary}\r\nContent-Type: {media}\r\nContent-Transfer-Encoding: base64\r\n"
-        f'Content-Disposition: attachment; filename="{filename}"\r\n\r\n{payload}\r\n--{boundary}--\r\n'
-    ).encode()
+def report_mail(
+    data: bytes, *, filename: str | None = None, media: str = "application/tlsrpt+gzip"
+) -> bytes:
+    return lab_report_mail(gzip.compress(data), filename=filename, media=media)
 
 
 def run(

@@ -85,3 +85,22 @@ def simulate(
                     )
                 )
     return out
+
+
+def report_mail(report_gz: bytes, submitter: str = "mail.example", domain: str = "company-y.example",
+                filename: str | None = None, media: str = "application/tlsrpt+gzip") -> bytes:  # fmt: skip
+    """A report mail as RFC 8460 §5.3 describes it: multipart/report, base64 gzip attachment."""
+    import base64
+
+    payload = base64.encodebytes(report_gz).decode().replace("\n", "\r\n")
+    name = filename or f"{submitter}!{domain}!1459468800!1459555199.json.gz"
+    boundary = "tlsrpt-boundary-42"
+    return (
+        f"From: noreply-smtp-tls-reporting@{submitter}\r\nTo: tlsrpt@{domain}\r\n"
+        f"Subject: Report Domain: {domain} Submitter: {submitter} Report-ID: <x>\r\n"
+        f"TLS-Report-Domain: {domain}\r\nTLS-Report-Submitter: {submitter}\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type="tlsrpt"; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nThis is an aggregate TLS report from {submitter}\r\n"
+        f"--{boundary}\r\nContent-Type: {media}\r\nContent-Transfer-Encoding: base64\r\n"
+        f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{payload}\r\n--{boundary}--\r\n'
+    ).encode()
