@@ -191,3 +191,77 @@ zone:
         process.terminate()
         process.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[dict[str, object]]:
+    """A private Dovecot IMAP server on 127.0.0.1:21143 with one user, removed afterwards."""
+    if shutil.which("dovecot") is None:
+        pytest.skip("dovecot is not installed (.ci/run installs Debian's dovecot-imapd)")
+    import socket
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mtasts-dovecot-"))
+    os.chmod(folder, 0o755)
+    for sub in ("home", "run", "state"):
+        (folder / sub).mkdir()
+    shutil.chown(folder / "home", "nobody", "nogroup")
+    (folder / "passwd").write_text("tlsrpt:{PLAIN}imap-secret-1\n")
+    port = 21143
+    (folder / "dovecot.conf").write_text(f"""base_dir = {folder}/run
+state_dir = {folder}/state
+log_path = {folder}/log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = {folder}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={folder}/home/%u
+}}
+mail_location = maildir:~/Maildir
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+default_login_user = nobody
+default_internal_user = nobody
+""")
+    process = subprocess.Popen(
+        ["dovecot", "-c", str(folder / "dovecot.conf"), "-F"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    (folder / "log").read_text()
+                    if (folder / "log").exists()
+                    else "dovecot did not start"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "tlsrpt", "password": "imap-secret-1"}
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)

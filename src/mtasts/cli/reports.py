@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import click
 from rich.table import Table
 
 from mtasts.reports.analysis import Readiness, readiness, summary
+from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
+from mtasts.reports.imap import watch as imap_watch
 from mtasts.reports.ingest import (
     IngestResult,
     ingest_bytes,
@@ -47,22 +50,67 @@ def reports() -> None:
 
 @reports.command("ingest")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True, path_type=Path))
-@click.option("--maildir", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
-              help="A Maildir: processed messages move to .Processed, failed ones to .Failed.")  # fmt: skip
+@click.option(
+    "--maildir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    multiple=True,
+    help="A Maildir: processed messages move to .Processed, failed ones to .Failed.",
+)
 @click.option("--mbox", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True)
+@click.option(
+    "--imap-url",
+    help="imaps://user@host[:port]/FOLDER; password from MTASTS_IMAP_PASSWORD or --imap-password-file.",
+)
+@click.option("--imap-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--imap-ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra CA for the IMAP server.",
+)
+@click.option("--watch", is_flag=True, help="With --imap-url: keep reading the mailbox.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 3600),
+    default=60,
+    show_default=True,
+    help="Seconds between --watch rounds.",
+)
 @db_option
-def ingest(
-    paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], db: str | None
-) -> None:
+def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
+           imap_password_file: Path | None, imap_ca_file: Path | None, watch: bool, interval: float,
+           db: str | None) -> None:  # fmt: skip
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
     Postfix's pipe transport never bounces a report mail.
     """
-    if not (paths or maildir or mbox):
-        raise click.UsageError("give PATHS, '-', --maildir or --mbox")
+    if not (paths or maildir or mbox or imap_url):
+        raise click.UsageError("give PATHS, '-', --maildir, --mbox or --imap-url")
+    source = None
+    if imap_url:
+        password = (
+            imap_password_file.read_text().strip()
+            if imap_password_file
+            else os.environ.get("MTASTS_IMAP_PASSWORD", "")
+        )
+        try:
+            source = ImapSource.parse(imap_url, password, imap_ca_file)
+        except ImapError as exc:
+            raise click.BadParameter(str(exc), param_hint="--imap-url") from None
     store = _store(db)
+    if source is not None and watch:
+        echo(f"watching {imap_url} every {interval:g} s (Ctrl-C to stop)", err=True)
+        try:
+            imap_watch(store, source, interval)
+        except KeyboardInterrupt:
+            return
     result = IngestResult()
+    if source is not None:
+        try:
+            ingest_imap(store, source, result)
+        except ImapError as exc:
+            echo(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
     for path in paths:
         if str(path) == "-":
             ingest_bytes(store, sys.stdin.buffer.read(), "<stdin>", result)
