@@ -157,3 +157,39 @@ def test_max_age_warns_when_it_outlives_the_clean_window(tmp_path: Path) -> None
     )
     assert result.returncode == 0
     assert "warning: 7 days exceeds the 3-day window of clean reports" in result.stderr
+
+
+def test_summary_by_mx_and_address(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    store = open_store(db)
+    store.ingest(
+        stored_report(
+            "google.com",
+            "example.com",
+            failures=[("certificate-host-mismatch", 9), ("starttls-not-supported", 2)],
+        ),
+        "t",
+    )
+    env = {**os.environ, "NO_COLOR": "1"}
+    out = subprocess.run(
+        [MTASTS, "reports", "summary", "--by", "mx", "--db", db, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    rows = json.loads(out.stdout)
+    assert [
+        (r["receiving_mx"], r["receiving_ip"], r["result_type"], r["sessions"]) for r in rows
+    ] == [
+        ("mx.example.com", "198.51.100.7", "certificate-host-mismatch", 9),
+        ("mx.example.com", "198.51.100.7", "starttls-not-supported", 2),
+    ]
+    table = subprocess.run(
+        [MTASTS, "reports", "summary", "--by", "mx", "--db", db],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "failed TLS sessions by MX" in table.stdout

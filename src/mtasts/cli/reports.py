@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from mtasts.reports.analysis import Readiness, readiness, summary
+from mtasts.reports.analysis import MxRow, Readiness, readiness, summary, summary_by_mx
 from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
 from mtasts.reports.imap import watch as imap_watch
 from mtasts.reports.ingest import (
@@ -163,13 +163,23 @@ def _since(text: str | None) -> dt.date | None:
 @reports.command("summary")
 @click.option("--domain", help="Only this policy domain.")
 @click.option("--since", default="30d", show_default=True, help="30d, 2w or YYYY-MM-DD.")
+@click.option(
+    "--by",
+    "group",
+    type=click.Choice(["policy", "mx"]),
+    default="policy",
+    show_default=True,
+    help="policy: sessions per day, sender and policy; mx: failed sessions per receiving MX and address.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-def summary_command(
-    domain: str | None, since: str, as_json: bool, csv_path: Path | None, db: str | None
-) -> None:
-    """Sessions per day, sender and policy, with the failure result types."""
+def summary_command(domain: str | None, since: str, group: str, as_json: bool, csv_path: Path | None,
+                    db: str | None) -> None:  # fmt: skip
+    """Sessions per day, sender and policy (or failures per MX and address), with the result types."""
+    if group == "mx":
+        _summary_by_mx(summary_by_mx(_store(db), domain, _since(since)), as_json, csv_path)
+        return
     rows = summary(_store(db), domain, _since(since))
     if csv_path:
         with csv_path.open("w", newline="", encoding="utf-8") as handle:
@@ -207,6 +217,32 @@ def summary_command(
         failures = ", ".join(f"{k} {v}" for k, v in sorted(row.failures.items()))
         table.add_row(row.day.isoformat(), row.submitter, row.domain, row.policy_type, f"{row.successful:,}",
                       f"[red]{row.failed:,}[/red]" if row.failed else "0", failures)  # fmt: skip
+    console().print(table)
+
+
+def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> None:
+    if csv_path:
+        with csv_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(MxRow.__dataclass_fields__))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row.to_dict())
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    table = Table(
+        "day",
+        "sender",
+        "domain",
+        "receiving MX",
+        "address",
+        "result type",
+        "sessions",
+        title="failed TLS sessions by MX",
+    )
+    for row in rows:
+        table.add_row(row.day.isoformat(), row.submitter, row.domain, row.receiving_mx or "-", row.receiving_ip or "-",
+                      row.result_type, f"{row.sessions:,}")  # fmt: skip
     console().print(table)
 
 

@@ -70,6 +70,54 @@ def summary(
     return sorted(rows.values(), key=lambda r: (r.day, r.domain, r.submitter))
 
 
+@dataclass(frozen=True)
+class MxRow:
+    """Failed sessions per day, sender, receiving MX and address, and result type."""
+
+    day: dt.date
+    submitter: str
+    domain: str
+    receiving_mx: str | None
+    receiving_ip: str | None
+    result_type: str
+    sessions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "submitter": self.submitter, "domain": self.domain,
+                "receiving_mx": self.receiving_mx, "receiving_ip": self.receiving_ip,
+                "result_type": self.result_type, "sessions": self.sessions}  # fmt: skip
+
+
+def summary_by_mx(
+    store: ReportStore, domain: str | None = None, since: dt.date | None = None
+) -> list[MxRow]:
+    totals: dict[tuple[dt.date, str, str, str | None, str | None, str], int] = defaultdict(int)
+    query = select(PolicyRow)
+    if domain:
+        query = query.where(PolicyRow.policy_domain == domain.lower().rstrip("."))
+    if since:
+        query = query.where(PolicyRow.day >= since)
+    with Session(store.engine) as session:
+        policies = list(session.scalars(query))
+        failures = _failures(session, [p.id for p in policies])
+    for policy in policies:
+        for f in failures.get(policy.id, []):
+            totals[
+                (
+                    policy.day,
+                    policy.submitter,
+                    policy.policy_domain,
+                    f.receiving_mx,
+                    f.receiving_ip,
+                    f.result_type,
+                )
+            ] += f.sessions
+    return [
+        MxRow(*key, sessions)
+        for key, sessions in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][2], -kv[1]))
+    ]
+
+
 def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[FailureRow]]:
     out: dict[int, list[FailureRow]] = defaultdict(list)
     for start in range(0, len(policy_ids), 500):
