@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,28 @@ def need(tool: str) -> str:
     return path
 
 
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], why_not: Callable[[], str] | None = None
+) -> None:
+    """Return once 127.0.0.1:PORT accepts a connection; fail with the process's story if it died."""
+    import socket
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                story = (
+                    why_not()
+                    if why_not
+                    else (process.stderr.read().decode() if process.stderr else "")
+                )
+                raise RuntimeError(story or f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.05)
+
+
 def _postgres_bin() -> Path | None:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return candidates[-1].parent if candidates else None
@@ -129,7 +151,6 @@ def knot() -> Iterator[dict[str, object]]:
         pytest.skip("knotd is not installed (.ci/run installs Debian's knot)")
     import base64
     import secrets
-    import socket
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="mtasts-knot-"))
@@ -169,17 +190,7 @@ zone:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    process.stderr.read().decode() if process.stderr else "knotd did not start"
-                ) from None
-            time.sleep(0.05)
+    wait_for_port(port, process)
     try:
         yield {
             "server": f"127.0.0.1:{port}",
@@ -198,7 +209,6 @@ def dovecot() -> Iterator[dict[str, object]]:
     """A private Dovecot IMAP server on 127.0.0.1:21143 with one user, removed afterwards."""
     if shutil.which("dovecot") is None:
         pytest.skip("dovecot is not installed (.ci/run installs Debian's dovecot-imapd)")
-    import socket
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="mtasts-dovecot-"))
@@ -246,19 +256,10 @@ default_internal_user = nobody
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    (folder / "log").read_text()
-                    if (folder / "log").exists()
-                    else "dovecot did not start"
-                ) from None
-            time.sleep(0.05)
+    log = folder / "log"
+    wait_for_port(
+        port, process, lambda: log.read_text() if log.exists() else "dovecot did not start"
+    )
     try:
         yield {"host": "127.0.0.1", "port": port, "user": "tlsrpt", "password": "imap-secret-1"}
     finally:

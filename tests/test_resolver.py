@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MTASTS, RunningLab
+from .conftest import MTASTS, RunningLab, wait_for_port
 
 SOCKETMAP_PORT = 28461
 TCP_TABLE_PORT = 28462
@@ -39,17 +39,8 @@ def start_daemon(tmp: Path, *args: str) -> Daemon:
          "--metrics", f"127.0.0.1:{METRICS_PORT}", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
     )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", SOCKETMAP_PORT), timeout=1).close()
-            return Daemon(process, unix)
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    process.stderr.read().decode() if process.stderr else "no output"
-                ) from None
-            time.sleep(0.05)
+    wait_for_port(SOCKETMAP_PORT, process)
+    return Daemon(process, unix)
 
 
 def netstring(text: str) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from mtasts.net.dns import Answer
 from mtasts.net.https import fetch_policy
 from mtasts.resolver.engine import usable_policy
 
-from .conftest import MTASTS, need
+from .conftest import MTASTS, need, wait_for_port
 
 PORT = 28443
 
@@ -43,20 +42,6 @@ class Site:
         self.process.send_signal(signal.SIGTERM)
         _, err = self.process.communicate(timeout=10)
         return err.decode()
-
-
-def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    process.stderr.read().decode() if process.stderr else ""
-                ) from None
-            time.sleep(0.05)
 
 
 def _configure(folder: Path) -> LabCA:
@@ -84,7 +69,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     ca = _configure(tmp_path)
     process = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(PORT)], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    _wait(PORT, process)
+    wait_for_port(PORT, process)
     running = Site(tmp_path, ca, process)
     yield running
     if process.poll() is None:
@@ -172,7 +157,7 @@ def test_proxy_mode_serves_plain_http(tmp_path: Path) -> None:
     process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(PORT + 1)],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        _wait(PORT + 1, process)
+        wait_for_port(PORT + 1, process)
         out = subprocess.run([need("curl"), "-s", "-H", "Host: mta-sts.example.org", f"http://127.0.0.1:{PORT + 1}/.well-known/mta-sts.txt"],
                              capture_output=True, text=True, timeout=30)  # fmt: skip
         assert "mode: enforce" in out.stdout
@@ -212,7 +197,7 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
     process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port), "--reports", db],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        _wait(port, process)
+        wait_for_port(port, process)
         (tmp_path / "r.json.gz").write_bytes(
             gzip.compress(stored_report("google.com", "example.org"))
         )

@@ -50,14 +50,7 @@ def summary(
     store: ReportStore, domain: str | None = None, since: dt.date | None = None
 ) -> list[SummaryRow]:
     rows: dict[tuple[dt.date, str, str, str], SummaryRow] = {}
-    query = select(PolicyRow)
-    if domain:
-        query = query.where(PolicyRow.policy_domain == domain.lower().rstrip("."))
-    if since:
-        query = query.where(PolicyRow.day >= since)
-    with Session(store.engine) as session:
-        policies = list(session.scalars(query))
-        failures = _failures(session, [p.id for p in policies])
+    policies, failures = _rows(store, domain, since)
     for policy in policies:
         key = (policy.day, policy.submitter, policy.policy_domain, policy.policy_type)
         row = rows.setdefault(key, SummaryRow(*key))
@@ -92,14 +85,7 @@ def summary_by_mx(
     store: ReportStore, domain: str | None = None, since: dt.date | None = None
 ) -> list[MxRow]:
     totals: dict[tuple[dt.date, str, str, str | None, str | None, str], int] = defaultdict(int)
-    query = select(PolicyRow)
-    if domain:
-        query = query.where(PolicyRow.policy_domain == domain.lower().rstrip("."))
-    if since:
-        query = query.where(PolicyRow.day >= since)
-    with Session(store.engine) as session:
-        policies = list(session.scalars(query))
-        failures = _failures(session, [p.id for p in policies])
+    policies, failures = _rows(store, domain, since)
     for policy in policies:
         for f in failures.get(policy.id, []):
             totals[
@@ -127,14 +113,20 @@ def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[Failure
     return out
 
 
-def _domain_rows(
-    store: ReportStore, domain: str, since: dt.date
+def _rows(
+    store: ReportStore, domain: str | None, since: dt.date | None
 ) -> tuple[list[PolicyRow], dict[int, list[FailureRow]]]:
-    """A domain's per-policy rows since ``since`` (one index range scan) and their failures."""
+    """Per-policy rows (of one domain, since a day, when given) and their failures.
+
+    With a domain this is one range scan of the (policy_domain, day) index.
+    """
+    query = select(PolicyRow)
+    if domain:
+        query = query.where(PolicyRow.policy_domain == domain.lower().rstrip("."))
+    if since:
+        query = query.where(PolicyRow.day >= since)
     with Session(store.engine) as session:
-        policies = list(session.scalars(
-            select(PolicyRow).where(PolicyRow.policy_domain == domain.lower().rstrip("."), PolicyRow.day >= since)
-        ))  # fmt: skip
+        policies = list(session.scalars(query))
         return policies, _failures(session, [p.id for p in policies])
 
 
@@ -184,7 +176,7 @@ def readiness(
     """Would anything have been blocked under enforce over the last ``days`` days?"""
     domain = domain.lower().rstrip(".")
     since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=days)
-    policies, failures = _domain_rows(store, domain, since)
+    policies, failures = _rows(store, domain, since)
     result = Readiness(domain, days, "UNKNOWN", "")
     result.sessions = sum(p.successful + p.failed for p in policies)
     result.senders = sorted({p.submitter for p in policies})
@@ -224,7 +216,7 @@ def clean_window_days(
     """Consecutive recent days with reports and nothing enforce would defer; None with no reports."""
     end = today or dt.datetime.now(dt.UTC).date()
     since = end - dt.timedelta(days=max_days)
-    policies, failures = _domain_rows(store, domain, since)
+    policies, failures = _rows(store, domain, since)
     if not policies:
         return None
     bad_days = {
