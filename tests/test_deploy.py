@@ -124,6 +124,13 @@ CONFIG_ERRORS = [
     ('policy_host = { address = ["192.0.2.1"], cname = "x.example" }', "not both"),
     ('policy_host = { address = ["not-an-ip"] }', "'not-an-ip' is not an IP address"),
     ('cert_file = "a.pem"', "cert_file and key_file go together"),
+    (
+        "policy_host = { address = 1 }",
+        "policy_host address must be an IP address or a list of them",
+    ),
+    ("policy_host = { cname = 7 }", "policy_host cname 7 is not a host name"),
+    ('policy_host = { cname = "bad host" }', "policy_host cname 'bad host' is not a host name"),
+    ('cert_file = 1\nkey_file = "k.pem"', "cert_file must be a file path"),
     ('mode = "enforce"\nmx = []', "mode enforce needs at least one mx"),
 ]
 
@@ -147,14 +154,26 @@ def test_config_errors_name_the_file_domain_and_rule(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@settings(max_examples=200)
-@given(st.text(max_size=300))
+toml_lines = st.lists(
+    st.one_of(
+        st.sampled_from(["[[domain]]", 'name = "example.com"', 'mx = ["mx.example.com"]', 'mode = "enforce"',
+                         "max_age = 86400", 'rua = ["mailto:a@example.com"]', "policy_host = {}", "domain = 1"]),
+        st.builds(lambda k, v: f"{k} = {v}",
+                  st.sampled_from(["name", "mx", "mode", "max_age", "rua", "policy_host", "cert_file", "key_file"]),
+                  st.sampled_from(['""', "-1", "true", "[]", "[1]", '["*"]', "{address = 1}", '{cname = "x"}',
+                                   '"http://x/"', "99999999999", '["bücher.example"]'])),
+        st.text(max_size=30),
+    ),
+    max_size=10,
+).map("\n".join)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=300), toml_lines))
 def test_config_reader_raises_only_its_own_error(
     tmp_path_factory: pytest.TempPathFactory, text: str
 ) -> None:
     path = tmp_path_factory.getbasetemp() / "fuzz.toml"
-    path.write_text(
-        text, encoding="utf-8", errors="surrogatepass"
-    ) if text.isprintable() else path.write_text("")
+    path.write_bytes(text.encode("utf-8", errors="replace"))
     with contextlib.suppress(DeployConfigError):
         load_config(path)

@@ -24,6 +24,7 @@ from typing import Any
 
 from mtasts import sts, tlsrpt
 from mtasts.sts import Mode, MxPattern, Policy
+from mtasts.sts.domain import domain_problem
 
 
 class DeployConfigError(ValueError):
@@ -129,6 +130,15 @@ def _domain(raw: Any, where: str, base: Path) -> DomainConfig:
     addresses = host.get("address", [])
     if isinstance(addresses, str):
         addresses = [addresses]
+    if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+        raise DeployConfigError(
+            f"{where}: policy_host address must be an IP address or a list of them"
+        )
+    cname = host.get("cname")
+    if cname is not None and (
+        not isinstance(cname, str) or domain_problem(cname.rstrip(".")) is not None
+    ):
+        raise DeployConfigError(f"{where}: policy_host cname {cname!r} is not a host name")
     for address in addresses:
         try:
             ipaddress.ip_address(address)
@@ -136,10 +146,12 @@ def _domain(raw: Any, where: str, base: Path) -> DomainConfig:
             raise DeployConfigError(
                 f"{where}: policy_host address {address!r} is not an IP address"
             ) from None
-    files = {}
+    files: dict[str, Path | None] = {}
     for key in ("cert_file", "key_file"):
         value = raw.get(key)
-        files[key] = (base / value) if isinstance(value, str) else None
+        if value is not None and not (isinstance(value, str) and value):
+            raise DeployConfigError(f"{where}: {key} must be a file path")
+        files[key] = (base / value) if value else None
     if (files["cert_file"] is None) != (files["key_file"] is None):
         raise DeployConfigError(f"{where}: cert_file and key_file go together")
     return DomainConfig(name, tuple(mx), mode, max_age, tuple(rua), tuple(addresses), host.get("cname"),
