@@ -62,11 +62,15 @@ def make_mails(folder: Path, count: int) -> None:
     n = 0
     while n < count:
         for sender, _ in SENDERS:
+            # One domain in ten has an expired certificate on one of its two MX addresses,
+            # so its reports carry failure details, as real ones from such a domain would.
+            broken = n % 10 == 0
             domain = {
                 "name": f"d{n % 2000:04d}.example",
-                "expect": [],
-                "mx": [{"address": "192.0.2.1", "fault": "none"}],
-            }
+                "expect": ["certificate-expired"] if broken else [],
+                "mx": [{"address": "192.0.2.1", "fault": "none"},
+                       {"address": "192.0.2.2", "fault": "certificate-expired" if broken else "none"}],
+            }  # fmt: skip
             doc = _report(sender, domain, day + dt.timedelta(days=n // 2000), rng)
             doc["report-id"] = f"r{n}"
             (folder / f"{n:06d}.eml").write_bytes(

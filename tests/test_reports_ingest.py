@@ -142,7 +142,7 @@ def test_killed_mid_batch_loses_and_duplicates_nothing(db_url: str, tmp_path: Pa
     inbox.mkdir()
     for n in range(400):
         (inbox / f"{n:04d}.json").write_bytes(report(f"k{n}"))
-    process = subprocess.Popen([MTASTS, "reports", "ingest", str(inbox), "--db", db_url],
+    process = subprocess.Popen([MTASTS, "reports", "ingest", str(inbox), "--db", db_url, "--batch", "10"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 60
     store = open_store(db_url)

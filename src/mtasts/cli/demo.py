@@ -23,7 +23,7 @@ from mtasts.lab.scenario import builtin_scenarios
 from mtasts.lab.sender import PostfixStage, unavailable
 from mtasts.net.dns import Resolver
 from mtasts.reports.analysis import readiness
-from mtasts.reports.store import Outcome, open_store
+from mtasts.reports.store import Incoming, Outcome, open_store
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.store import PolicyStore
@@ -66,7 +66,10 @@ def _reports_act(state: dict[str, Any], folder: Path) -> None:
     store = open_store(f"sqlite:///{folder / 'reports.sqlite'}")
     files = simulate(state["domains"])
     started = time.monotonic()
-    outcomes = [store.ingest(data, "lab simulation").outcome for data in files]
+    outcomes = [
+        stored.outcome
+        for stored in store.ingest_many([Incoming(data, "lab simulation") for data in files])
+    ]
     echo(f"ingested {outcomes.count(Outcome.STORED)} reports in {time.monotonic() - started:.1f} s")
     for domain in ("good-testing.example", "load-balancer.example"):
         verdict = readiness(store, domain, 14)

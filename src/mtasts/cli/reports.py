@@ -16,8 +16,9 @@ from mtasts.reports.analysis import MxRow, Readiness, readiness, summary, summar
 from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
 from mtasts.reports.imap import watch as imap_watch
 from mtasts.reports.ingest import (
+    DEFAULT_BATCH,
+    Batch,
     IngestResult,
-    ingest_bytes,
     ingest_maildir,
     ingest_mbox,
     ingest_path,
@@ -67,18 +68,30 @@ def reports() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Extra CA for the IMAP server.",
 )
-@click.option("--watch", is_flag=True, help="With --imap-url: keep reading the mailbox.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="With --imap-url: keep reading the mailbox (woken by IMAP IDLE when the server has it).",
+)
 @click.option(
     "--interval",
-    type=click.FloatRange(1, 3600),
+    type=click.FloatRange(1, 1740),  # RFC 2177: re-issue IDLE at least every 29 minutes
     default=60,
     show_default=True,
-    help="Seconds between --watch rounds.",
+    help="Most seconds between --watch rounds.",
+)
+@click.option(
+    "--batch",
+    "batch_size",
+    type=click.IntRange(1, 100_000),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Reports per database transaction; messages move only after theirs commits.",
 )
 @db_option
 def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
            imap_password_file: Path | None, imap_ca_file: Path | None, watch: bool, interval: float,
-           db: str | None) -> None:  # fmt: skip
+           batch_size: int, db: str | None) -> None:  # fmt: skip
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
@@ -99,37 +112,54 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
             raise click.BadParameter(str(exc), param_hint="--imap-url") from None
     store = _store(db)
     if source is not None and watch:
-        echo(f"watching {imap_url} every {interval:g} s (Ctrl-C to stop)", err=True)
+        echo(
+            f"watching {imap_url}, at most {interval:g} s between rounds (Ctrl-C to stop)", err=True
+        )
         try:
-            imap_watch(store, source, interval)
+            imap_watch(store, source, interval, _log_round)
         except KeyboardInterrupt:
             return
     result = IngestResult()
-    if source is not None:
-        try:
-            ingest_imap(store, source, result)
-        except ImapError as exc:
-            echo(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
-    for path in paths:
-        if str(path) == "-":
-            ingest_bytes(store, sys.stdin.buffer.read(), "<stdin>", result)
-        else:
-            ingest_path(store, path, result)
-    for folder in maildir:
-        ingest_maildir(store, folder, result)
-    for box in mbox:
-        ingest_mbox(store, box, result)
+    with Batch(store, result, batch_size) as batch:
+        if source is not None:
+            try:
+                ingest_imap(batch, source)
+            except ImapError as exc:
+                echo(f"error: {exc}", fg="red", err=True)
+                sys.exit(1)
+        for path in paths:
+            if str(path) == "-":
+                batch.add(sys.stdin.buffer.read(), "<stdin>")
+            else:
+                ingest_path(batch, path)
+        for folder in maildir:
+            ingest_maildir(batch, folder)
+        for box in mbox:
+            ingest_mbox(batch, box)
     for problem in result.problems:
-        echo(f"quarantined: {problem}", fg="yellow")
+        echo(problem, fg="yellow")
+    echo(_counts(result), bold=True)
+    sys.exit(1 if result.counts["unreadable"] else 0)
+
+
+def _counts(result: IngestResult) -> str:
     counts = result.counts
-    echo(
+    return (
         f"stored {counts[Outcome.STORED]}, duplicates {counts[Outcome.DUPLICATE]},"
         f" quarantined {counts[Outcome.QUARANTINED]}, unrelated mail skipped {counts['unrelated']}"
-        + (f", unreadable {counts['unreadable']}" if counts["unreadable"] else ""),
-        bold=True,
+        + (f", unreadable {counts['unreadable']}" if counts["unreadable"] else "")
     )
-    sys.exit(1 if counts["unreadable"] else 0)
+
+
+def _log_round(result: IngestResult) -> None:
+    """One line per --watch round that found something, for a service's journal."""
+    if not (result.counts or result.problems):
+        return
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for problem in result.problems:
+        echo(f"{stamp} {problem}", fg="yellow", err=True)
+    if result.counts:
+        echo(f"{stamp} {_counts(result)}", err=True)
 
 
 @reports.command("quarantine")

@@ -1,4 +1,4 @@
-"""Reports from an IMAP mailbox: read each message, store its reports, then move it.
+"""Reports from an IMAP mailbox: read the messages, store their reports, then move them.
 
 A message moves to the ``Processed`` folder (or ``Failed`` when a report in it
 was quarantined) only after its reports are committed, so a crash or a lost
@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
+import select
 import ssl
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .ingest import IngestResult, ingest_bytes
-from .store import Outcome, ReportStore
+from .ingest import AfterCommit, Batch, IngestResult
+from .store import ReportStore
+
+_FETCH_CHUNK = 100  # messages per FETCH: few round trips, bounded memory
 
 
 class ImapError(Exception):
@@ -70,51 +75,137 @@ def _connect(source: ImapSource) -> imaplib.IMAP4:
     return client
 
 
-def _move(client: imaplib.IMAP4, uid: bytes, folder: str) -> None:
-    if "MOVE" in client.capabilities:  # RFC 6851: atomic, so a crash never leaves two copies
-        client.uid("MOVE", uid.decode(), folder)
+def _move(client: imaplib.IMAP4, uids: list[bytes], folder: str) -> None:
+    if not uids:
         return
-    client.uid("COPY", uid.decode(), folder)
-    client.uid("STORE", uid.decode(), "+FLAGS", "(\\Deleted)")
+    uid_set = b",".join(uids).decode()
+    if "MOVE" in client.capabilities:  # RFC 6851: atomic, so a crash never leaves two copies
+        client.uid("MOVE", uid_set, folder)
+        return
+    client.uid("COPY", uid_set, folder)
+    client.uid("STORE", uid_set, "+FLAGS", "(\\Deleted)")
     client.expunge()
 
 
-def ingest_imap(store: ReportStore, source: ImapSource, result: IngestResult) -> None:
+_UID = re.compile(rb"UID (\d+)")
+
+
+def _fetch(client: imaplib.IMAP4, uids: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """(uid, message) for a set of UIDs, in one round trip; BODY.PEEK leaves them unread."""
+    status, fetched = client.uid("FETCH", b",".join(uids).decode(), "(UID BODY.PEEK[])")
+    if status != "OK":
+        return
+    for n, part in enumerate(fetched):
+        if not isinstance(part, tuple):
+            continue
+        header, message = part
+        # The server may put UID before or after the literal (RFC 3501 §7.4.2).
+        trailer = fetched[n + 1] if n + 1 < len(fetched) else b""
+        found = _UID.search(header) or (
+            _UID.search(trailer) if isinstance(trailer, bytes) else None
+        )
+        if found and isinstance(message, bytes):
+            yield found.group(1), message
+
+
+def _round(client: imaplib.IMAP4, source: ImapSource, batch: Batch) -> None:
+    """Store every report in the folder; a message moves once its reports are committed."""
+    committed: dict[str, list[bytes]] = {source.processed: [], source.failed: []}
+
+    def after_commit(uid: bytes) -> AfterCommit:
+        def then(quarantined: bool) -> None:
+            committed[source.failed if quarantined else source.processed].append(uid)
+
+        return then
+
+    def move_committed() -> None:
+        for folder, uids in committed.items():
+            _move(client, uids, folder)
+            uids.clear()
+
+    status, data = client.uid("SEARCH", "ALL")
+    uids = data[0].split() if status == "OK" and data and data[0] else []
+    for first in range(0, len(uids), _FETCH_CHUNK):
+        for uid, message in _fetch(client, uids[first : first + _FETCH_CHUNK]):
+            where = f"imap://{source.host}/{source.folder}/{uid.decode()}"
+            batch.add(message, where, after_commit(uid))  # unrelated mail stays put
+        move_committed()
+    batch.flush()
+    move_committed()
+
+
+def ingest_imap(batch: Batch, source: ImapSource) -> None:
     client = _connect(source)
     try:
-        status, data = client.uid("SEARCH", "ALL")
-        uids = data[0].split() if status == "OK" and data and data[0] else []
-        for uid in uids:
-            status, fetched = client.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
-            message = next((part[1] for part in fetched if isinstance(part, tuple)), None)
-            if status != "OK" or not isinstance(message, bytes):
-                continue
-            before = result.counts[Outcome.QUARANTINED]
-            if not ingest_bytes(
-                store, message, f"imap://{source.host}/{source.folder}/{uid.decode()}", result
-            ):
-                continue
-            _move(
-                client,
-                uid,
-                source.failed if result.counts[Outcome.QUARANTINED] > before else source.processed,
-            )
+        _round(client, source, batch)
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise ImapError(f"{source.host}:{source.port}: {exc}") from None
     finally:
-        with contextlib.suppress(OSError, imaplib.IMAP4.error):
-            client.logout()
+        _logout(client)
+
+
+def _logout(client: imaplib.IMAP4) -> None:
+    with contextlib.suppress(OSError, imaplib.IMAP4.error):
+        client.logout()
+
+
+def _idle(client: imaplib.IMAP4, seconds: float) -> bool:
+    """Wait in IDLE (RFC 2177) until the server announces mail or ``seconds`` pass.
+
+    False when the server has no IDLE, so the caller sleeps instead. imaplib
+    before Python 3.14 has no IDLE, hence the raw protocol lines. The wait uses
+    select() rather than a socket timeout, which would leave imaplib's buffered
+    reader unusable; a line already buffered is at worst noticed one wait late.
+    """
+    if "IDLE" not in client.capabilities:
+        return False
+    tag: bytes = client._new_tag()
+    client.send(tag + b" IDLE\r\n")
+    if not client.readline().startswith(b"+"):
+        raise ImapError("the server refused IDLE")
+    sock = client.socket()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        if not pending and not select.select([sock], [], [], left)[0]:
+            break
+        line = client.readline()
+        if not line:
+            raise ImapError("the server closed the connection")
+        if line.rstrip().endswith((b"EXISTS", b"RECENT")):
+            break
+    client.send(b"DONE\r\n")
+    while not (line := client.readline()).startswith(tag):
+        if not line:
+            raise ImapError("the server closed the connection")
+    return True
 
 
 def watch(
-    store: ReportStore, source: ImapSource, interval: float, rounds: int | None = None
-) -> IngestResult:
-    """Keep reading the mailbox every ``interval`` seconds; a lost connection is retried next round."""
-    result = IngestResult()
-    done = 0
-    while rounds is None or done < rounds:
+    store: ReportStore,
+    source: ImapSource,
+    interval: float,
+    on_round: Callable[[IngestResult], None] = lambda _result: None,
+) -> None:
+    """Keep reading the mailbox, woken by IDLE when the server has it, else every ``interval``.
+
+    One connection is kept open; a lost one is reported to ``on_round`` (which
+    gets each round's counts) and opened again after ``interval``.
+    """
+    client: imaplib.IMAP4 | None = None
+    while True:
+        result = IngestResult()
         try:
-            ingest_imap(store, source, result)
-        except ImapError as exc:
-            result.problems.append(f"imap: {exc}")
-        done += 1
-        time.sleep(interval)
-    return result
+            client = client or _connect(source)
+            with Batch(store, result) as batch:
+                _round(client, source, batch)
+            on_round(result)
+            if not _idle(client, interval):
+                time.sleep(interval)
+        except (ImapError, OSError, imaplib.IMAP4.error) as exc:
+            result.problems.append(f"error: imap {source.host}:{source.port}: {exc}")
+            on_round(result)
+            if client is not None:
+                _logout(client)
+                client = None
+            time.sleep(interval)

@@ -1,105 +1,136 @@
 """Where reports come from: files, folders, zips, standard input, Maildir and mbox.
 
 Every input is a report file (JSON, gzip or zip of those) or a mail message
-carrying them; each report is stored in its own transaction. A Maildir message
-is moved to ``.Processed`` (or ``.Failed``) only after its reports are
-committed, so a crash leaves it in place to be read again, and re-reading
-stores nothing twice.
+carrying them. A ``Batch`` collects them and stores a few hundred reports per
+transaction; what a source does once a message is safe (moving a Maildir or
+IMAP message to ``Processed`` or ``Failed``) runs only after the transaction
+holding all of that message's reports has committed. A crash before then
+leaves the message in place to be read again, and re-reading stores nothing
+twice.
 """
 
 from __future__ import annotations
 
 import mailbox
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtasts.tlsrpt import ReportError
 from mtasts.tlsrpt.mail import expand_zip, extract_reports
 
-from .store import Outcome, ReportStore
+from .store import Incoming, Outcome, ReportStore
 
 _GZIP, _ZIP = b"\x1f\x8b", b"PK\x03\x04"
+DEFAULT_BATCH = 500
+
+# Called after the commit with True when any report of the message went to quarantine.
+AfterCommit = Callable[[bool], None]
 
 
 @dataclass
 class IngestResult:
     counts: Counter[str] = field(default_factory=Counter)
-    problems: list[str] = field(default_factory=list)  # one line each: source: reason
+    problems: list[str] = field(default_factory=list)  # one line each: what, source: reason
 
     def add(self, outcome: str, source: str = "", detail: str = "") -> None:
         self.counts[outcome] += 1
         if outcome == Outcome.QUARANTINED:
-            self.problems.append(f"{source}: {detail}")
+            self.problems.append(f"quarantined: {source}: {detail}")
 
 
-Found = tuple[bytes, str, str | None, ReportError | None]
-
-
-def _report_files(data: bytes, source: str) -> Iterator[Found]:
-    """(report bytes, source, submitter hint, error) for one input: a report file, a zip or a message."""
+def _report_files(data: bytes, source: str) -> Iterator[Incoming]:
+    """Every report file in one input: a report file itself, a zip of them or a message."""
     if data.startswith(_GZIP) or data.lstrip().startswith((b"{", b"[")):
-        yield data, source, None, None
+        yield Incoming(data, source)
         return
     if data.startswith(_ZIP):
         try:
             members = expand_zip(data)
         except ReportError as exc:
-            yield data, source, None, exc
+            yield Incoming(data, source, error=exc)
             return
         for name, content in members:
             yield from _report_files(content, f"{source}!{name}")
         return
     mail = extract_reports(data)
     for part in mail.parts:
-        for content, _, _, error in _report_files(part.data, source):
-            yield content, f"{source} ({part.filename or part.content_type})", mail.submitter, error
+        for found in _report_files(part.data, source):
+            where = f"{source} ({part.filename or part.content_type})"
+            yield Incoming(found.data, where, mail.submitter, found.error)
 
 
-def ingest_bytes(store: ReportStore, data: bytes, source: str, result: IngestResult) -> bool:
-    """Store every report in ``data``; False when it held none (unrelated mail)."""
-    found = False
-    for content, where, submitter, error in _report_files(data, source):
-        found = True
-        stored = (
-            store.quarantine_raw(content, where, error)
-            if error
-            else store.ingest(content, where, submitter)
-        )
-        result.add(stored.outcome, where, stored.detail)
-    if not found:
-        result.add("unrelated", source)
-    return found
+class Batch:
+    """Inputs from any source, stored ``size`` reports per transaction."""
+
+    def __init__(self, store: ReportStore, result: IngestResult, size: int = DEFAULT_BATCH) -> None:
+        self.store, self.result, self.size = store, result, size
+        self._messages: list[tuple[list[Incoming], AfterCommit | None]] = []
+        self._pending = 0
+
+    def add(self, data: bytes, source: str, then: AfterCommit | None = None) -> bool:
+        """Queue every report in ``data``; False when it held none (unrelated mail, counted)."""
+        items = list(_report_files(data, source))
+        if not items:
+            self.result.add("unrelated", source)
+            return False
+        self._messages.append((items, then))
+        self._pending += len(items)
+        if self._pending >= self.size:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        if not self._messages:
+            return
+        messages, self._messages, self._pending = self._messages, [], 0
+        outcomes = iter(self.store.ingest_many([i for items, _ in messages for i in items]))
+        for items, then in messages:
+            quarantined = False
+            for item in items:
+                stored = next(outcomes)
+                self.result.add(stored.outcome, item.source, stored.detail)
+                quarantined |= stored.outcome is Outcome.QUARANTINED
+            if then is not None:
+                then(quarantined)
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:  # on an error nothing more is committed, and nothing is moved
+            self.flush()
 
 
-def ingest_path(store: ReportStore, path: Path, result: IngestResult) -> None:
+def ingest_path(batch: Batch, path: Path) -> None:
     if path.is_dir():
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            ingest_path(store, child, result)
+            ingest_path(batch, child)
         return
     try:
         data = path.read_bytes()
     except OSError as exc:
-        result.counts["unreadable"] += 1
-        result.problems.append(f"{path}: cannot read ({exc.strerror})")
+        batch.result.counts["unreadable"] += 1
+        batch.result.problems.append(f"unreadable: {path}: {exc.strerror}")
         return
-    ingest_bytes(store, data, str(path), result)
+    batch.add(data, str(path))
 
 
-def ingest_maildir(store: ReportStore, folder: Path, result: IngestResult) -> None:
+def ingest_maildir(batch: Batch, folder: Path) -> None:
     box = mailbox.Maildir(folder, create=False)
     done = _subfolder(box, "Processed")
     failed = _subfolder(box, "Failed")
+
+    def move(key: str) -> AfterCommit:
+        def then(quarantined: bool) -> None:
+            (failed if quarantined else done).add(box.get_message(key))
+            box.remove(key)
+
+        return then
+
     for key in list(box.keys()):
-        message = box.get_bytes(key)
-        before = result.counts[Outcome.QUARANTINED]
-        if not ingest_bytes(store, message, f"{folder}/{key}", result):
-            continue  # unrelated mail stays where it is
-        target = failed if result.counts[Outcome.QUARANTINED] > before else done
-        # Moved only now, after the reports are committed: a crash before this line re-reads it.
-        target.add(box.get_message(key))
-        box.remove(key)
+        batch.add(box.get_bytes(key), f"{folder}/{key}", move(key))  # unrelated mail stays put
 
 
 def _subfolder(box: mailbox.Maildir, name: str) -> mailbox.Maildir:
@@ -109,7 +140,7 @@ def _subfolder(box: mailbox.Maildir, name: str) -> mailbox.Maildir:
         return box.add_folder(name)
 
 
-def ingest_mbox(store: ReportStore, path: Path, result: IngestResult) -> None:
+def ingest_mbox(batch: Batch, path: Path) -> None:
     box = mailbox.mbox(path, create=False)
     for key in box.iterkeys():
-        ingest_bytes(store, box.get_bytes(key), f"{path}#{key}", result)
+        batch.add(box.get_bytes(key), f"{path}#{key}")

@@ -1,9 +1,11 @@
 """The report store: SQLite by default, PostgreSQL by URL; every report kept exactly once.
 
 A report is identified by its submitter (the organisation name) and its
-``report-id`` (RFC 8460 §4.4); the raw bytes by their SHA-256. Each report is
-stored in its own transaction, so a crash at any point loses nothing already
-committed and a re-run stores nothing twice.
+``report-id`` (RFC 8460 §4.4); the raw bytes by their SHA-256. Reports are
+stored in batches, each batch in one transaction: a crash at any point loses
+nothing already committed, and a re-run stores nothing twice. Parsing happens
+before the transaction opens, so a batch holds the database only for its
+inserts.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import datetime as dt
 import gzip
 import hashlib
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +32,10 @@ from mtasts.tlsrpt import Report
 
 from .models import FailureRow, PolicyRow, Quarantined, RawReport
 from .models import Report as ReportRow
+
+# Bound parameters per IN list: well under SQLite's 32,766 and PostgreSQL's 65,535.
+_CHUNK = 500
+_RETRIES = 3
 
 
 class Outcome(StrEnum):
@@ -40,6 +48,25 @@ class Outcome(StrEnum):
 class Stored:
     outcome: Outcome
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One report file to store, where it came from, and the submitter its mail named."""
+
+    data: bytes
+    source: str
+    submitter_hint: str | None = None
+    error: tlsrpt.ReportError | None = None  # known unreadable before parsing (a broken zip)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    item: Incoming
+    digest: str
+    report: Report | None
+    error: tlsrpt.ReportError | None
+    submitter: str = ""
 
 
 def default_url() -> str:
@@ -70,6 +97,42 @@ def open_store(url: str) -> ReportStore:
     return store
 
 
+def _parse(item: Incoming) -> _Parsed:
+    digest = hashlib.sha256(item.data).hexdigest()
+    if item.error is not None:
+        return _Parsed(item, digest, None, item.error)
+    try:
+        report = tlsrpt.parse_report(item.data)
+    except tlsrpt.ReportError as exc:
+        return _Parsed(item, digest, None, exc)
+    submitter = (report.organization_name or item.submitter_hint or "unknown").strip().lower()
+    return _Parsed(item, digest, report, None, submitter)
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for first in range(0, len(values), _CHUNK):
+        yield values[first : first + _CHUNK]
+
+
+def _inserted_ids(
+    connection: Connection,
+    model: type[RawReport | ReportRow | PolicyRow],
+    rows: list[dict[str, Any]],
+) -> list[int]:
+    """Insert ``rows`` in one executemany and return their new ids in the rows' order."""
+    if not rows:
+        return []
+    statement = insert(model).returning(model.id, sort_by_parameter_order=True)
+    return list(connection.execute(statement, rows).scalars())
+
+
+def _insert(
+    connection: Connection, model: type[Quarantined | FailureRow], rows: list[dict[str, Any]]
+) -> None:
+    if rows:  # an empty executemany would insert one row of NULLs
+        connection.execute(insert(model), rows)
+
+
 class ReportStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -83,100 +146,128 @@ class ReportStore:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-    def _raw(self, session: Session, data: bytes, source: str, now: dt.datetime) -> RawReport:
-        digest = hashlib.sha256(data).hexdigest()
-        raw = session.scalar(select(RawReport).where(RawReport.sha256 == digest))
-        if raw is None:
-            raw = RawReport(
-                sha256=digest,
-                data=gzip.compress(data, 6),
-                size=len(data),
-                source=source,
-                received_at=now,
-            )
-            session.add(raw)
-            session.flush()
-        return raw
-
     def ingest(self, data: bytes, source: str, submitter_hint: str | None = None) -> Stored:
         """Parse and store one report file (JSON or gzip); unparseable input goes to quarantine."""
-        try:
-            return self._ingest(data, source, submitter_hint)
-        except IntegrityError:
-            # Another process stored the same report (or raw bytes) between our read and our write.
-            return Stored(Outcome.DUPLICATE, "stored concurrently by another ingest")
-
-    def _ingest(self, data: bytes, source: str, submitter_hint: str | None) -> Stored:
-        now = dt.datetime.now(dt.UTC)
-        with Session(self.engine) as session, session.begin():
-            raw = self._raw(session, data, source, now)
-            try:
-                report = tlsrpt.parse_report(data)
-            except tlsrpt.ReportError as exc:
-                if session.scalar(select(Quarantined).where(Quarantined.raw_id == raw.id)) is None:
-                    session.add(
-                        Quarantined(
-                            raw_id=raw.id, rule=exc.rule, reason=str(exc), source=source, at=now
-                        )
-                    )
-                return Stored(Outcome.QUARANTINED, str(exc))
-            submitter = (report.organization_name or submitter_hint or "unknown").strip().lower()
-            exists = session.scalar(
-                select(ReportRow.id).where(
-                    ReportRow.submitter == submitter, ReportRow.report_id == report.report_id
-                )
-            )
-            if exists is not None:
-                return Stored(Outcome.DUPLICATE, f"{submitter} {report.report_id}")
-            self._add(session, report, submitter, raw.id, now)
-        return Stored(Outcome.STORED, f"{submitter} {report.report_id}")
-
-    def _add(
-        self, session: Session, report: Report, submitter: str, raw_id: int, now: dt.datetime
-    ) -> None:
-        row = ReportRow(
-            submitter=submitter, report_id=report.report_id, organization=report.organization_name,
-            contact=report.contact_info, start=report.date_range.start, end=report.date_range.end,
-            raw_id=raw_id, warnings="\n".join(report.warnings), ingested_at=now,
-        )  # fmt: skip
-        session.add(row)
-        session.flush()
-        day = report.date_range.start.astimezone(dt.UTC).date()
-        for result in report.policies:
-            policy = PolicyRow(
-                report_id=row.id, submitter=submitter, day=day, policy_type=str(result.policy.policy_type),
-                policy_domain=result.policy.policy_domain.lower().rstrip("."),
-                policy_string="\n".join(result.policy.policy_string) if result.policy.policy_string else None,
-                mx_host=" ".join(result.policy.mx_host), successful=result.successful_sessions,
-                failed=result.failed_sessions,
-            )  # fmt: skip
-            session.add(policy)
-            session.flush()
-            session.add_all(
-                FailureRow(
-                    policy_id=policy.id,
-                    result_type=d.result_type,
-                    sending_ip=d.sending_mta_ip,
-                    receiving_mx=d.receiving_mx_hostname,
-                    receiving_ip=d.receiving_ip,
-                    sessions=d.failed_session_count,
-                    reason_code=d.failure_reason_code,
-                )
-                for d in result.failure_details
-            )
+        return self.ingest_many([Incoming(data, source, submitter_hint)])[0]
 
     def quarantine_raw(self, data: bytes, source: str, error: tlsrpt.ReportError) -> Stored:
         """Keep input that is not even a report file (a broken zip), with the rule it broke."""
+        return self.ingest_many([Incoming(data, source, error=error)])[0]
+
+    def ingest_many(self, items: Sequence[Incoming]) -> list[Stored]:
+        """Store every item in one transaction; one outcome per item, in order."""
+        parsed = [_parse(item) for item in items]
+        for _ in range(_RETRIES):
+            try:
+                return self._store(parsed)
+            except IntegrityError:
+                # Another process committed some of the same reports between our reads
+                # and our writes; the next attempt reads them and counts them duplicates.
+                continue
+        return self._store(parsed)
+
+    def _store(self, parsed: Sequence[_Parsed]) -> list[Stored]:
         now = dt.datetime.now(dt.UTC)
-        with Session(self.engine) as session, session.begin():
-            raw = self._raw(session, data, source, now)
-            if session.scalar(select(Quarantined).where(Quarantined.raw_id == raw.id)) is None:
-                session.add(
-                    Quarantined(
-                        raw_id=raw.id, rule=error.rule, reason=str(error), source=source, at=now
-                    )
-                )
-        return Stored(Outcome.QUARANTINED, str(error))
+        with self.engine.begin() as connection:
+            raw_ids = self._known_raw(connection, {p.digest for p in parsed})
+            known = self._known_reports(connection, parsed)
+            quarantined = self._known_quarantine(connection, raw_ids.values())
+            outcomes: list[Stored] = []
+            wanted_raw: dict[str, Incoming] = {}
+            keep: list[_Parsed] = []
+            for p in parsed:
+                if p.report is None:
+                    assert p.error is not None
+                    outcomes.append(Stored(Outcome.QUARANTINED, str(p.error)))
+                    if p.digest not in quarantined:
+                        quarantined.add(p.digest)
+                        keep.append(p)
+                        wanted_raw.setdefault(p.digest, p.item)
+                    continue
+                key = (p.submitter, p.report.report_id)
+                if key in known:
+                    outcomes.append(Stored(Outcome.DUPLICATE, f"{key[0]} {key[1]}"))
+                    continue
+                known.add(key)
+                outcomes.append(Stored(Outcome.STORED, f"{key[0]} {key[1]}"))
+                keep.append(p)
+                wanted_raw.setdefault(p.digest, p.item)
+            new_raw = [d for d in wanted_raw if d not in raw_ids]
+            ids = _inserted_ids(connection, RawReport, [
+                {"sha256": d, "data": gzip.compress(wanted_raw[d].data, 6), "size": len(wanted_raw[d].data),
+                 "source": wanted_raw[d].source, "received_at": now} for d in new_raw])  # fmt: skip
+            raw_ids.update(zip(new_raw, ids, strict=True))
+            _insert(connection, Quarantined, [
+                {"raw_id": raw_ids[p.digest], "rule": p.error.rule, "reason": str(p.error),
+                 "source": p.item.source, "at": now} for p in keep if p.error is not None])  # fmt: skip
+            self._add_reports(connection, [p for p in keep if p.report is not None], raw_ids, now)
+        return outcomes
+
+    @staticmethod
+    def _known_raw(connection: Connection, digests: Iterable[str]) -> dict[str, int]:
+        table = RawReport.__table__.c
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(digests)):
+            query = select(table.sha256, table.id).where(table.sha256.in_(chunk))
+            found.update((digest, row_id) for digest, row_id in connection.execute(query))
+        return found
+
+    @staticmethod
+    def _known_reports(connection: Connection, parsed: Sequence[_Parsed]) -> set[tuple[str, str]]:
+        table = ReportRow.__table__.c
+        keys = sorted({(p.submitter, p.report.report_id) for p in parsed if p.report is not None})
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(keys):
+            query = select(table.submitter, table.report_id).where(
+                tuple_(table.submitter, table.report_id).in_(chunk)
+            )
+            found.update(
+                (submitter, report_id) for submitter, report_id in connection.execute(query)
+            )
+        return found
+
+    @staticmethod
+    def _known_quarantine(connection: Connection, raw_ids: Iterable[int]) -> set[str]:
+        """Digests of raw reports already in the quarantine."""
+        raw, held = RawReport.__table__.c, Quarantined.__table__.c
+        found: set[str] = set()
+        for chunk in _chunks(sorted(raw_ids)):
+            query = select(raw.sha256).join_from(Quarantined.__table__, RawReport.__table__,
+                                                 held.raw_id == raw.id).where(held.raw_id.in_(chunk))  # fmt: skip
+            found.update(connection.execute(query).scalars())
+        return found
+
+    @staticmethod
+    def _add_reports(
+        connection: Connection, parsed: Sequence[_Parsed], raw_ids: dict[str, int], now: dt.datetime
+    ) -> None:
+        reports = [p.report for p in parsed if p.report is not None]
+        report_ids = _inserted_ids(connection, ReportRow, [
+            {"submitter": p.submitter, "report_id": r.report_id, "organization": r.organization_name,
+             "contact": r.contact_info, "start": r.date_range.start, "end": r.date_range.end,
+             "raw_id": raw_ids[p.digest], "warnings": "\n".join(r.warnings), "ingested_at": now}
+            for p, r in zip(parsed, reports, strict=True)])  # fmt: skip
+        policies: list[dict[str, Any]] = []
+        details: list[list[tlsrpt.FailureDetail]] = []
+        for p, r, row_id in zip(parsed, reports, report_ids, strict=True):
+            day = r.date_range.start.astimezone(dt.UTC).date()
+            for result in r.policies:
+                policy = result.policy
+                policies.append(
+                    {"report_id": row_id, "submitter": p.submitter, "day": day, "policy_type": str(policy.policy_type),
+                     "policy_domain": policy.policy_domain.lower().rstrip("."),
+                     "policy_string": "\n".join(policy.policy_string) if policy.policy_string else None,
+                     "mx_host": " ".join(policy.mx_host), "successful": result.successful_sessions,
+                     "failed": result.failed_sessions})  # fmt: skip
+                details.append(list(result.failure_details))
+        policy_ids = _inserted_ids(connection, PolicyRow, policies)
+        failures = [
+            {"policy_id": policy_id, "result_type": d.result_type, "sending_ip": d.sending_mta_ip,
+             "receiving_mx": d.receiving_mx_hostname, "receiving_ip": d.receiving_ip,
+             "sessions": d.failed_session_count, "reason_code": d.failure_reason_code}
+            for policy_id, found in zip(policy_ids, details, strict=True) for d in found
+        ]  # fmt: skip
+        _insert(connection, FailureRow, failures)
 
     def quarantine(self) -> list[Quarantined]:
         with Session(self.engine) as session:
@@ -194,4 +285,4 @@ class ReportStore:
             }
 
 
-__all__ = ["Outcome", "ReportStore", "Stored", "default_url", "open_store"]
+__all__ = ["Incoming", "Outcome", "ReportStore", "Stored", "default_url", "open_store"]

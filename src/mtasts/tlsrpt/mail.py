@@ -45,11 +45,12 @@ class ReportMail:
     notes: tuple[str, ...] = ()
 
 
-def _looks_like_report(part: Message) -> bool:
-    if part.get_content_type() in TLSRPT_TYPES:
+def _looks_like_report(content_type: str, part: Message) -> bool:
+    if content_type in TLSRPT_TYPES:
         return True
-    name = (part.get_filename() or "").lower()
-    return part.get_content_type() in _LOOSE_TYPES and name.endswith(_REPORT_NAMES)
+    if content_type not in _LOOSE_TYPES:
+        return False
+    return (part.get_filename() or "").lower().endswith(_REPORT_NAMES)
 
 
 def extract_reports(message: bytes) -> ReportMail:
@@ -63,7 +64,8 @@ def extract_reports(message: bytes) -> ReportMail:
     declared = top_type == "multipart/report" and parsed.get_param("report-type") == "tlsrpt"
     parts: list[ReportPart] = []
     for part in parsed.walk() if parsed.is_multipart() else [parsed]:
-        if part.is_multipart() or not _looks_like_report(part):
+        content_type = part.get_content_type()  # computed once: it re-parses the header each call
+        if part.is_multipart() or not _looks_like_report(content_type, part):
             continue
         try:
             payload = part.get_payload(decode=True)
@@ -73,7 +75,7 @@ def extract_reports(message: bytes) -> ReportMail:
         if not isinstance(payload, bytes) or not payload:
             notes.append(f"part {part.get_filename()!r}: empty or undecodable")
             continue
-        parts.append(ReportPart(part.get_filename(), part.get_content_type(), payload))
+        parts.append(ReportPart(part.get_filename(), content_type, payload))
     if declared and not parts:
         notes.append("declared report-type=tlsrpt but holds no report attachment")
     domain = parsed.get("TLS-Report-Domain")
