@@ -24,7 +24,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from mtasts.lab.reports import SENDERS, _report, report_mail
-from mtasts.reports.analysis import readiness
+from mtasts.reports.analysis import readiness, summary
 from mtasts.reports.models import PolicyRow, RawReport, Report
 from mtasts.reports.store import open_store
 
@@ -151,6 +151,17 @@ def main(mails: int = 100_000, rows: int = 1_000_000) -> None:
         took = time.perf_counter() - started
         print(
             f"readiness d0042.example over 30 days of {rows:,} reports: {took * 1000:.0f} ms ({verdict.sessions:,} sessions; target < 1 s)"
+        )
+        since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
+        started = time.perf_counter()
+        one = summary(store, "d0042.example", since)
+        print(
+            f"summary d0042.example, 30 days: {(time.perf_counter() - started) * 1000:.0f} ms ({len(one)} rows)"
+        )
+        started = time.perf_counter()
+        every = summary(store, None, since)
+        print(
+            f"summary of every domain, 30 days: {time.perf_counter() - started:.1f} s ({len(every):,} rows)"
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)

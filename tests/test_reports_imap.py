@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -85,3 +86,68 @@ def test_wrong_password_is_one_clear_line(dovecot: dict[str, object], tmp_path: 
     assert result.returncode == 1
     assert result.stderr.startswith("error: 127.0.0.1:21143:")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_watch_is_woken_by_idle_long_before_its_interval(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    """With a 10-minute interval only IDLE (RFC 2177) can bring a new report in within seconds."""
+    client = mailbox(dovecot)
+    client.create("Idle")
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"]), "NO_COLOR": "1"}
+    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Idle"
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--db", db, "--watch", "--interval", "600",
+                                "--imap-processed", "Idle-done"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(2)  # the first round finds the folder empty and starts waiting
+        client.append("Idle", None, None, report_mail(report("idled")))
+        deadline = time.monotonic() + 20
+        store = open_store(db)
+        while store.counts()["reports"] < 1:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "IDLE did not wake the watcher"
+            time.sleep(0.2)
+        while count(client, "Idle-done") < 1:  # moved once the report is committed
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=10)
+    assert count(client, "Idle") == 0
+    # A service's journal gets one timestamped line per round that found something.
+    assert re.search(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ stored 1, duplicates 0, quarantined 0", log, re.M
+    ), log
+    client.logout()
+
+
+def test_a_large_folder_is_read_and_moved_in_sets(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    """More messages than one FETCH set and one transaction hold: all stored once, all moved."""
+    client = mailbox(dovecot)
+    client.create("Bulk")
+    for n in range(230):
+        client.append("Bulk", None, None, report_mail(report(f"bulk-{n}")))
+    for n in range(5):
+        client.append(
+            "Bulk", None, None, f"From: a@example.com\r\nSubject: {n}\r\n\r\nhi\r\n".encode()
+        )
+    client.append("Bulk", None, None, report_mail(report("bulk-7")))  # the same report again
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
+    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Bulk"
+    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--db", db, "--batch", "40",
+                             "--imap-processed", "Bulk-done", "--imap-failed", "Bulk-failed"],
+                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "stored 230, duplicates 1, quarantined 0, unrelated mail skipped 5" in result.stdout
+    assert (count(client, "Bulk"), count(client, "Bulk-done"), count(client, "Bulk-failed")) == (
+        5,
+        231,
+        0,
+    )
+    assert open_store(db).counts()["reports"] == 230
+    client.logout()

@@ -8,6 +8,7 @@ import io
 import json
 import mailbox
 import os
+import re
 import signal
 import subprocess
 import time
@@ -157,3 +158,66 @@ def test_killed_mid_batch_loses_and_duplicates_nothing(db_url: str, tmp_path: Pa
     result = run("ingest", str(inbox), db=db_url)
     assert f"stored {400 - partial}, duplicates {partial}" in result.stdout
     assert store.counts() == {"reports": 400, "raw": 400, "quarantined": 0}
+
+
+def test_any_batch_size_stores_the_same(tmp_path: Path) -> None:
+    """Duplicates and bad reports inside one transaction are counted as they are across several."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for n in range(30):
+        (inbox / f"r{n:02d}.json").write_bytes(report(f"same-{n}"))
+    for n in range(0, 30, 6):  # five of them again, as mail, in the same batch or the next
+        (inbox / f"m{n:02d}.eml").write_bytes(report_mail(report(f"same-{n}")))
+    for n in range(3):
+        (inbox / f"x{n}.json").write_bytes(b'{"broken": ' + str(n).encode())
+    seen = set()
+    for size in ("1", "7", "500"):
+        db = f"sqlite:///{tmp_path / f'batch-{size}.sqlite'}"
+        counts = run("ingest", str(inbox), "--batch", size, db=db).stdout.splitlines()[-1]
+        by_mx = run("summary", "--by", "mx", "--since", "2016-01-01", "--json", db=db).stdout
+        seen.add((counts, by_mx, tuple(open_store(db).counts().items())))
+    assert len(seen) == 1
+    counts, by_mx, _ = seen.pop()
+    assert counts == "stored 30, duplicates 5, quarantined 3, unrelated mail skipped 0"
+    rows = json.loads(by_mx)
+    assert {row["result_type"] for row in rows} == {
+        "certificate-expired",
+        "starttls-not-supported",
+        "validation-failure",
+    }
+    assert sum(row["sessions"] for row in rows) == 30 * sum(
+        d["failed-session-count"] for p in RFC_EXAMPLE["policies"] for d in p["failure-details"]
+    )
+
+
+def test_two_ingests_at_once_store_each_report_once(db_url: str, tmp_path: Path) -> None:
+    """Two ingests read one folder from opposite ends and meet in the middle, where both try
+    to store the same reports: each report is stored by exactly one of them."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    files = []
+    for n in range(600):
+        files.append(str(inbox / f"{n:04d}.json"))
+        Path(files[-1]).write_bytes(report(f"race-{n}"))
+    open_store(db_url)
+    racers = [subprocess.Popen([MTASTS, "reports", "ingest", *order, "--db", db_url, "--batch", "10"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for order in (files, files[::-1])]  # fmt: skip
+    outputs = [racer.communicate(timeout=120) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], outputs
+    counts = []
+    for out, _ in outputs:
+        found = re.search(r"stored (\d+), duplicates (\d+), quarantined 0", out)
+        assert found, out
+        counts.append((int(found.group(1)), int(found.group(2))))
+    assert sum(stored for stored, _ in counts) == 600
+    assert sum(duplicate for _, duplicate in counts) == 600
+    assert all(stored > 0 for stored, _ in counts), counts  # they really did overlap
+    assert open_store(db_url).counts() == {"reports": 600, "raw": 600, "quarantined": 0}
+
+
+def test_two_processes_can_create_a_new_store_at_once(db_url: str) -> None:
+    racers = [subprocess.Popen([MTASTS, "reports", "summary", "--db", db_url], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    outputs = [racer.communicate(timeout=60) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0, 0], outputs

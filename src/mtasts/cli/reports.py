@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -69,6 +70,18 @@ def reports() -> None:
     help="Extra CA for the IMAP server.",
 )
 @click.option(
+    "--imap-processed",
+    default="Processed",
+    show_default=True,
+    help="IMAP folder for messages whose reports are stored (created if missing).",
+)
+@click.option(
+    "--imap-failed",
+    default="Failed",
+    show_default=True,
+    help="IMAP folder for messages with a quarantined report (created if missing).",
+)
+@click.option(
     "--watch",
     is_flag=True,
     help="With --imap-url: keep reading the mailbox (woken by IMAP IDLE when the server has it).",
@@ -90,8 +103,8 @@ def reports() -> None:
 )
 @db_option
 def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
-           imap_password_file: Path | None, imap_ca_file: Path | None, watch: bool, interval: float,
-           batch_size: int, db: str | None) -> None:  # fmt: skip
+           imap_password_file: Path | None, imap_ca_file: Path | None, imap_processed: str, imap_failed: str,
+           watch: bool, interval: float, batch_size: int, db: str | None) -> None:  # fmt: skip
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
@@ -108,6 +121,7 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         )
         try:
             source = ImapSource.parse(imap_url, password, imap_ca_file)
+            source = dataclasses.replace(source, processed=imap_processed, failed=imap_failed)
         except ImapError as exc:
             raise click.BadParameter(str(exc), param_hint="--imap-url") from None
     store = _store(db)
@@ -116,7 +130,7 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
             f"watching {imap_url}, at most {interval:g} s between rounds (Ctrl-C to stop)", err=True
         )
         try:
-            imap_watch(store, source, interval, _log_round)
+            imap_watch(store, source, interval, _log_round, batch_size)
         except KeyboardInterrupt:
             return
     result = IngestResult()

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from mtasts.tlsrpt import ResultType
@@ -46,20 +46,40 @@ class SummaryRow:
                 "failures": dict(sorted(self.failures.items()))}  # fmt: skip
 
 
+def _where(domain: str | None, since: dt.date | None) -> list[ColumnElement[bool]]:
+    """One domain's rows use the (policy_domain, day) index as one range scan."""
+    conditions = []
+    if domain:
+        conditions.append(PolicyRow.policy_domain == domain.lower().rstrip("."))
+    if since:
+        conditions.append(PolicyRow.day >= since)
+    return conditions
+
+
 def summary(
     store: ReportStore, domain: str | None = None, since: dt.date | None = None
 ) -> list[SummaryRow]:
+    """Sessions per day, sender, policy domain and type; summed by the database, not in Python."""
+    key = (PolicyRow.day, PolicyRow.submitter, PolicyRow.policy_domain, PolicyRow.policy_type)
+    totals = (
+        select(*key, func.sum(PolicyRow.successful), func.sum(PolicyRow.failed))
+        .where(*_where(domain, since))
+        .group_by(*key)
+    )
+    failures = (
+        select(*key, FailureRow.result_type, func.sum(FailureRow.sessions))
+        .join_from(FailureRow, PolicyRow, FailureRow.policy_id == PolicyRow.id)
+        .where(*_where(domain, since))
+        .group_by(*key, FailureRow.result_type)
+    )
     rows: dict[tuple[dt.date, str, str, str], SummaryRow] = {}
-    policies, failures = _rows(store, domain, since)
-    for policy in policies:
-        key = (policy.day, policy.submitter, policy.policy_domain, policy.policy_type)
-        row = rows.setdefault(key, SummaryRow(*key))
-        row.successful += policy.successful
-        row.failed += policy.failed
-        for failure in failures.get(policy.id, []):
-            row.failures[failure.result_type] = (
-                row.failures.get(failure.result_type, 0) + failure.sessions
+    with store.engine.connect() as connection:
+        for day, submitter, name, kind, successful, failed in connection.execute(totals):
+            rows[(day, submitter, name, kind)] = SummaryRow(
+                day, submitter, name, kind, int(successful), int(failed)
             )
+        for day, submitter, name, kind, result_type, sessions in connection.execute(failures):
+            rows[(day, submitter, name, kind)].failures[result_type] = int(sessions)
     return sorted(rows.values(), key=lambda r: (r.day, r.domain, r.submitter))
 
 
@@ -84,24 +104,20 @@ class MxRow:
 def summary_by_mx(
     store: ReportStore, domain: str | None = None, since: dt.date | None = None
 ) -> list[MxRow]:
-    totals: dict[tuple[dt.date, str, str, str | None, str | None, str], int] = defaultdict(int)
-    policies, failures = _rows(store, domain, since)
-    for policy in policies:
-        for f in failures.get(policy.id, []):
-            totals[
-                (
-                    policy.day,
-                    policy.submitter,
-                    policy.policy_domain,
-                    f.receiving_mx,
-                    f.receiving_ip,
-                    f.result_type,
-                )
-            ] += f.sessions
-    return [
-        MxRow(*key, sessions)
-        for key, sessions in sorted(totals.items(), key=lambda kv: (kv[0][0], kv[0][2], -kv[1]))
-    ]
+    key = (PolicyRow.day, PolicyRow.submitter, PolicyRow.policy_domain, FailureRow.receiving_mx,
+           FailureRow.receiving_ip, FailureRow.result_type)  # fmt: skip
+    query = (
+        select(*key, func.sum(FailureRow.sessions))
+        .join_from(FailureRow, PolicyRow, FailureRow.policy_id == PolicyRow.id)
+        .where(*_where(domain, since))
+        .group_by(*key)
+    )
+    with store.engine.connect() as connection:
+        rows = [
+            MxRow(day, submitter, name, mx, ip, result_type, int(sessions))
+            for day, submitter, name, mx, ip, result_type, sessions in connection.execute(query)
+        ]
+    return sorted(rows, key=lambda r: (r.day, r.domain, -r.sessions))
 
 
 def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[FailureRow]]:
@@ -120,11 +136,7 @@ def _rows(
 
     With a domain this is one range scan of the (policy_domain, day) index.
     """
-    query = select(PolicyRow)
-    if domain:
-        query = query.where(PolicyRow.policy_domain == domain.lower().rstrip("."))
-    if since:
-        query = query.where(PolicyRow.day >= since)
+    query = select(PolicyRow).where(*_where(domain, since))
     with Session(store.engine) as session:
         policies = list(session.scalars(query))
         return policies, _failures(session, [p.id for p in policies])

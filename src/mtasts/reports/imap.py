@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .ingest import AfterCommit, Batch, IngestResult
+from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult
 from .store import ReportStore
 
 _FETCH_CHUNK = 100  # messages per FETCH: few round trips, bounded memory
@@ -186,6 +186,7 @@ def watch(
     source: ImapSource,
     interval: float,
     on_round: Callable[[IngestResult], None] = lambda _result: None,
+    batch_size: int = DEFAULT_BATCH,
 ) -> None:
     """Keep reading the mailbox, woken by IDLE when the server has it, else every ``interval``.
 
@@ -197,7 +198,7 @@ def watch(
         result = IngestResult()
         try:
             client = client or _connect(source)
-            with Batch(store, result) as batch:
+            with Batch(store, result, batch_size) as batch:
                 _round(client, source, batch)
             on_round(result)
             if not _idle(client, interval):

@@ -14,6 +14,7 @@ import datetime as dt
 import gzip
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,7 +25,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, tuple_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from mtasts import tlsrpt
@@ -93,7 +94,16 @@ def open_store(url: str) -> ReportStore:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     store = ReportStore(engine)
-    store.migrate()
+    for attempt in range(_RETRIES):
+        try:
+            store.migrate()
+            break
+        except (IntegrityError, OperationalError, ProgrammingError):
+            # Two processes opening a new store at once (the web app and a cron ingest)
+            # both try to create the tables; the loser finds them made on a later try.
+            if attempt == _RETRIES - 1:
+                raise
+            time.sleep(0.5)
     return store
 
 
