@@ -221,3 +221,22 @@ def test_two_processes_can_create_a_new_store_at_once(db_url: str) -> None:
                                stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
     outputs = [racer.communicate(timeout=60) for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0, 0], outputs
+
+
+def test_the_report_size_limit_is_an_option(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    padded = report("padded").replace(
+        b'"report-id"', b'"padding": "' + b"x" * 40_000 + b'", "report-id"'
+    )
+    (inbox / "padded.json.gz").write_bytes(gzip.compress(padded))
+    small = f"sqlite:///{tmp_path / 'small.sqlite'}"
+    refused = run("ingest", str(inbox), "--max-report-size", "32K", db=small)
+    assert "stored 0, duplicates 0, quarantined 1" in refused.stdout
+    assert "inflates past the 32,768-byte limit" in refused.stdout
+    assert "report.too-large" in run("quarantine", db=small).stdout
+    default = run("ingest", str(inbox), db=f"sqlite:///{tmp_path / 'default.sqlite'}")
+    assert "stored 1, duplicates 0, quarantined 0" in default.stdout
+    wrong = run("ingest", str(inbox), "--max-report-size", "lots", db=small)
+    assert wrong.returncode == 2
+    assert "'lots': use a number of bytes, or one with K, M or G" in wrong.stderr

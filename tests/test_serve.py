@@ -194,7 +194,8 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
     _configure(tmp_path)
     db = f"sqlite:///{tmp_path / 'reports.sqlite'}"
     port = PORT + 3
-    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port), "--reports", db],
+    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port), "--reports", db,
+                                "--max-report-size", "1M"],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
         wait_for_port(port, process)
@@ -202,7 +203,11 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
             gzip.compress(stored_report("google.com", "example.org"))
         )
         (tmp_path / "bad.json").write_bytes(b'{"report-id": 1}')
-        (tmp_path / "big.bin").write_bytes(b"x" * (21 * 1024 * 1024))
+        (tmp_path / "big.bin").write_bytes(b"x" * (2 * 1024 * 1024))
+        # Small on the wire, past the limit once inflated: refused after reading, kept in quarantine.
+        (tmp_path / "bomb.json.gz").write_bytes(
+            gzip.compress(b"{" + b" " * (2 * 1024 * 1024) + b"}")
+        )
 
         def post(path: str, media: str) -> str:
             return subprocess.run(
@@ -218,7 +223,9 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
         assert post("bad.json", "application/tlsrpt+json") == "400"
         assert post("r.json.gz", "application/json") == "415"
         assert post("big.bin", "application/tlsrpt+gzip") == "413"
-        assert open_store(db).counts() == {"reports": 1, "raw": 2, "quarantined": 1}
+        assert post("bomb.json.gz", "application/tlsrpt+gzip") == "400"
+        assert open_store(db).counts() == {"reports": 1, "raw": 3, "quarantined": 2}
+        assert [q.rule for q in open_store(db).quarantine()] == ["report.type", "report.too-large"]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)

@@ -25,11 +25,36 @@ from mtasts.reports.ingest import (
     ingest_path,
 )
 from mtasts.reports.store import Outcome, ReportStore, default_url, open_store
+from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .output import EXIT_USAGE, console, echo
 
 db_option = click.option(
     "--db", envvar="MTASTS_DB", help="SQLAlchemy URL (default: a SQLite file in your data folder)."
+)
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _byte_size(_ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """``20M``, ``512K`` or a number of bytes."""
+    text = value.strip().upper().removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    number = text.removesuffix(unit) if unit else text
+    if not number.isdigit() or int(number) < 1:
+        raise click.BadParameter(f"{value!r}: use a number of bytes, or one with K, M or G (20M)")
+    return int(number) * _UNITS[unit]
+
+
+max_report_option = click.option(
+    "--max-report-size",
+    "max_report",
+    metavar="SIZE",
+    default=f"{DEFAULT_MAX_SIZE // 1024**2}M",
+    callback=_byte_size,
+    help="Largest report accepted, also after decompression (gzip bombs stop here).",
+    show_default=True,
 )
 
 
@@ -101,10 +126,11 @@ def reports() -> None:
     show_default=True,
     help="Reports per database transaction; messages move only after theirs commits.",
 )
+@max_report_option
 @db_option
 def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
            imap_password_file: Path | None, imap_ca_file: Path | None, imap_processed: str, imap_failed: str,
-           watch: bool, interval: float, batch_size: int, db: str | None) -> None:  # fmt: skip
+           watch: bool, interval: float, batch_size: int, max_report: int, db: str | None) -> None:  # fmt: skip
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
@@ -130,11 +156,11 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
             f"watching {imap_url}, at most {interval:g} s between rounds (Ctrl-C to stop)", err=True
         )
         try:
-            imap_watch(store, source, interval, _log_round, batch_size)
+            imap_watch(store, source, interval, _log_round, batch_size, max_report)
         except KeyboardInterrupt:
             return
     result = IngestResult()
-    with Batch(store, result, batch_size) as batch:
+    with Batch(store, result, batch_size, max_report) as batch:
         if source is not None:
             try:
                 ingest_imap(batch, source)

@@ -19,6 +19,7 @@ from mtasts.web.site import PolicySite
 
 from .deploy import config_option
 from .output import EXIT_USAGE, echo
+from .reports import max_report_option
 
 
 @click.command()
@@ -32,8 +33,14 @@ from .output import EXIT_USAGE, echo
     metavar="DB_URL",
     help="Accept TLS-RPT reports at POST /tlsrpt into this store (RFC 8460 §5.4).",
 )
+@max_report_option
 def serve(
-    config_path: Path, host: str, port: int | None, proxy: bool, reports_db: str | None
+    config_path: Path,
+    host: str,
+    port: int | None,
+    proxy: bool,
+    reports_db: str | None,
+    max_report: int,
 ) -> None:
     """Serve /.well-known/mta-sts.txt for every domain in the configuration (SIGHUP reloads)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -60,7 +67,7 @@ def serve(
     if context is not None:
         factory = lambda _config, _default: context  # noqa: E731
     config = uvicorn.Config(
-        create_app(site, store=store), host=host, port=port or (8080 if proxy else 443), log_level="warning",
+        create_app(site, store=store, max_report=max_report), host=host, port=port or (8080 if proxy else 443), log_level="warning",
         ssl_context_factory=factory, proxy_headers=proxy, server_header=False,
         # uvicorn decides "this is HTTPS" from ssl_certfile; the factory supplies the real context.
         ssl_certfile="sni" if factory else None,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
+
 from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult
 from .store import ReportStore
 
@@ -187,6 +189,7 @@ def watch(
     interval: float,
     on_round: Callable[[IngestResult], None] = lambda _result: None,
     batch_size: int = DEFAULT_BATCH,
+    max_size: int = DEFAULT_MAX_SIZE,
 ) -> None:
     """Keep reading the mailbox, woken by IDLE when the server has it, else every ``interval``.
 
@@ -198,7 +201,7 @@ def watch(
         result = IngestResult()
         try:
             client = client or _connect(source)
-            with Batch(store, result, batch_size) as batch:
+            with Batch(store, result, batch_size, max_size) as batch:
                 _round(client, source, batch)
             on_round(result)
             if not _idle(client, interval):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mtasts.tlsrpt import ReportError
 from mtasts.tlsrpt.mail import expand_zip, extract_reports
+from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .store import Incoming, Outcome, ReportStore
 
@@ -40,23 +41,23 @@ class IngestResult:
             self.problems.append(f"quarantined: {source}: {detail}")
 
 
-def _report_files(data: bytes, source: str) -> Iterator[Incoming]:
+def _report_files(data: bytes, source: str, max_size: int) -> Iterator[Incoming]:
     """Every report file in one input: a report file itself, a zip of them or a message."""
     if data.startswith(_GZIP) or data.lstrip().startswith((b"{", b"[")):
         yield Incoming(data, source)
         return
     if data.startswith(_ZIP):
         try:
-            members = expand_zip(data)
+            members = expand_zip(data, max_size)
         except ReportError as exc:
             yield Incoming(data, source, error=exc)
             return
         for name, content in members:
-            yield from _report_files(content, f"{source}!{name}")
+            yield from _report_files(content, f"{source}!{name}", max_size)
         return
     mail = extract_reports(data)
     for part in mail.parts:
-        for found in _report_files(part.data, source):
+        for found in _report_files(part.data, source, max_size):
             where = f"{source} ({part.filename or part.content_type})"
             yield Incoming(found.data, where, mail.submitter, found.error)
 
@@ -64,14 +65,15 @@ def _report_files(data: bytes, source: str) -> Iterator[Incoming]:
 class Batch:
     """Inputs from any source, stored ``size`` reports per transaction."""
 
-    def __init__(self, store: ReportStore, result: IngestResult, size: int = DEFAULT_BATCH) -> None:
-        self.store, self.result, self.size = store, result, size
+    def __init__(self, store: ReportStore, result: IngestResult, size: int = DEFAULT_BATCH,
+                 max_size: int = DEFAULT_MAX_SIZE) -> None:  # fmt: skip
+        self.store, self.result, self.size, self.max_size = store, result, size, max_size
         self._messages: list[tuple[list[Incoming], AfterCommit | None]] = []
         self._pending = 0
 
     def add(self, data: bytes, source: str, then: AfterCommit | None = None) -> bool:
         """Queue every report in ``data``; False when it held none (unrelated mail, counted)."""
-        items = list(_report_files(data, source))
+        items = list(_report_files(data, source, self.max_size))
         if not items:
             self.result.add("unrelated", source)
             return False
@@ -85,7 +87,8 @@ class Batch:
         if not self._messages:
             return
         messages, self._messages, self._pending = self._messages, [], 0
-        outcomes = iter(self.store.ingest_many([i for items, _ in messages for i in items]))
+        reports = [item for items, _ in messages for item in items]
+        outcomes = iter(self.store.ingest_many(reports, self.max_size))
         for items, then in messages:
             quarantined = False
             for item in items:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from mtasts import tlsrpt
 from mtasts.tlsrpt import Report
+from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .models import FailureRow, PolicyRow, Quarantined, RawReport
 from .models import Report as ReportRow
@@ -107,12 +108,12 @@ def open_store(url: str) -> ReportStore:
     return store
 
 
-def _parse(item: Incoming) -> _Parsed:
+def _parse(item: Incoming, max_size: int) -> _Parsed:
     digest = hashlib.sha256(item.data).hexdigest()
     if item.error is not None:
         return _Parsed(item, digest, None, item.error)
     try:
-        report = tlsrpt.parse_report(item.data)
+        report = tlsrpt.parse_report(item.data, max_size=max_size)
     except tlsrpt.ReportError as exc:
         return _Parsed(item, digest, None, exc)
     submitter = (report.organization_name or item.submitter_hint or "unknown").strip().lower()
@@ -156,17 +157,28 @@ class ReportStore:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-    def ingest(self, data: bytes, source: str, submitter_hint: str | None = None) -> Stored:
+    def ingest(
+        self,
+        data: bytes,
+        source: str,
+        submitter_hint: str | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> Stored:
         """Parse and store one report file (JSON or gzip); unparseable input goes to quarantine."""
-        return self.ingest_many([Incoming(data, source, submitter_hint)])[0]
+        return self.ingest_many([Incoming(data, source, submitter_hint)], max_size)[0]
 
     def quarantine_raw(self, data: bytes, source: str, error: tlsrpt.ReportError) -> Stored:
         """Keep input that is not even a report file (a broken zip), with the rule it broke."""
         return self.ingest_many([Incoming(data, source, error=error)])[0]
 
-    def ingest_many(self, items: Sequence[Incoming]) -> list[Stored]:
-        """Store every item in one transaction; one outcome per item, in order."""
-        parsed = [_parse(item) for item in items]
+    def ingest_many(
+        self, items: Sequence[Incoming], max_size: int = DEFAULT_MAX_SIZE
+    ) -> list[Stored]:
+        """Store every item in one transaction; one outcome per item, in order.
+
+        ``max_size`` bounds each report, also after decompression (RFC 8460 §5.3 gzip).
+        """
+        parsed = [_parse(item, max_size) for item in items]
         for _ in range(_RETRIES):
             try:
                 return self._store(parsed)

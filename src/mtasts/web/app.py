@@ -83,7 +83,9 @@ def create_app(
                     f"report over the {max_report:,}-byte limit\n", 413, _HEADERS
                 )
         client = request.client.host if request.client else "unknown"
-        stored = await run_in_threadpool(store.ingest, bytes(body), f"https POST from {client}")
+        stored = await run_in_threadpool(
+            store.ingest, bytes(body), f"https POST from {client}", None, max_report
+        )
         site.fetches[("tlsrpt", 400 if stored.outcome is Outcome.QUARANTINED else 201)] += 1
         if stored.outcome is Outcome.QUARANTINED:
             return PlainTextResponse(f"report not accepted: {stored.detail}\n", 400, _HEADERS)
