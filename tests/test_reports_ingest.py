@@ -240,3 +240,32 @@ def test_the_report_size_limit_is_an_option(tmp_path: Path) -> None:
     wrong = run("ingest", str(inbox), "--max-report-size", "lots", db=small)
     assert wrong.returncode == 2
     assert "'lots': use a number of bytes, or one with K, M or G" in wrong.stderr
+
+
+def test_a_maildir_killed_mid_batch_keeps_every_message_in_exactly_one_place(
+    db_url: str, tmp_path: Path
+) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for n in range(400):
+        box.add(report_mail(report(f"mk{n}")))
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--maildir", str(tmp_path / "Maildir"), "--db", db_url,
+                                "--batch", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    store = open_store(db_url)
+    while store.counts()["reports"] < 20:
+        assert process.poll() is None, "finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    inbox = tmp_path / "Maildir" / "new"
+    processed = tmp_path / "Maildir" / ".Processed" / "new"
+    left = len(list(inbox.iterdir()))
+    assert 0 < left < 400
+    assert left + len(list(processed.iterdir())) == 400  # moved or not, never both, never lost
+    committed = store.counts()["reports"]
+    assert committed >= 400 - left  # a message moves only after its report is committed
+    again = run("ingest", "--maildir", str(tmp_path / "Maildir"), db=db_url)
+    assert f"stored {400 - committed}, duplicates {left - (400 - committed)}," in again.stdout
+    assert (len(list(inbox.iterdir())), len(list(processed.iterdir()))) == (0, 400)
+    assert store.counts() == {"reports": 400, "raw": 400, "quarantined": 0}

@@ -121,26 +121,39 @@ def ingest_path(batch: Batch, path: Path) -> None:
 
 
 def ingest_maildir(batch: Batch, folder: Path) -> None:
-    box = mailbox.Maildir(folder, create=False)
-    done = _subfolder(box, "Processed")
-    failed = _subfolder(box, "Failed")
+    """Every message in ``new/`` and ``cur/``; each moves to ``.Processed`` or ``.Failed``.
 
-    def move(key: str) -> AfterCommit:
+    The move is one rename(2) into the same subdirectory of the Maildir++ subfolder,
+    so a message is always in exactly one place, whenever the process dies.
+    """
+    box = mailbox.Maildir(folder, create=False)
+    targets = {False: _subfolder(box, folder, "Processed"), True: _subfolder(box, folder, "Failed")}
+
+    def move(path: Path) -> AfterCommit:
         def then(quarantined: bool) -> None:
-            (failed if quarantined else done).add(box.get_message(key))
-            box.remove(key)
+            path.rename(targets[quarantined] / path.parent.name / path.name)
 
         return then
 
-    for key in list(box.keys()):
-        batch.add(box.get_bytes(key), f"{folder}/{key}", move(key))  # unrelated mail stays put
+    for sub in ("new", "cur"):
+        for path in sorted((folder / sub).iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue  # dot files are not messages (Maildir spec)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:  # delivered and removed by another reader meanwhile
+                batch.result.counts["unreadable"] += 1
+                batch.result.problems.append(f"unreadable: {path}: {exc.strerror}")
+                continue
+            batch.add(data, f"{folder}/{sub}/{path.name}", move(path))  # unrelated mail stays put
 
 
-def _subfolder(box: mailbox.Maildir, name: str) -> mailbox.Maildir:
+def _subfolder(box: mailbox.Maildir, folder: Path, name: str) -> Path:
     try:
-        return box.get_folder(name)
+        box.get_folder(name)
     except mailbox.NoSuchMailboxError:
-        return box.add_folder(name)
+        box.add_folder(name)
+    return folder / f".{name}"  # Maildir++, the layout mailbox and Dovecot use
 
 
 def ingest_mbox(batch: Batch, path: Path) -> None:
