@@ -223,21 +223,35 @@ def test_two_processes_can_create_a_new_store_at_once(db_url: str) -> None:
     assert [racer.returncode for racer in racers] == [0, 0, 0], outputs
 
 
-def test_the_report_size_limit_is_an_option(tmp_path: Path) -> None:
+def test_the_report_size_limit_is_an_option_and_the_quarantine_can_be_retried(
+    db_url: str, tmp_path: Path
+) -> None:
     inbox = tmp_path / "in"
     inbox.mkdir()
-    padded = report("padded").replace(
-        b'"report-id"', b'"padding": "' + b"x" * 40_000 + b'", "report-id"'
+    padding = b'"padding": "' + b"x" * 40_000 + b'", "report-id"'
+    (inbox / "padded.json.gz").write_bytes(
+        gzip.compress(report("padded").replace(b'"report-id"', padding))
     )
-    (inbox / "padded.json.gz").write_bytes(gzip.compress(padded))
-    small = f"sqlite:///{tmp_path / 'small.sqlite'}"
-    refused = run("ingest", str(inbox), "--max-report-size", "32K", db=small)
-    assert "stored 0, duplicates 0, quarantined 1" in refused.stdout
+    (inbox / "broken.json").write_bytes(b'{"report-id": ')
+    refused = run("ingest", str(inbox), "--max-report-size", "32K", db=db_url)
+    assert "stored 0, duplicates 0, quarantined 2" in refused.stdout
     assert "inflates past the 32,768-byte limit" in refused.stdout
-    assert "report.too-large" in run("quarantine", db=small).stdout
-    default = run("ingest", str(inbox), db=f"sqlite:///{tmp_path / 'default.sqlite'}")
-    assert "stored 1, duplicates 0, quarantined 0" in default.stdout
-    wrong = run("ingest", str(inbox), "--max-report-size", "lots", db=small)
+    assert "report.too-large" in run("quarantine", db=db_url).stdout
+    # The raw bytes were kept, so a larger limit (or a fixed parser) can still store it.
+    retried = run("quarantine", "--retry", db=db_url).stdout
+    assert (
+        "released 1 from the quarantine (1 reports stored, 0 already stored), 1 still held"
+        in retried
+    )
+    held = run("quarantine", db=db_url).stdout
+    assert "report.json" in held
+    assert "report.too-large" not in held
+    assert open_store(db_url).counts() == {"reports": 1, "raw": 2, "quarantined": 1}
+    again = run("quarantine", "--retry", db=db_url).stdout
+    assert (
+        "released 0 from the quarantine (0 reports stored, 0 already stored), 1 still held" in again
+    )
+    wrong = run("ingest", str(inbox), "--max-report-size", "lots", db=db_url)
     assert wrong.returncode == 2
     assert "'lots': use a number of bytes, or one with K, M or G" in wrong.stderr
 

@@ -23,6 +23,7 @@ from mtasts.reports.ingest import (
     ingest_maildir,
     ingest_mbox,
     ingest_path,
+    retry_quarantined,
 )
 from mtasts.reports.store import Outcome, ReportStore, default_url, open_store
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
@@ -203,10 +204,26 @@ def _log_round(result: IngestResult) -> None:
 
 
 @reports.command("quarantine")
+@click.option(
+    "--retry",
+    is_flag=True,
+    help="Parse every held report again (after an upgrade, or with a larger --max-report-size).",
+)
+@max_report_option
 @db_option
-def quarantine(db: str | None) -> None:
+def quarantine(retry: bool, max_report: int, db: str | None) -> None:
     """List reports that could not be parsed (their raw bytes are kept for a fixed parser)."""
-    rows = _store(db).quarantine()
+    store = _store(db)
+    if retry:
+        result = IngestResult()
+        released = retry_quarantined(store, result, max_report)
+        echo(
+            f"released {released} from the quarantine ({result.counts[Outcome.STORED]} reports stored,"
+            f" {result.counts[Outcome.DUPLICATE]} already stored), {len(store.quarantine())} still held",
+            bold=True,
+        )
+        return
+    rows = store.quarantine()
     if not rows:
         echo("the quarantine is empty")
         return

@@ -160,3 +160,23 @@ def ingest_mbox(batch: Batch, path: Path) -> None:
     box = mailbox.mbox(path, create=False)
     for key in box.iterkeys():
         batch.add(box.get_bytes(key), f"{path}#{key}")
+
+
+def retry_quarantined(
+    store: ReportStore, result: IngestResult, max_size: int = DEFAULT_MAX_SIZE
+) -> int:
+    """Parse every quarantined input again (after an upgrade or with a larger limit).
+
+    An input whose reports all store now (or were stored meanwhile) leaves the
+    quarantine; the rest stay, counted as quarantined. Returns how many left.
+    """
+    released = 0
+    for quarantine_id, data, source in store.quarantined_raw():
+        items = list(_report_files(data, source, max_size)) or [Incoming(data, source)]
+        outcomes = store.ingest_many(items, max_size)
+        for item, stored in zip(items, outcomes, strict=True):
+            result.add(stored.outcome, item.source, stored.detail)
+        if all(stored.outcome is not Outcome.QUARANTINED for stored in outcomes):
+            store.release(quarantine_id)  # after the commit above: a crash here only retries again
+            released += 1
+    return released

@@ -24,7 +24,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    tuple_,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -290,6 +300,24 @@ class ReportStore:
             for policy_id, found in zip(policy_ids, details, strict=True) for d in found
         ]  # fmt: skip
         _insert(connection, FailureRow, failures)
+
+    def quarantined_raw(self) -> list[tuple[int, bytes, str]]:
+        """(quarantine id, raw bytes as received, source) of every quarantined input."""
+        query = (
+            select(Quarantined.id, RawReport.data, Quarantined.source)
+            .join_from(Quarantined, RawReport, Quarantined.raw_id == RawReport.id)
+            .order_by(Quarantined.id)
+        )
+        with self.engine.connect() as connection:
+            return [
+                (row_id, gzip.decompress(data), source)
+                for row_id, data, source in connection.execute(query)
+            ]
+
+    def release(self, quarantine_id: int) -> None:
+        """Take an input out of the quarantine once its reports are stored; its raw bytes stay."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(Quarantined).where(Quarantined.id == quarantine_id))
 
     def quarantine(self) -> list[Quarantined]:
         with Session(self.engine) as session:
