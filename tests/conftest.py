@@ -162,6 +162,10 @@ def knot() -> Iterator[dict[str, object]]:
         "@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60\n"
         "@ NS ns.example.com.\nns A 127.0.0.1\n"
         '_mta-sts TXT "v=STSv1; id=old1;"\n_mta-sts TXT "v=STSv1; id=old2;"\n'
+        # For the stub resolver: a CNAME chain, split TXT strings, and an answer too big for UDP.
+        "@ MX 20 mx2\n@ MX 10 mx1\nmx1 CNAME edge\nedge CNAME host.example.net.\n"
+        '_smtp._tls TXT "v=TLSRPTv1; " "rua=mailto:tlsrpt@example.com"\n'
+        + "".join(f"many A 192.0.2.{n}\n" for n in range(1, 121))
     )
     (folder / "knot.conf").write_text(f"""server:
     listen: 127.0.0.1@{port}

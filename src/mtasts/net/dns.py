@@ -1,19 +1,32 @@
-"""The one DNS adapter: dnspython's async resolver, pointed at the system or at given servers.
+"""The one DNS adapter: a stub resolver that asks the system's (or the given) recursive servers.
 
 Every lookup distinguishes "the name or data does not exist" (an empty answer)
 from "the lookup failed" (:class:`DnsLookupError`): RFC 8461 §3.1 treats the
 first as "no policy", while a failure must not be mistaken for a removed record.
+
+Queries go over UDP through a few long-lived sockets, one in flight per random
+ID, and a response is taken only from the server asked, with the ID and the
+question asked (RFC 5452 §9.1); a truncated answer is asked again over TCP
+(RFC 7766). Sockets are replaced after a few hundred queries so the source port
+keeps changing. The wire format is :mod:`mtasts.net.dnswire`; dnspython only
+reads /etc/resolv.conf.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import cast
 
-import dns.asyncresolver
-import dns.exception
-import dns.flags
 import dns.resolver
+
+from . import dnswire
+
+_PER_TRY = 2.0  # seconds before asking again (or asking the next server), as dnspython does
+_SOCKET_USES = 500  # queries per UDP socket before a new one (and a new source port)
+_MAX_CNAMES = 16
 
 
 class DnsLookupError(Exception):
@@ -47,51 +60,208 @@ class Answer:
     records: tuple[str, ...] = ()
     canonical: str | None = None
     authenticated: bool = False
-    raw: tuple[object, ...] = field(default=(), compare=False)
+    values: tuple[dnswire.Value, ...] = ()
+
+
+class _Channel(asyncio.DatagramProtocol):
+    """One connected UDP socket to one server: the kernel drops datagrams from anyone else."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.uses = 0
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Python 3.11's selector transport does not subclass DatagramTransport, but is one.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, _addr: object) -> None:
+        if len(data) < 12:
+            return
+        waiting = self.pending.get(int.from_bytes(data[:2], "big"))
+        if waiting is None:
+            return
+        asked, future = waiting
+        # A response must repeat the question exactly (RFC 5452 §9.1); anything else is ignored.
+        if (
+            data[2] & 0x80
+            and data[4:6] == b"\x00\x01"
+            and data[12 : 12 + len(asked)].lower() == asked
+            and not future.done()
+        ):
+            future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable: nobody listens there
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(exc or ConnectionError("the DNS socket closed"))
+
+    def release(self, qid: int) -> None:
+        self.pending.pop(qid, None)
+        if self.closing and not self.pending and self.transport is not None:
+            self.transport.close()
 
 
 class Resolver:
     def __init__(self, nameservers: tuple[Nameserver, ...] = (), timeout: float = 5.0) -> None:
-        self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-        if nameservers:
-            self._resolver.nameservers = [n.address for n in nameservers]
-            self._resolver.port = nameservers[0].port
-        self._resolver.lifetime = timeout
-        # Ask for the AD bit so a validating resolver can tell us a TLSA set is DNSSEC-signed.
-        self._resolver.flags = dns.flags.RD | dns.flags.AD
+        if not nameservers:
+            system = dns.resolver.Resolver(configure=True)
+            nameservers = tuple(
+                Nameserver(str(address), system.port) for address in system.nameservers
+            )
+        self.nameservers = nameservers
+        self.timeout = timeout
+        self._channels: dict[Nameserver, _Channel] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.lookups = 0
         self.seconds = 0.0
+
+    async def _channel(self, server: Nameserver) -> _Channel:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # sockets belong to one event loop
+            self._channels, self._loop = {}, loop
+        channel = self._channels.get(server)
+        if (
+            channel is None
+            or channel.uses >= _SOCKET_USES
+            or channel.transport is None
+            or channel.transport.is_closing()
+        ):
+            if channel is not None:
+                channel.closing = True
+                if not channel.pending and channel.transport is not None:
+                    channel.transport.close()
+            _, channel = await loop.create_datagram_endpoint(
+                _Channel, remote_addr=(server.address, server.port)
+            )
+            self._channels[server] = channel
+        channel.uses += 1
+        return channel
+
+    async def _udp(self, server: Nameserver, name: str, rtype: int, wait: float) -> bytes:
+        channel = await self._channel(server)
+        qid = secrets.randbelow(65536)
+        while qid in channel.pending:
+            qid = secrets.randbelow(65536)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        channel.pending[qid] = (dnswire.question(name, rtype), future)
+        try:
+            assert channel.transport is not None
+            channel.transport.sendto(dnswire.encode_query(qid, name, rtype))
+            return await asyncio.wait_for(future, wait)
+        finally:
+            channel.release(qid)
+
+    async def _tcp(self, server: Nameserver, name: str, rtype: int, wait: float) -> bytes:
+        async with asyncio.timeout(wait):
+            reader, writer = await asyncio.open_connection(server.address, server.port)
+            try:
+                qid = secrets.randbelow(65536)
+                query = dnswire.encode_query(qid, name, rtype)
+                writer.write(len(query).to_bytes(2, "big") + query)
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                data = await reader.readexactly(size)
+            finally:
+                writer.close()
+        if data[:2] != qid.to_bytes(2, "big"):
+            raise dnswire.WireError("the TCP answer has another ID")
+        return data
+
+    async def _exchange(self, name: str, rtype: int) -> dnswire.Response:
+        """The first usable response: NOERROR or NXDOMAIN from any server, tried in turn until the timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        refused: dict[Nameserver, str] = {}
+        while True:
+            for server in self.nameservers:
+                if server in refused:
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                try:
+                    data = await self._udp(server, name, rtype, min(left, _PER_TRY))
+                    response = dnswire.decode_response(data)
+                    if response.truncated:
+                        response = dnswire.decode_response(
+                            await self._tcp(server, name, rtype, max(0.1, deadline - loop.time()))
+                        )
+                except (TimeoutError, OSError, EOFError, asyncio.IncompleteReadError):
+                    continue
+                except dnswire.WireError as exc:
+                    refused[server] = f"unreadable answer ({exc})"
+                    continue
+                if response.rcode in (dnswire.NOERROR, dnswire.NXDOMAIN):
+                    return response
+                # SERVFAIL, REFUSED: this server will not answer better on a retry.
+                refused[server] = dnswire.RCODES.get(response.rcode, f"rcode {response.rcode}")
+            if len(refused) == len(self.nameservers):
+                raise _AllFailed(
+                    "; ".join(f"{s.address} answered {why}" for s, why in refused.items())
+                )
+            await asyncio.sleep(0)  # every server timed out this round: ask again
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
         started = time.perf_counter()
         self.lookups += 1
+        rtype = dnswire.TYPES[rdtype]
         try:
-            answer = await self._resolver.resolve(name, rdtype, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return Answer()
-        except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.YXDOMAIN) as exc:
+            response = await self._exchange(name, rtype)
+        except TimeoutError:
+            raise DnsLookupError(f"{rdtype} {name}: no answer within {self.timeout:g} s") from None
+        except _AllFailed as exc:
+            raise DnsLookupError(f"{rdtype} {name}: {exc}") from None
+        except dnswire.WireError as exc:
             raise DnsLookupError(f"{rdtype} {name}: {exc}") from None
         finally:
             self.seconds += time.perf_counter() - started
-        canonical = answer.canonical_name.to_text(omit_final_dot=True)
-        authenticated = bool(answer.response.flags & dns.flags.AD)
+        if response.rcode == dnswire.NXDOMAIN:
+            return Answer()
+        # Follow the CNAME chain the recursive server put in the answer (RFC 1034 §3.6.2).
+        current = name.lower().rstrip(".")
+        found: list[dnswire.Record] = []
+        for _ in range(_MAX_CNAMES):
+            found = [r for r in response.answers if r.name == current and r.rtype == rtype]
+            alias = next(
+                (r for r in response.answers if r.name == current and r.rtype == dnswire.CNAME),
+                None,
+            )
+            if found or alias is None or not isinstance(alias.value, str):
+                break
+            current = alias.value
+        if not found:
+            return Answer()
         return Answer(
-            tuple(r.to_text() for r in answer),
-            canonical if canonical.lower() != name.lower().rstrip(".") else None,
-            authenticated,
-            tuple(answer),
+            tuple(r.text() for r in found),
+            current if current != name.lower().rstrip(".") else None,
+            response.authenticated,
+            tuple(r.value for r in found),
         )
 
     async def txt(self, name: str) -> list[list[bytes]]:
         """The TXT records at ``name`` (CNAMEs followed), each as its list of strings."""
         answer = await self.lookup(name, "TXT")
-        return [list(r.strings) for r in answer.raw]  # type: ignore[attr-defined]
+        return [
+            [part for part in value if isinstance(part, bytes)]
+            for value in answer.values
+            if isinstance(value, tuple)
+        ]
 
     async def mx(self, domain: str) -> list[tuple[int, str]]:
         """(preference, host) pairs sorted by preference; host without the root dot."""
         answer = await self.lookup(domain, "MX")
-        pairs = [
-            (r.preference, r.exchange.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
-            for r in answer.raw
-        ]
-        return sorted(pairs)
+        return sorted(
+            (value[0], value[1])
+            for value in answer.values
+            if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
+        )
+
+
+class _AllFailed(Exception):
+    """Every server answered with an error (SERVFAIL, REFUSED) or with bytes we cannot read."""
