@@ -33,6 +33,9 @@ class PolicyStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # A cache: losing the last writes to a power cut only means fetching those policies
+            # again, so no fsync per write (which blocked the event loop for milliseconds).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._load()
 
