@@ -418,3 +418,35 @@ def test_the_stub_resolver_reads_a_real_knot_server(knot: dict[str, object]) -> 
     assert found["nxdomain"] == found["nodata"] == Answer()
     with pytest.raises(DnsLookupError, match=r"^A example\.org: 127\.0\.0\.1 answered REFUSED$"):
         asyncio.run(outside())  # Knot is not authoritative for it: a failure, not "no record"
+
+
+def test_many_lookups_at_once_share_few_sockets_whose_ports_keep_changing() -> None:
+    """1,200 concurrent lookups: one socket opened at a time, a new source port every 500."""
+    ports: list[int] = []
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+
+        class Counting(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                ports.append(addr[1])
+                reply = _answer(dns.message.from_wire(data), "192.0.2.1").to_wire()
+                self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
+
+        transport, _ = await loop.create_datagram_endpoint(Counting, local_addr=("127.0.0.1", 0))
+        resolver = Resolver(
+            (Nameserver("127.0.0.1", transport.get_extra_info("sockname")[1]),), timeout=5
+        )
+        try:
+            answers = await asyncio.gather(
+                *(resolver.lookup(f"h{n}.example", "A") for n in range(1200))
+            )
+        finally:
+            transport.close()
+        return sum(1 for a in answers if a.records == ("192.0.2.1",))
+
+    assert asyncio.run(run()) == 1200
+    assert len(set(ports)) == 3

@@ -102,6 +102,18 @@ class _Channel(asyncio.DatagramProtocol):
             if not future.done():
                 future.set_exception(exc or ConnectionError("the DNS socket closed"))
 
+    def usable(self) -> bool:
+        return (
+            self.uses < _SOCKET_USES
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def retire(self) -> None:
+        """Take no new queries; close once the ones in flight are answered or time out."""
+        self.closing = True
+        self.release(-1)
+
     def release(self, qid: int) -> None:
         self.pending.pop(qid, None)
         if self.closing and not self.pending and self.transport is not None:
@@ -119,28 +131,25 @@ class Resolver:
         self.timeout = timeout
         self._channels: dict[Nameserver, _Channel] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening = asyncio.Lock()
         self.lookups = 0
         self.seconds = 0.0
 
     async def _channel(self, server: Nameserver) -> _Channel:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # sockets belong to one event loop
-            self._channels, self._loop = {}, loop
+        if loop is not self._loop:  # sockets (and the lock) belong to one event loop
+            self._channels, self._loop, self._opening = {}, loop, asyncio.Lock()
         channel = self._channels.get(server)
-        if (
-            channel is None
-            or channel.uses >= _SOCKET_USES
-            or channel.transport is None
-            or channel.transport.is_closing()
-        ):
-            if channel is not None:
-                channel.closing = True
-                if not channel.pending and channel.transport is not None:
-                    channel.transport.close()
-            _, channel = await loop.create_datagram_endpoint(
-                _Channel, remote_addr=(server.address, server.port)
-            )
-            self._channels[server] = channel
+        if channel is None or not channel.usable():
+            async with self._opening:  # many lookups start at once: open one socket, not many
+                channel = self._channels.get(server)
+                if channel is None or not channel.usable():
+                    if channel is not None:
+                        channel.retire()
+                    _, channel = await loop.create_datagram_endpoint(
+                        _Channel, remote_addr=(server.address, server.port)
+                    )
+                    self._channels[server] = channel
         channel.uses += 1
         return channel
 
@@ -177,6 +186,8 @@ class Resolver:
         """The first usable response: NOERROR or NXDOMAIN from any server, tried in turn until the timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        if not self.nameservers:
+            raise _AllFailed("no DNS server configured (/etc/resolv.conf names none)")
         refused: dict[Nameserver, str] = {}
         while True:
             for server in self.nameservers:

@@ -177,10 +177,6 @@ class ReportStore:
         """Parse and store one report file (JSON or gzip); unparseable input goes to quarantine."""
         return self.ingest_many([Incoming(data, source, submitter_hint)], max_size)[0]
 
-    def quarantine_raw(self, data: bytes, source: str, error: tlsrpt.ReportError) -> Stored:
-        """Keep input that is not even a report file (a broken zip), with the rule it broke."""
-        return self.ingest_many([Incoming(data, source, error=error)])[0]
-
     def ingest_many(
         self, items: Sequence[Incoming], max_size: int = DEFAULT_MAX_SIZE
     ) -> list[Stored]:
