@@ -283,3 +283,38 @@ def test_a_maildir_killed_mid_batch_keeps_every_message_in_exactly_one_place(
     assert f"stored {400 - committed}, duplicates {left - (400 - committed)}," in again.stdout
     assert (len(list(inbox.iterdir())), len(list(processed.iterdir()))) == (0, 400)
     assert store.counts() == {"reports": 400, "raw": 400, "quarantined": 0}
+
+
+def test_each_kind_of_bad_report_names_its_rule_and_the_good_one_still_lands(
+    db_url: str, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    bad = {
+        "nested.json": b"[" * 200_000 + b"]" * 200_000,
+        "latin1.json": report("latin").replace(b"Example Mail", "Exämple".encode("latin-1")),
+        "absurd.json": report("absurd").replace(b'"failed-session-count": 100', b'"failed-session-count": 10000000000000000'),
+        "date.json": report("date").replace(b"2016-04-01T00:00:00Z", b"01/04/2016"),
+        "truncated.json.gz": gzip.compress(report("cut"))[:-12],
+    }  # fmt: skip
+    for name, data in bad.items():
+        (inbox / name).write_bytes(data)
+    # A message whose MIME is broken (no closing boundary) but whose report part is whole.
+    mail = report_mail(report("mime")).replace(b"--\r\n", b"\r\n")
+    (inbox / "broken-mime.eml").write_bytes(mail)
+    result = run("ingest", str(inbox), db=db_url)
+    assert result.returncode == 0
+    assert "stored 1, duplicates 0, quarantined 5" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("quarantined:")]
+    assert len(lines) == 5  # one line each, naming the input
+    for name in bad:
+        assert any(f"{inbox / name}:" in line for line in lines), name
+    held = run("quarantine", db=db_url).stdout
+    for rule in (
+        "report.json",
+        "report.encoding",
+        "report.count-absurd",
+        "report.date",
+        "report.gzip",
+    ):
+        assert rule in held, rule
