@@ -151,3 +151,28 @@ def test_a_large_folder_is_read_and_moved_in_sets(
     )
     assert open_store(db).counts()["reports"] == 230
     client.logout()
+
+
+def test_watch_outlives_a_failing_store_and_moves_nothing_meanwhile(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    client = mailbox(dovecot)
+    client.create("Outage")
+    client.append("Outage", None, None, report_mail(report("outage")))
+    path = tmp_path / "r.sqlite"
+    open_store(f"sqlite:///{path}")
+    env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"]), "NO_COLOR": "1"}
+    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Outage"
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--watch", "--interval", "1",
+                                "--db", f"sqlite:///file:{path}?mode=ro&uri=true"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(3)  # two or three rounds, each failing to store
+        assert process.poll() is None, "the watcher died with the store"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=10)
+    assert "error: the report store failed: attempt to write a readonly database" in log
+    assert "Traceback" not in log
+    assert count(client, "Outage") == 1  # nothing moved: the next good round will take it
+    client.logout()

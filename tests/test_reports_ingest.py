@@ -318,3 +318,21 @@ def test_each_kind_of_bad_report_names_its_rule_and_the_good_one_still_lands(
         "report.gzip",
     ):
         assert rule in held, rule
+
+
+def test_a_store_that_fails_mid_run_is_one_line_and_moves_nothing(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for n in range(3):
+        box.add(report_mail(report(f"ro{n}")))
+    path = tmp_path / "r.sqlite"
+    open_store(f"sqlite:///{path}")
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"  # as a full disk or a lost server would
+    result = run("ingest", "--maildir", str(tmp_path / "Maildir"), db=read_only)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "error: the report store failed: attempt to write a readonly database;"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(mailbox.Maildir(tmp_path / "Maildir", create=False)) == 3  # still there to retry
+    again = run("ingest", "--maildir", str(tmp_path / "Maildir"), db=f"sqlite:///{path}")
+    assert "stored 3, duplicates 0" in again.stdout

@@ -229,3 +229,36 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
+
+
+def test_https_rua_answers_503_when_the_store_cannot_write(tmp_path: Path) -> None:
+    import gzip
+
+    from mtasts.reports.store import open_store
+
+    from .test_reports_analysis import stored_report
+
+    _configure(tmp_path)
+    path = tmp_path / "reports.sqlite"
+    open_store(f"sqlite:///{path}")
+    port = PORT + 3
+    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port),
+                                "--reports", f"sqlite:///file:{path}?mode=ro&uri=true"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_for_port(port, process)
+        (tmp_path / "r.json.gz").write_bytes(
+            gzip.compress(stored_report("google.com", "example.org"))
+        )
+        answer = subprocess.run(
+            [need("curl"), "-s", "-D", "-", "--data-binary", f"@{tmp_path / 'r.json.gz'}",
+             "-H", "Content-Type: application/tlsrpt+gzip", f"http://127.0.0.1:{port}/tlsrpt"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=10)
+    assert answer.startswith("HTTP/1.1 503")
+    assert "retry-after: 300" in answer.lower()
+    assert "try again later" in answer
+    assert b"not stored: the report store failed: attempt to write a readonly database" in log

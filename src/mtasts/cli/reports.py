@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from mtasts.reports.analysis import MxRow, Readiness, readiness, summary, summary_by_mx
 from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
@@ -25,7 +26,7 @@ from mtasts.reports.ingest import (
     ingest_path,
     retry_quarantined,
 )
-from mtasts.reports.store import Outcome, ReportStore, default_url, open_store
+from mtasts.reports.store import Outcome, ReportStore, default_url, open_store, store_error
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .output import EXIT_USAGE, console, echo
@@ -161,22 +162,27 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         except KeyboardInterrupt:
             return
     result = IngestResult()
-    with Batch(store, result, batch_size, max_report) as batch:
-        if source is not None:
-            try:
+    try:
+        with Batch(store, result, batch_size, max_report) as batch:
+            if source is not None:
                 ingest_imap(batch, source)
-            except ImapError as exc:
-                echo(f"error: {exc}", fg="red", err=True)
-                sys.exit(1)
-        for path in paths:
-            if str(path) == "-":
-                batch.add(sys.stdin.buffer.read(), "<stdin>")
-            else:
-                ingest_path(batch, path)
-        for folder in maildir:
-            ingest_maildir(batch, folder)
-        for box in mbox:
-            ingest_mbox(batch, box)
+            for path in paths:
+                if str(path) == "-":
+                    batch.add(sys.stdin.buffer.read(), "<stdin>")
+                else:
+                    ingest_path(batch, path)
+            for folder in maildir:
+                ingest_maildir(batch, folder)
+            for box in mbox:
+                ingest_mbox(batch, box)
+    except ImapError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        # Nothing of the failed batch was kept and none of its messages moved: a re-run redoes it.
+        echo(f"error: {store_error(exc)}; nothing of the failed batch was kept or moved, so run"
+             f" again once it is fixed (before it: {_counts(result)})", fg="red", err=True)  # fmt: skip
+        sys.exit(1)
     for problem in result.problems:
         echo(problem, fg="yellow")
     echo(_counts(result), bold=True)

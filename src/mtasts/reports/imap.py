@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult
-from .store import ReportStore
+from .store import ReportStore, store_error
 
 _FETCH_CHUNK = 100  # messages per FETCH: few round trips, bounded memory
 
@@ -206,6 +208,12 @@ def watch(
             on_round(result)
             if not _idle(client, interval):
                 time.sleep(interval)
+        except SQLAlchemyError as exc:
+            # The store is down or full: nothing moved, so the next round reads it all again.
+            result.problems.append(f"error: {store_error(exc)}")
+            on_round(result)
+            time.sleep(interval)
+            continue
         except (ImapError, OSError, imaplib.IMAP4.error) as exc:
             result.problems.append(f"error: imap {source.host}:{source.port}: {exc}")
             on_round(result)

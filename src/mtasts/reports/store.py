@@ -35,7 +35,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mtasts import tlsrpt
@@ -116,6 +116,13 @@ def open_store(url: str) -> ReportStore:
                 raise
             time.sleep(0.5)
     return store
+
+
+def store_error(exc: SQLAlchemyError) -> str:
+    """A database failure in one line: the driver's own message, without the SQL and parameters."""
+    original = getattr(exc, "orig", None) or exc
+    first = str(original).strip().splitlines()
+    return f"the report store failed: {first[0] if first else type(original).__name__}"
 
 
 def _parse(item: Incoming, max_size: int) -> _Parsed:
@@ -331,4 +338,12 @@ class ReportStore:
             }
 
 
-__all__ = ["Incoming", "Outcome", "ReportStore", "Stored", "default_url", "open_store"]
+__all__ = [
+    "Incoming",
+    "Outcome",
+    "ReportStore",
+    "Stored",
+    "default_url",
+    "open_store",
+    "store_error",
+]

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from mtasts.reports.store import Outcome, ReportStore
+from mtasts.reports.store import Outcome, ReportStore, store_error
 from mtasts.tlsrpt import DEFAULT_MAX_SIZE
 
 from .site import PolicySite
+
+log = logging.getLogger("mtasts.web")
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"
 _HEADERS = {"Cache-Control": "no-store"}
@@ -83,9 +87,16 @@ def create_app(
                     f"report over the {max_report:,}-byte limit\n", 413, _HEADERS
                 )
         client = request.client.host if request.client else "unknown"
-        stored = await run_in_threadpool(
-            store.ingest, bytes(body), f"https POST from {client}", None, max_report
-        )
+        try:
+            stored = await run_in_threadpool(
+                store.ingest, bytes(body), f"https POST from {client}", None, max_report
+            )
+        except SQLAlchemyError as exc:
+            # Not the sender's fault and nothing was kept: ask it to try again later.
+            log.error("tlsrpt POST from %s not stored: %s", client, store_error(exc))
+            site.fetches[("tlsrpt", 503)] += 1
+            return PlainTextResponse("the report store is unavailable; try again later\n", 503,
+                                     {**_HEADERS, "Retry-After": "300"})  # fmt: skip
         site.fetches[("tlsrpt", 400 if stored.outcome is Outcome.QUARANTINED else 201)] += 1
         if stored.outcome is Outcome.QUARANTINED:
             return PlainTextResponse(f"report not accepted: {stored.detail}\n", 400, _HEADERS)
