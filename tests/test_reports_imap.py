@@ -176,3 +176,46 @@ def test_watch_outlives_a_failing_store_and_moves_nothing_meanwhile(
     assert "Traceback" not in log
     assert count(client, "Outage") == 1  # nothing moved: the next good round will take it
     client.logout()
+
+
+def test_ingest_never_expunges_mail_the_user_marked_deleted(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    client = mailbox(dovecot)
+    client.create("Keep")
+    client.append("Keep", None, None, report_mail(report("keep")))
+    client.append(
+        "Keep", "(\\Deleted)", None, b"Subject: the user's, marked deleted\r\n\r\nkeep\r\n"
+    )
+    env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
+    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Keep"
+    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--db", f"sqlite:///{tmp_path / 'r.sqlite'}",
+                             "--imap-processed", "Keep-done"], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert "stored 1" in result.stdout, result.stderr
+    assert (count(client, "Keep"), count(client, "Keep-done")) == (1, 1)
+    client.logout()
+
+
+def test_without_move_a_copy_and_uid_expunge_leave_the_users_deleted_mail_alone(
+    dovecot: dict[str, object],
+) -> None:
+    """Servers without MOVE (RFC 6851) get COPY + UID EXPUNGE (RFC 4315), never a bare EXPUNGE."""
+    from mtasts.reports.imap import ImapSource, _connect, _move
+
+    client = mailbox(dovecot)
+    for folder in ("Plain", "Plain-done"):
+        client.create(folder)
+    client.append("Plain", None, None, report_mail(report("plain")))
+    client.append(
+        "Plain", "(\\Deleted)", None, b"Subject: the user's, marked deleted\r\n\r\nkeep\r\n"
+    )
+    source = ImapSource(str(dovecot["host"]), int(str(dovecot["port"])), str(dovecot["user"]), "Plain", False,
+                        str(dovecot["password"]))  # fmt: skip
+    mover = _connect(source)
+    assert {"MOVE", "UIDPLUS"} <= set(mover.capabilities)  # as announced after login
+    mover.capabilities = tuple(c for c in mover.capabilities if c != "MOVE")
+    _, found = mover.uid("SEARCH", "UNDELETED")
+    _move(mover, found[0].split(), "Plain-done")
+    mover.logout()
+    assert (count(client, "Plain"), count(client, "Plain-done")) == (1, 1)
+    client.logout()

@@ -69,6 +69,10 @@ def _connect(source: ImapSource) -> imaplib.IMAP4:
         else:
             client = imaplib.IMAP4(source.host, source.port, timeout=30)
         client.login(source.user, source.password)
+        # imaplib keeps the greeting's list, and servers announce MOVE, UIDPLUS and more only
+        # once logged in (RFC 3501 §6.2.3): ask again, or MOVE is never used.
+        _, found = client.capability()
+        client.capabilities = tuple(found[-1].decode().upper().split())
     except (OSError, imaplib.IMAP4.error) as exc:
         raise ImapError(f"{source.host}:{source.port}: {exc}") from None
     for folder in (source.processed, source.failed):
@@ -88,7 +92,10 @@ def _move(client: imaplib.IMAP4, uids: list[bytes], folder: str) -> None:
         return
     client.uid("COPY", uid_set, folder)
     client.uid("STORE", uid_set, "+FLAGS", "(\\Deleted)")
-    client.expunge()
+    if "UIDPLUS" in client.capabilities:  # RFC 4315: expunge only these, not what the user deleted
+        client.uid("EXPUNGE", uid_set)
+    else:
+        client.expunge()
 
 
 _UID = re.compile(rb"UID (\d+)")
