@@ -208,6 +208,61 @@ zone:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _imap_certificate(folder: Path) -> None:
+    """ca.pem, and cert.pem/key.pem for 127.0.0.1 signed by it: STARTTLS and imaps get verified."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+              signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:  # fmt: skip
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            ).add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        else:
+            import ipaddress
+
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            ).add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mtasts test IMAP CA")])
+    ca = build("mtasts test IMAP CA", ca_key, ca_name, ca_key, True)
+    leaf = build("127.0.0.1", leaf_key, ca_name, ca_key, False)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[dict[str, object]]:
     """A private Dovecot IMAP server on 127.0.0.1:21143 with one user, removed afterwards."""
@@ -221,13 +276,16 @@ def dovecot() -> Iterator[dict[str, object]]:
         (folder / sub).mkdir()
     shutil.chown(folder / "home", "nobody", "nogroup")
     (folder / "passwd").write_text("tlsrpt:{PLAIN}imap-secret-1\n")
-    port = 21143
+    _imap_certificate(folder)
+    port, tls_port = 21143, 21993
     (folder / "dovecot.conf").write_text(f"""base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{folder}/cert.pem
+ssl_key = <{folder}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {{
@@ -246,7 +304,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -265,7 +324,8 @@ default_internal_user = nobody
         port, process, lambda: log.read_text() if log.exists() else "dovecot did not start"
     )
     try:
-        yield {"host": "127.0.0.1", "port": port, "user": "tlsrpt", "password": "imap-secret-1"}
+        yield {"host": "127.0.0.1", "port": port, "tls_port": tls_port, "user": "tlsrpt",
+               "password": "imap-secret-1", "ca_file": folder / "ca.pem"}  # fmt: skip
     finally:
         process.terminate()
         process.wait(10)

@@ -36,7 +36,7 @@ def run(
         "MTASTS_IMAP_PASSWORD": password or str(server["password"]),
     }
     url = f"imap://{server['user']}@{server['host']}:{server['port']}/INBOX"
-    return subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--db", db, *args],
+    return subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(server["ca_file"]), "--db", db, *args],
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
 
 
@@ -65,7 +65,7 @@ def test_watch_picks_up_new_mail(dovecot: dict[str, object], tmp_path: Path) -> 
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
     url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/INBOX"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--db", db, "--watch", "--interval", "1"],
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", db, "--watch", "--interval", "1"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         client = mailbox(dovecot)
@@ -97,7 +97,7 @@ def test_watch_is_woken_by_idle_long_before_its_interval(
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"]), "NO_COLOR": "1"}
     url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Idle"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--db", db, "--watch", "--interval", "600",
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", db, "--watch", "--interval", "600",
                                 "--imap-processed", "Idle-done"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -139,7 +139,7 @@ def test_a_large_folder_is_read_and_moved_in_sets(
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
     env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
     url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Bulk"
-    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--db", db, "--batch", "40",
+    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", db, "--batch", "40",
                              "--imap-processed", "Bulk-done", "--imap-failed", "Bulk-failed"],
                             capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -163,7 +163,7 @@ def test_watch_outlives_a_failing_store_and_moves_nothing_meanwhile(
     open_store(f"sqlite:///{path}")
     env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"]), "NO_COLOR": "1"}
     url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Outage"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--watch", "--interval", "1",
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--watch", "--interval", "1",
                                 "--db", f"sqlite:///file:{path}?mode=ro&uri=true"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -189,7 +189,7 @@ def test_ingest_never_expunges_mail_the_user_marked_deleted(
     )
     env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
     url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Keep"
-    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--db", f"sqlite:///{tmp_path / 'r.sqlite'}",
+    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", f"sqlite:///{tmp_path / 'r.sqlite'}",
                              "--imap-processed", "Keep-done"], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert "stored 1" in result.stdout, result.stderr
     assert (count(client, "Keep"), count(client, "Keep-done")) == (1, 1)
@@ -210,7 +210,7 @@ def test_without_move_a_copy_and_uid_expunge_leave_the_users_deleted_mail_alone(
         "Plain", "(\\Deleted)", None, b"Subject: the user's, marked deleted\r\n\r\nkeep\r\n"
     )
     source = ImapSource(str(dovecot["host"]), int(str(dovecot["port"])), str(dovecot["user"]), "Plain", False,
-                        str(dovecot["password"]))  # fmt: skip
+                        str(dovecot["password"]), ca_file=Path(str(dovecot["ca_file"])))  # fmt: skip
     mover = _connect(source)
     assert {"MOVE", "UIDPLUS"} <= set(mover.capabilities)  # as announced after login
     mover.capabilities = tuple(c for c in mover.capabilities if c != "MOVE")
@@ -219,3 +219,26 @@ def test_without_move_a_copy_and_uid_expunge_leave_the_users_deleted_mail_alone(
     mover.logout()
     assert (count(client, "Plain"), count(client, "Plain-done")) == (1, 1)
     client.logout()
+
+
+def test_imap_urls_upgrade_with_starttls_and_imaps_works_too(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    client = mailbox(dovecot)
+    client.create("Secure")
+    client.append("Secure", None, None, report_mail(report("secure")))
+    client.logout()
+    env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    plain = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Secure"
+    # The server offers STARTTLS, so imap:// takes it and verifies the certificate: without the
+    # test CA the upgrade fails before the password is sent.
+    untrusted = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", plain, "--db", db],
+                               capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert untrusted.returncode == 1
+    assert untrusted.stderr.startswith("error: 127.0.0.1:21143: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert len(untrusted.stderr.strip().splitlines()) == 1
+    tls = f"imaps://{dovecot['user']}@{dovecot['host']}:{dovecot['tls_port']}/Secure"
+    stored = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", tls, "--imap-ca-file", str(dovecot["ca_file"]),
+                             "--db", db], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert "stored 1, duplicates 0" in stored.stdout, stored.stderr

@@ -94,7 +94,7 @@ def reports() -> None:
 @click.option(
     "--imap-ca-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra CA for the IMAP server.",
+    help="A CA to trust for the IMAP server, in addition to the system's.",
 )
 @click.option(
     "--imap-processed",

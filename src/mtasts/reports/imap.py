@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import ipaddress
 import re
 import select
 import ssl
@@ -58,16 +59,17 @@ class ImapSource:
 
 
 def _connect(source: ImapSource) -> imaplib.IMAP4:
+    context = ssl.create_default_context()
+    if source.ca_file:  # in addition to the system's CAs
+        context.load_verify_locations(cafile=str(source.ca_file))
     try:
         if source.tls:
-            context = ssl.create_default_context(
-                cafile=str(source.ca_file) if source.ca_file else None
-            )
             client: imaplib.IMAP4 = imaplib.IMAP4_SSL(
                 source.host, source.port, ssl_context=context, timeout=30
             )
         else:
             client = imaplib.IMAP4(source.host, source.port, timeout=30)
+            _secure(client, source, context)
         client.login(source.user, source.password)
         # imaplib keeps the greeting's list, and servers announce MOVE, UIDPLUS and more only
         # once logged in (RFC 3501 §6.2.3): ask again, or MOVE is never used.
@@ -81,6 +83,21 @@ def _connect(source: ImapSource) -> imaplib.IMAP4:
     if status != "OK":
         raise ImapError(f"{source.host}: cannot open folder {source.folder!r}")
     return client
+
+
+def _secure(client: imaplib.IMAP4, source: ImapSource, context: ssl.SSLContext) -> None:
+    """imap:// upgrades with STARTTLS (RFC 3501 §6.2.1) whenever the server offers it, verifying
+    the certificate; without it the password may cross only the loopback interface."""
+    if "STARTTLS" in client.capabilities:
+        client.starttls(context)
+        return
+    peer = client.sock.getpeername()[0]
+    if not ipaddress.ip_address(peer.split("%")[0]).is_loopback:
+        client.shutdown()
+        raise ImapError(
+            f"{source.host}:{source.port} offers no STARTTLS: the password would cross the network"
+            " in clear; use imaps:// (or a server on this machine)"
+        )
 
 
 def _move(client: imaplib.IMAP4, uids: list[bytes], folder: str) -> None:
