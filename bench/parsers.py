@@ -13,7 +13,11 @@ import time
 from collections.abc import Callable
 from importlib import resources
 
+import dns.message
+import dns.rrset
+
 from mtasts import sts, tlsrpt
+from mtasts.net import dnswire
 
 
 def rate(label: str, func: Callable[[], object], seconds: float = 1.0) -> None:
@@ -43,3 +47,18 @@ def main() -> None:
     rate("parse_report (json, 1 policy)", lambda: tlsrpt.parse_report(report))
     rate("parse_report (gzip, 1 policy)", lambda: tlsrpt.parse_report(report_gz))
     rate("parse_report (json, 50 policies)", lambda: tlsrpt.parse_report(big_report))
+    # The DNS codec against dnspython, on a two-MX answer as a recursive server sends it.
+    query = dns.message.make_query("example.com", "MX")
+    answer = dns.message.make_response(query)
+    answer.answer.append(
+        dns.rrset.from_text(
+            "example.com.", 300, "IN", "MX", "10 mx1.example.com.", "20 mx2.example.com."
+        )
+    )
+    wire = answer.to_wire()
+    rate("dnswire decode_response (2 MX)", lambda: dnswire.decode_response(wire))
+    rate("dnspython from_wire (2 MX)", lambda: dns.message.from_wire(wire))
+
+
+if __name__ == "__main__":
+    main()
