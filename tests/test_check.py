@@ -215,3 +215,24 @@ mx = [{ name = "mx.future-cert.example", addresses = [{ fault = "not-yet-valid" 
         assert "not yet valid" in future["detail"]
     finally:
         stop_lab(running)
+
+
+def test_names_that_are_not_domains_are_named_and_the_rest_is_checked(
+    lab: RunningLab, tmp_path: Path
+) -> None:
+    partners = tmp_path / "partners.txt"
+    partners.write_text("good-enforce.example\nbad..example\nbücher.example\nexample.com/path\n")
+    result = check("--lab", str(lab.state_dir), "--file", str(partners), "--json", "--timeout", "2")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {partners}:2: 'bad..example' is not a domain name: it has an empty label (two dots in a row or a leading dot)",
+        f"error: {partners}:4: 'example.com/path' is not a domain name: it has the label 'com/path': only letters, digits and inner hyphens are allowed",
+    ]
+    # The U-label name is asked in DNS as its A-label (IDNA, RFC 5891).
+    assert [json.loads(line)["domain"] for line in result.stdout.splitlines()] == [
+        "good-enforce.example",
+        "xn--bcher-kva.example",
+    ]
+    nothing = check("--lab", str(lab.state_dir), "not_a_name.example")
+    assert nothing.returncode == 2
+    assert nothing.stderr.startswith("error: 'not_a_name.example' is not a domain name")

@@ -450,3 +450,36 @@ def test_many_lookups_at_once_share_few_sockets_whose_ports_keep_changing() -> N
 
     assert asyncio.run(run()) == 1200
     assert len(set(ports)) == 3
+
+
+def test_a_server_nobody_listens_on_fails_fast_and_says_so() -> None:
+    import socket
+
+    with socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM
+    ) as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def run() -> str:
+        try:
+            await Resolver((Nameserver("127.0.0.1", port),), timeout=5).lookup("example.com", "MX")
+        except DnsLookupError as exc:
+            return str(exc)
+        return ""
+
+    started = time.monotonic()
+    error = asyncio.run(run())
+    assert error == "MX example.com: 127.0.0.1 is unreachable (Connection refused)"
+    assert time.monotonic() - started < 2  # not the whole 5-second timeout
+
+
+def test_a_name_that_cannot_be_asked_is_a_lookup_error() -> None:
+    async def run() -> str:
+        try:
+            await Resolver((Nameserver("127.0.0.1", 9),), timeout=1).lookup("bücher.example", "MX")
+        except DnsLookupError as exc:
+            return str(exc)
+        return ""
+
+    assert asyncio.run(run()) == "MX bücher.example: 'bücher.example': not an ASCII (A-label) name"

@@ -78,3 +78,18 @@ def test_answers_come_from_memory_within_grace_and_are_rechecked_after(monkeypat
     clock[0] += 31
     assert engine.remembered("example.net") is None
     assert asyncio.run(engine.lookup("example.net")).source == "cache"  # same id: no refetch
+
+
+def test_an_smtputf8_domain_is_looked_up_by_its_a_label(monkeypatch: Any) -> None:
+    asked: list[str] = []
+
+    class Recording(FakeResolver):
+        async def txt(self, name: str) -> list[list[bytes]]:
+            asked.append(name)
+            return await super().txt(name)
+
+    engine = engine_with({}, monkeypatch, [1000.0])
+    engine.resolver = Recording({})  # type: ignore[assignment]
+    lookup = asyncio.run(engine.lookup("Bücher.Example."))
+    assert asked == ["_mta-sts.xn--bcher-kva.example"]
+    assert lookup.domain == "xn--bcher-kva.example"

@@ -27,6 +27,7 @@ from mtasts.check.findings import EXPLANATIONS, Severity
 from mtasts.check.report import adoption_row, to_json
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
+from mtasts.sts.domain import domain_problem, to_a_label
 
 from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo
 
@@ -38,14 +39,31 @@ _VERDICT = {
 }
 
 
-def read_domain_file(path: Path) -> list[str]:
-    """One domain per line; '#' starts a comment; blank lines and duplicates are skipped."""
-    seen: dict[str, None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        name = line.split("#", 1)[0].strip().lower().rstrip(".")
-        if name:
-            seen.setdefault(name, None)
-    return list(seen)
+def read_domain_file(path: Path) -> list[tuple[str, str]]:
+    """(name, where) for each line: '#' starts a comment; blank lines are skipped."""
+    return [
+        (line.split("#", 1)[0], f"{path}:{number}")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.split("#", 1)[0].strip()
+    ]
+
+
+def domain_names(given: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The names to check (A-labels, lower case, each once) and one line per name that is not one."""
+    names: dict[str, None] = {}
+    problems = []
+    for text, where in given:
+        name = text.strip().lower().rstrip(".")
+        if not name.isascii():
+            # IDNA (RFC 5891): DNS carries the A-label, so bücher.example is asked as xn--bcher-kva.example.
+            name = to_a_label(name) or name
+        problem = domain_problem(name)
+        if problem:
+            place = f"{where}: " if where else ""
+            problems.append(f"error: {place}{text.strip()!r} is not a domain name: it {problem}")
+        else:
+            names.setdefault(name, None)
+    return list(names), problems
 
 
 def _options_from_lab(state_dir: Path) -> dict[str, Any]:
@@ -230,13 +248,18 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
             )
         click.echo(f"{explain_code}: {text}")
         return
-    names = [d.strip().lower().rstrip(".") for d in domains if d.strip()]
+    given = [(d, "") for d in domains if d.strip()]
     if domain_file:
-        names += read_domain_file(domain_file)
-    if not names:
+        given += read_domain_file(domain_file)
+    if not given:
         raise click.UsageError("give at least one DOMAIN or --file")
+    names, problems = domain_names(given)
+    for problem in problems:  # the rest of the batch goes on
+        echo(problem, fg="red", err=True)
+    if not names:
+        sys.exit(EXIT_USAGE)
     try:
-        given: dict[str, Any] = {
+        flags: dict[str, Any] = {
             "ca_file": ca_file,
             "smtp_port": smtp_port,
             "https_port": https_port,
@@ -247,7 +270,7 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
     # The lab's values are the base; a flag the user typed (or set by env) still wins.
     settings = _options_from_lab(lab_dir) if lab_dir is not None else {}
     context = click.get_current_context()
-    for key, value in given.items():
+    for key, value in flags.items():
         source = context.get_parameter_source(key)
         if key not in settings or source in (
             ParameterSource.COMMANDLINE,
@@ -276,7 +299,8 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
             render_adoption(checks)
     if csv_path:
         write_csv(csv_path, checks)
-    sys.exit(EXIT_PROBLEMS if any(c.verdict == "error" for c in checks) else EXIT_OK)
+    failed = problems or any(c.verdict == "error" for c in checks)
+    sys.exit(EXIT_PROBLEMS if failed else EXIT_OK)
 
 
 __all__ = ["EXIT_USAGE", "check"]

@@ -190,6 +190,7 @@ class Resolver:
             raise _AllFailed("no DNS server configured (/etc/resolv.conf names none)")
         refused: dict[Nameserver, str] = {}
         while True:
+            started = loop.time()
             for server in self.nameservers:
                 if server in refused:
                     continue
@@ -203,26 +204,31 @@ class Resolver:
                         response = dnswire.decode_response(
                             await self._tcp(server, name, rtype, max(0.1, deadline - loop.time()))
                         )
+                except ConnectionRefusedError as exc:
+                    # ICMP port unreachable: nothing listens there, and asking again will not help.
+                    refused[server] = f"is unreachable ({exc.strerror or exc})"
+                    continue
                 except (TimeoutError, OSError, EOFError, asyncio.IncompleteReadError):
                     continue
                 except dnswire.WireError as exc:
-                    refused[server] = f"unreadable answer ({exc})"
+                    refused[server] = f"sent an unreadable answer ({exc})"
                     continue
                 if response.rcode in (dnswire.NOERROR, dnswire.NXDOMAIN):
                     return response
                 # SERVFAIL, REFUSED: this server will not answer better on a retry.
-                refused[server] = dnswire.RCODES.get(response.rcode, f"rcode {response.rcode}")
+                code = dnswire.RCODES.get(response.rcode, f"rcode {response.rcode}")
+                refused[server] = f"answered {code}"
             if len(refused) == len(self.nameservers):
-                raise _AllFailed(
-                    "; ".join(f"{s.address} answered {why}" for s, why in refused.items())
-                )
-            await asyncio.sleep(0)  # every server timed out this round: ask again
+                raise _AllFailed("; ".join(f"{s.address} {why}" for s, why in refused.items()))
+            if loop.time() - started < 0.05:  # every server failed at once (no route?): do not spin
+                await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
         started = time.perf_counter()
         self.lookups += 1
         rtype = dnswire.TYPES[rdtype]
         try:
+            dnswire.encode_name(name)  # a name that cannot be asked is said so, not sent
             response = await self._exchange(name, rtype)
         except TimeoutError:
             raise DnsLookupError(f"{rdtype} {name}: no answer within {self.timeout:g} s") from None

@@ -22,6 +22,7 @@ from mtasts.sts.cache import (
     after_failed_fetch,
     decide,
 )
+from mtasts.sts.domain import to_a_label
 
 from .store import PolicyStore
 
@@ -110,6 +111,8 @@ class PolicyEngine:
     async def lookup(self, domain: str) -> Lookup:
         """The policy to apply to ``domain`` now; concurrent lookups of one domain share the work."""
         domain = domain.lower().rstrip(".")
+        if not domain.isascii():  # an SMTPUTF8 recipient's domain: DNS and HTTPS use the A-label
+            domain = to_a_label(domain) or domain
         answer = self.remembered(domain)
         if answer is not None:
             return answer
