@@ -309,6 +309,9 @@ def test_each_kind_of_bad_report_names_its_rule_and_the_good_one_still_lands(
     assert len(lines) == 5  # one line each, naming the input
     for name in bad:
         assert any(f"{inbox / name}:" in line for line in lines), name
+    # Each line ends with the rule broken, the same code the quarantine lists.
+    assert sorted(line.rsplit("[", 1)[1].rstrip("]") for line in lines) == [
+        "report.count-absurd", "report.date", "report.encoding", "report.gzip", "report.json"]  # fmt: skip
     held = run("quarantine", db=db_url).stdout
     for rule in (
         "report.json",

@@ -213,7 +213,7 @@ class ReportStore:
             for p in parsed:
                 if p.report is None:
                     assert p.error is not None
-                    outcomes.append(Stored(Outcome.QUARANTINED, str(p.error)))
+                    outcomes.append(Stored(Outcome.QUARANTINED, f"{p.error} [{p.error.rule}]"))
                     if p.digest not in quarantined:
                         quarantined.add(p.digest)
                         keep.append(p)
