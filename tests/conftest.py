@@ -208,6 +208,126 @@ zone:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+DANE_ZONE = """$ORIGIN dane.example.
+$TTL 300
+@ SOA ns.dane.example. hostmaster.dane.example. 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+full MX 10 mx1
+full MX 20 mx2
+partial MX 10 mx1
+partial MX 20 mx3
+_mta-sts.full TXT "v=STSv1; id=20260101T000000;"
+_mta-sts.partial TXT "v=STSv1; id=20260101T000000;"
+mx1 A 192.0.2.1
+mx2 A 192.0.2.2
+mx3 A 192.0.2.3
+_25._tcp.mx1 TLSA 3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6
+_25._tcp.mx2 TLSA 3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6
+"""
+
+
+@pytest.fixture(scope="session")
+def validating_resolver() -> Iterator[dict[str, object]]:
+    """Unbound on 127.0.0.1:25354, validating DNSSEC for dane.example, which a private Knot on
+    :25355 signs; every other name goes to that Knot too (and is refused), so nothing leaves."""
+    if shutil.which("knotd") is None or shutil.which("unbound") is None:
+        pytest.skip(
+            "knotd and unbound are not installed (.ci/run installs Debian's knot and unbound)"
+        )
+    import tempfile
+
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    folder = Path(tempfile.mkdtemp(prefix="mtasts-dnssec-"))
+    os.chmod(folder, 0o755)
+    (folder / "db").mkdir()
+    (folder / "dane.example.zone").write_text(DANE_ZONE)
+    knot_port, unbound_port = 25355, 25354
+    (folder / "knot.conf").write_text(f"""server:
+    listen: 127.0.0.1@{knot_port}
+    rundir: {folder}
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: {folder}/db
+zone:
+  - domain: dane.example
+    storage: {folder}
+    file: dane.example.zone
+    dnssec-signing: on
+""")
+    processes = [subprocess.Popen(["knotd", "-c", str(folder / "knot.conf")], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)]  # fmt: skip
+    try:
+        wait_for_port(knot_port, processes[0])
+        # Knot signs on load; the key-signing key is the trust anchor Unbound starts from.
+        deadline = time.monotonic() + 20
+        while True:
+            query = dns.message.make_query("dane.example", "DNSKEY", want_dnssec=True)
+            answer = dns.query.udp(query, "127.0.0.1", port=knot_port, timeout=2)
+            keys = [rr for rr in answer.answer if rr.rdtype == dns.rdatatype.DNSKEY]
+            if keys or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert keys, "Knot did not sign dane.example"
+        ksk = [
+            f"dane.example. 300 IN DNSKEY {key.to_text()}" for key in keys[0] if key.flags == 257
+        ]
+        (folder / "anchor.key").write_text("\n".join(ksk) + "\n")
+        (folder / "unbound.conf").write_text(f"""server:
+  interface: 127.0.0.1
+  port: {unbound_port}
+  do-ip6: no
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{folder}"
+  pidfile: "{folder}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "validator iterator"
+  trust-anchor-file: "{folder}/anchor.key"
+  val-permissive-mode: no
+remote-control:
+  control-enable: no
+stub-zone:
+  name: "dane.example"
+  stub-addr: 127.0.0.1@{knot_port}
+stub-zone:
+  name: "."
+  stub-addr: 127.0.0.1@{knot_port}
+""")
+        processes.append(subprocess.Popen(["unbound", "-d", "-c", str(folder / "unbound.conf")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:  # Unbound has no TCP-less readiness signal: ask until it answers
+            try:
+                dns.query.udp(dns.message.make_query("dane.example", "SOA"), "127.0.0.1", port=unbound_port,
+                              timeout=1)  # fmt: skip
+                break
+            except (dns.exception.Timeout, OSError):
+                if processes[1].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        processes[1].stderr.read().decode()
+                        if processes[1].stderr
+                        else "unbound died"
+                    ) from None
+        yield {"nameserver": f"127.0.0.1:{unbound_port}", "authoritative": f"127.0.0.1:{knot_port}"}
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _imap_certificate(folder: Path) -> None:
     """ca.pem, and cert.pem/key.pem for 127.0.0.1 signed by it: STARTTLS and imaps get verified."""
     import datetime as dt

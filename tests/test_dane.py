@@ -1,0 +1,60 @@
+"""DANE against real DNSSEC: Knot signs dane.example, Unbound validates it, the engine decides."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mtasts.net.dns import Nameserver, Resolver
+from mtasts.net.https import PolicyFetch
+from mtasts.resolver import engine as engine_module
+from mtasts.resolver import postfix
+from mtasts.resolver.engine import EngineOptions, PolicyEngine
+from mtasts.resolver.postfix import policy_reply
+from mtasts.resolver.store import PolicyStore
+
+POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: *.dane.example\r\nmax_age: 86400\r\n"
+
+
+def test_only_a_validating_resolver_marks_the_signed_tlsa_authentic(
+    validating_resolver: dict[str, str],
+) -> None:
+    async def ask(server: str) -> tuple[bool, bool]:
+        answer = await Resolver((Nameserver.parse(server),), timeout=5).lookup(
+            "_25._tcp.mx1.dane.example", "TLSA"
+        )
+        return bool(answer.records), answer.authenticated
+
+    assert asyncio.run(ask(validating_resolver["nameserver"])) == (True, True)
+    # The authoritative server holds the same signed records, but only a validator sets AD.
+    assert asyncio.run(ask(validating_resolver["authoritative"])) == (True, False)
+
+
+def test_dane_answers_only_when_every_mx_has_signed_tlsa(
+    validating_resolver: dict[str, str], monkeypatch: Any
+) -> None:
+    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
+        # HTTPS is not under test here; DNS and DNSSEC are.
+        return PolicyFetch(
+            "https://mta-sts.dane.example/.well-known/mta-sts.txt",
+            "192.0.2.9",
+            200,
+            "text/plain",
+            POLICY,
+        )
+
+    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+    resolver = Resolver((Nameserver.parse(validating_resolver["nameserver"]),), timeout=5)
+    engine = PolicyEngine(resolver, PolicyStore(None), EngineOptions())
+
+    async def both() -> tuple[Any, Any]:
+        return await engine.lookup("full.dane.example"), await engine.lookup("partial.dane.example")
+
+    full, partial = asyncio.run(both())
+    assert full.dane is True
+    assert policy_reply(full.cached, postfix.TestingAnswer.NONE, dane=full.dane) == "dane"
+    # mx3 has no TLSA: Postfix's answer covers the whole domain, so MTA-STS stays in charge.
+    assert partial.dane is False
+    assert policy_reply(partial.cached, postfix.TestingAnswer.NONE, dane=partial.dane).startswith(
+        "secure match="
+    )
