@@ -328,6 +328,40 @@ stub-zone:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+OAUTH_TOKEN = "ya29.mtasts-test-token"
+
+
+def _token_introspection(port: int) -> Any:
+    """RFC 7662 token introspection, as Google or Microsoft would answer Dovecot's oauth2 passdb:
+    OAUTH_TOKEN is an active token for the user tlsrpt, anything else is not."""
+    import http.server
+    import threading
+    from urllib.parse import parse_qs
+
+    class Introspect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            token = parse_qs(body).get("token", [""])[0]
+            answer = (
+                {"active": "true", "username": "tlsrpt"}
+                if token == OAUTH_TOKEN
+                else {"active": "false"}
+            )
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Introspect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def _imap_certificate(folder: Path) -> None:
     """ca.pem, and cert.pem/key.pem for 127.0.0.1 signed by it: STARTTLS and imaps get verified."""
     import datetime as dt
@@ -397,7 +431,12 @@ def dovecot() -> Iterator[dict[str, object]]:
     shutil.chown(folder / "home", "nobody", "nogroup")
     (folder / "passwd").write_text("tlsrpt:{PLAIN}imap-secret-1\n")
     _imap_certificate(folder)
-    port, tls_port = 21143, 21993
+    port, tls_port, introspection = 21143, 21993, _token_introspection(21180)
+    (folder / "oauth2.conf.ext").write_text(
+        f"introspection_url = http://127.0.0.1:{introspection.server_port}/introspect\n"
+        "introspection_mode = post\nusername_attribute = username\n"
+        "active_attribute = active\nactive_value = true\nforce_introspection = yes\n"
+    )
     (folder / "dovecot.conf").write_text(f"""base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/log
@@ -407,10 +446,15 @@ ssl = yes
 ssl_cert = <{folder}/cert.pem
 ssl_key = <{folder}/key.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2
 passdb {{
   driver = passwd-file
   args = {folder}/passwd
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2
+  args = {folder}/oauth2.conf.ext
 }}
 userdb {{
   driver = static
@@ -445,8 +489,9 @@ default_internal_user = nobody
     )
     try:
         yield {"host": "127.0.0.1", "port": port, "tls_port": tls_port, "user": "tlsrpt",
-               "password": "imap-secret-1", "ca_file": folder / "ca.pem"}  # fmt: skip
+               "password": "imap-secret-1", "ca_file": folder / "ca.pem", "token": OAUTH_TOKEN}  # fmt: skip
     finally:
+        introspection.shutdown()
         process.terminate()
         process.wait(10)
         shutil.rmtree(folder, ignore_errors=True)

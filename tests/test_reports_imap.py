@@ -242,3 +242,33 @@ def test_imap_urls_upgrade_with_starttls_and_imaps_works_too(
     stored = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", tls, "--imap-ca-file", str(dovecot["ca_file"]),
                              "--db", db], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert "stored 1, duplicates 0" in stored.stdout, stored.stderr
+
+
+def test_oauth2_mailboxes_log_in_with_an_access_token(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    """Gmail and Microsoft 365 take SASL XOAUTH2, not passwords; Dovecot checks the token the
+    way they do, by introspection (RFC 7662) at a token endpoint."""
+    client = mailbox(dovecot)
+    client.create("Workspace")
+    client.append("Workspace", None, None, report_mail(report("oauth")))
+    client.logout()
+    token = tmp_path / "token"
+    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Workspace"
+    env = {k: v for k, v in os.environ.items() if k != "MTASTS_IMAP_PASSWORD"} | {"NO_COLOR": "1"}
+
+    def ingest() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-token-file", str(token),
+                               "--imap-ca-file", str(dovecot["ca_file"]), "--db", f"sqlite:///{tmp_path / 'r.sqlite'}"],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+    token.write_text("expired-or-wrong\n")
+    refused = ingest()
+    assert refused.returncode == 1
+    assert refused.stderr == "error: 127.0.0.1:21143: [AUTHENTICATIONFAILED] Authentication failed.\n"
+    assert len(refused.stderr.strip().splitlines()) == 1
+    token.write_text(
+        f"{dovecot['token']}\n"
+    )  # the refresher wrote a new token: read at the next login
+    stored = ingest()
+    assert "stored 1, duplicates 0" in stored.stdout, stored.stderr

@@ -92,6 +92,11 @@ def reports() -> None:
 )
 @click.option("--imap-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
+    "--imap-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Log in with OAuth 2.0 (SASL XOAUTH2) using the access token in this file, read at each login.",
+)
+@click.option(
     "--imap-ca-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A CA to trust for the IMAP server, in addition to the system's.",
@@ -131,7 +136,8 @@ def reports() -> None:
 @max_report_option
 @db_option
 def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
-           imap_password_file: Path | None, imap_ca_file: Path | None, imap_processed: str, imap_failed: str,
+           imap_password_file: Path | None, imap_token_file: Path | None, imap_ca_file: Path | None,
+           imap_processed: str, imap_failed: str,
            watch: bool, interval: float, batch_size: int, max_report: int, db: str | None) -> None:  # fmt: skip
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
@@ -149,7 +155,8 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         )
         try:
             source = ImapSource.parse(imap_url, password, imap_ca_file)
-            source = dataclasses.replace(source, processed=imap_processed, failed=imap_failed)
+            source = dataclasses.replace(source, processed=imap_processed, failed=imap_failed,
+                                         token_file=imap_token_file)  # fmt: skip
         except ImapError as exc:
             raise click.BadParameter(str(exc), param_hint="--imap-url") from None
     store = _store(db)

@@ -45,6 +45,33 @@ class ImapSource:
     processed: str = "Processed"
     failed: str = "Failed"
     ca_file: Path | None = None
+    # An OAuth 2.0 access token, read afresh at each login (tokens live an hour or so and a
+    # tool such as oama or a cron job keeps the file current): Gmail and Microsoft 365
+    # mailboxes take no passwords.
+    token_file: Path | None = None
+
+    def login(self, client: imaplib.IMAP4) -> None:
+        if self.token_file is None:
+            client.login(self.user, self.password)
+            return
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ImapError(
+                f"cannot read the OAuth token file {self.token_file}: {exc.strerror}"
+            ) from None
+        sent = False
+
+        def respond(_challenge: bytes) -> bytes:
+            # SASL XOAUTH2: the credentials once; an error challenge gets an empty answer so
+            # the server ends the exchange with NO and its reason.
+            nonlocal sent
+            if sent:
+                return b""
+            sent = True
+            return f"user={self.user}\x01auth=Bearer {token}\x01\x01".encode()
+
+        client.authenticate("XOAUTH2", respond)
 
     @classmethod
     def parse(cls, url: str, password: str, ca_file: Path | None = None) -> ImapSource:
@@ -70,7 +97,7 @@ def _connect(source: ImapSource) -> imaplib.IMAP4:
         else:
             client = imaplib.IMAP4(source.host, source.port, timeout=30)
             _secure(client, source, context)
-        client.login(source.user, source.password)
+        source.login(client)
         # imaplib keeps the greeting's list, and servers announce MOVE, UIDPLUS and more only
         # once logged in (RFC 3501 §6.2.3): ask again, or MOVE is never used.
         _, found = client.capability()
