@@ -219,9 +219,9 @@ partial MX 10 mx1
 partial MX 20 mx3
 _mta-sts.full TXT "v=STSv1; id=20260101T000000;"
 _mta-sts.partial TXT "v=STSv1; id=20260101T000000;"
-mx1 A 192.0.2.1
-mx2 A 192.0.2.2
-mx3 A 192.0.2.3
+mx1 A 127.0.0.81
+mx2 A 127.0.0.82
+mx3 A 127.0.0.83
 _25._tcp.mx1 TLSA 3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6
 _25._tcp.mx2 TLSA 3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b56664c5d3d6
 """

@@ -58,3 +58,32 @@ def test_dane_answers_only_when_every_mx_has_signed_tlsa(
     assert policy_reply(partial.cached, postfix.TestingAnswer.NONE, dane=partial.dane).startswith(
         "secure match="
     )
+
+
+def test_check_says_which_tlsa_records_dnssec_validates(
+    validating_resolver: dict[str, str],
+) -> None:
+    import json
+    import os
+    import subprocess
+
+    from .conftest import MTASTS
+
+    def check(server: str) -> dict[str, Any]:
+        out = subprocess.run([MTASTS, "check", "--nameserver", server, "--timeout", "2", "--json", "partial.dane.example"],
+                             capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=60)  # fmt: skip
+        document: dict[str, Any] = json.loads(out.stdout)
+        return document
+
+    validated = check(validating_resolver["nameserver"])
+    assert [(m["host"], m["tlsa"], m["tlsa_validated"]) for m in validated["mx"]] == [
+        ("mx1.dane.example", True, True),
+        ("mx3.dane.example", False, False),
+    ]
+    dane = [f["message"] for f in validated["findings"] if f["code"] == "dane-tlsa"]
+    assert dane == [
+        "_25._tcp.mx1.dane.example publishes TLSA records, DNSSEC-validated by the resolver used: DANE senders verify this MX with them"
+    ]
+    # Asked straight at the authoritative server, nothing validates the same records.
+    unvalidated = check(validating_resolver["authoritative"])
+    assert [m["tlsa_validated"] for m in unvalidated["mx"]] == [False, False]

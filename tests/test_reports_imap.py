@@ -265,7 +265,9 @@ def test_oauth2_mailboxes_log_in_with_an_access_token(
     token.write_text("expired-or-wrong\n")
     refused = ingest()
     assert refused.returncode == 1
-    assert refused.stderr == "error: 127.0.0.1:21143: [AUTHENTICATIONFAILED] Authentication failed.\n"
+    assert (
+        refused.stderr == "error: 127.0.0.1:21143: [AUTHENTICATIONFAILED] Authentication failed.\n"
+    )
     assert len(refused.stderr.strip().splitlines()) == 1
     token.write_text(
         f"{dovecot['token']}\n"

@@ -61,6 +61,7 @@ class MxResult:
     addresses: list[AddressResult] = field(default_factory=list)
     in_policy: bool | None = None
     tlsa: bool = False
+    tlsa_validated: bool = False  # the resolver set AD: DNSSEC-signed, so DANE senders use it
     dns_error: str | None = None
     action: str = ""
 
@@ -250,6 +251,7 @@ async def _gather_mx(
         return mx
     mx.cname = v4.canonical or v6.canonical
     mx.tlsa = bool(tlsa.records)
+    mx.tlsa_validated = mx.tlsa and tlsa.authenticated
     # Sorted so reports and JSON are stable whatever order the DNS server rotates.
     addresses = sorted(v4.records, key=ipaddress.ip_address) + sorted(
         v6.records, key=ipaddress.ip_address
@@ -313,7 +315,20 @@ def _judge_mx(check: DomainCheck, mx: MxResult) -> None:
     if mx.cname:
         check.add("mx-cname", Severity.INFO, mx.host, f"MX {mx.host} is a CNAME to {mx.cname}")
     if mx.tlsa:
-        check.add("dane-tlsa", Severity.INFO, mx.host, f"_25._tcp.{mx.host} publishes TLSA records")
+        # RFC 7672 §2.2: senders use TLSA records only when DNSSEC validates them; then DANE,
+        # not MTA-STS, decides for this MX (RFC 8461 §2).
+        validated = (
+            "DNSSEC-validated by the resolver used: DANE senders verify this MX with them"
+            if mx.tlsa_validated
+            else "not marked DNSSEC-validated by the resolver used: DANE senders ignore them"
+            " unless the zone is signed (or this resolver does not validate)"
+        )
+        check.add(
+            "dane-tlsa",
+            Severity.INFO,
+            mx.host,
+            f"_25._tcp.{mx.host} publishes TLSA records, {validated}",
+        )
     by_code: dict[str, list[AddressResult]] = {}
     for result in mx.addresses:
         for probe in result.probes:

@@ -48,6 +48,7 @@ def _mx(mx: MxResult) -> dict[str, Any]:
         "cname": mx.cname,
         "in_policy": mx.in_policy,
         "tlsa": mx.tlsa,
+        "tlsa_validated": mx.tlsa_validated,
         "action": mx.action,
         "addresses": [_address(a) for a in mx.addresses],
     }
