@@ -177,6 +177,10 @@ def main(mails: int = 100_000, rows: int = 1_000_000) -> None:
         print(
             f"summary of every domain, 30 days: {time.perf_counter() - started:.1f} s ({len(every):,} rows)"
         )
+        started = time.perf_counter()
+        pruned = store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=45))
+        took = time.perf_counter() - started
+        print(f"prune reports older than 45 days: {took:.1f} s ({pruned.reports:,} reports)")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

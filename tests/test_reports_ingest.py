@@ -19,8 +19,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import func, select
 
 from mtasts.lab.reports import report_mail as lab_report_mail
+from mtasts.reports.models import FailureRow
 from mtasts.reports.store import open_store
 
 from .conftest import MTASTS
@@ -339,3 +341,44 @@ def test_a_store_that_fails_mid_run_is_one_line_and_moves_nothing(tmp_path: Path
     assert len(mailbox.Maildir(tmp_path / "Maildir", create=False)) == 3  # still there to retry
     again = run("ingest", "--maildir", str(tmp_path / "Maildir"), db=f"sqlite:///{path}")
     assert "stored 3, duplicates 0" in again.stdout
+
+
+def test_prune_drops_old_reports_with_their_rows_and_raw_bytes(db_url: str, tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    (inbox / "old1.json").write_bytes(report("old-1"))  # April 2016, like the RFC's example
+    (inbox / "old2.json").write_bytes(report("old-2"))
+    (inbox / "new.json").write_bytes(report("new").replace(b"2016-04-01", today.encode()))
+    (inbox / "broken.json").write_bytes(b'{"report-id": ')
+    assert "stored 3, duplicates 0, quarantined 1" in run("ingest", str(inbox), db=db_url).stdout
+    store = open_store(db_url)
+    before = store.counts()
+    cutoff = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 400 * 86400))
+    dry = run("prune", "--older-than", "400d", "--dry-run", db=db_url)
+    assert (
+        f"would prune 2 reports from before {cutoff} (2 policy rows, 2 raw reports)" in dry.stdout
+    )
+    assert store.counts() == before
+    done = run("prune", "--older-than", "400d", db=db_url)
+    assert f"pruned 2 reports from before {cutoff} (2 policy rows, 2 raw reports)" in done.stdout
+    assert store.counts() == {
+        "reports": 1,
+        "raw": 2,
+        "quarantined": 1,
+    }  # the quarantine keeps its raw
+    with store.engine.connect() as connection:  # no orphaned failure rows left behind
+        failures = connection.scalar(select(func.count()).select_from(FailureRow))
+    assert failures == len([d for p in RFC_EXAMPLE["policies"] for d in p["failure-details"]])
+    days = {
+        row["day"]
+        for row in json.loads(run("summary", "--since", "2016-01-01", "--json", db=db_url).stdout)
+    }
+    assert days == {today}
+    failures = json.loads(
+        run("summary", "--by", "mx", "--since", "2016-01-01", "--json", db=db_url).stdout
+    )
+    assert {row["day"] for row in failures} == {today}
+    wrong = run("prune", "--older-than", "soon", db=db_url)
+    assert wrong.returncode == 2
+    assert "'soon': use 30d, 2w or YYYY-MM-DD" in wrong.stderr

@@ -246,7 +246,27 @@ def quarantine(retry: bool, max_report: int, db: str | None) -> None:
     console().print(table)
 
 
-def _since(text: str | None) -> dt.date | None:
+@reports.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="400d, 52w or YYYY-MM-DD: reports whose day starts before it go.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
+@db_option
+def prune(older_than: str, dry_run: bool, db: str | None) -> None:
+    """Delete old reports, their rows and the raw bytes nothing else refers to (the quarantine stays)."""
+    day = _since(older_than, "--older-than")
+    assert day is not None
+    before = dt.datetime.combine(day, dt.time(), dt.UTC)
+    pruned = _store(db).prune(before, dry_run=dry_run)
+    verb = "would prune" if dry_run else "pruned"
+    echo(f"{verb} {pruned.reports:,} reports from before {day} ({pruned.policy_rows:,} policy rows,"
+         f" {pruned.raw:,} raw reports)", bold=True)  # fmt: skip
+
+
+def _since(text: str | None, option: str = "--since") -> dt.date | None:
     """``30d``, ``2w`` or an ISO date."""
     if not text:
         return None
@@ -257,7 +277,7 @@ def _since(text: str | None) -> dt.date | None:
         return dt.date.fromisoformat(text)
     except ValueError:
         pass
-    raise click.BadParameter(f"{text!r}: use 30d, 2w or YYYY-MM-DD", param_hint="--since")
+    raise click.BadParameter(f"{text!r}: use 30d, 2w or YYYY-MM-DD", param_hint=option)
 
 
 @reports.command("summary")

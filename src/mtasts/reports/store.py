@@ -81,6 +81,13 @@ class _Parsed:
     submitter: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    reports: int
+    policy_rows: int
+    raw: int
+
+
 def default_url() -> str:
     """``MTASTS_DB``, else a SQLite file in the user's data folder."""
     if os.environ.get("MTASTS_DB"):
@@ -326,6 +333,39 @@ class ReportStore:
         with Session(self.engine) as session:
             return list(session.scalars(select(Quarantined).order_by(Quarantined.id)))
 
+    def prune(self, before: dt.datetime, *, dry_run: bool = False) -> Pruned:
+        """Delete reports whose range starts before ``before``, with their rows and raw bytes.
+
+        Raw bytes still referred to (by a newer report or by the quarantine) stay.
+        One transaction: an interrupted prune deletes nothing.
+        """
+        old = select(ReportRow.id).where(ReportRow.start < before)
+        with self.engine.begin() as connection:
+            reports = connection.scalar(
+                select(func.count()).select_from(ReportRow).where(ReportRow.start < before)
+            )
+            policies = connection.scalar(
+                select(func.count()).select_from(PolicyRow).where(PolicyRow.report_id.in_(old))
+            )
+            candidates = list(
+                connection.scalars(
+                    select(ReportRow.raw_id).where(ReportRow.start < before).distinct()
+                )
+            )
+            kept = set(
+                connection.scalars(select(ReportRow.raw_id).where(ReportRow.start >= before))
+            )
+            kept.update(connection.scalars(select(Quarantined.raw_id)))
+            freed = [raw_id for raw_id in candidates if raw_id not in kept]
+            if not dry_run:
+                policy_ids = select(PolicyRow.id).where(PolicyRow.report_id.in_(old))
+                connection.execute(delete(FailureRow).where(FailureRow.policy_id.in_(policy_ids)))
+                connection.execute(delete(PolicyRow).where(PolicyRow.report_id.in_(old)))
+                connection.execute(delete(ReportRow).where(ReportRow.start < before))
+                for chunk in _chunks(freed):
+                    connection.execute(delete(RawReport).where(RawReport.id.in_(chunk)))
+        return Pruned(reports or 0, policies or 0, len(freed))
+
     def counts(self) -> dict[str, int]:
         with Session(self.engine) as session:
             return {
@@ -341,6 +381,7 @@ class ReportStore:
 __all__ = [
     "Incoming",
     "Outcome",
+    "Pruned",
     "ReportStore",
     "Stored",
     "default_url",
