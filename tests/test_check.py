@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from .conftest import MTASTS, RunningLab
+from .conftest import MTASTS, RunningLab, need
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "check.schema.json").read_text())
 
@@ -236,3 +237,27 @@ def test_names_that_are_not_domains_are_named_and_the_rest_is_checked(
     nothing = check("--lab", str(lab.state_dir), "not_a_name.example")
     assert nothing.returncode == 2
     assert nothing.stderr.startswith("error: 'not_a_name.example' is not a domain name")
+
+
+def test_a_machine_without_dns_servers_gets_a_finding_not_a_traceback() -> None:
+    """An empty /etc/resolv.conf (here: inside a network namespace that has one)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a network namespace")
+    ip = need("ip")
+    name = f"mtasts-nodns-{os.getpid()}"
+    etc = Path("/etc/netns") / name
+    subprocess.run([ip, "netns", "add", name], check=True)
+    try:
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("# no nameserver lines\n")
+        result = subprocess.run([ip, "netns", "exec", name, MTASTS, "check", "--json", "--timeout", "1", "example.com"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        subprocess.run([ip, "netns", "del", name], check=False)
+        shutil.rmtree(etc, ignore_errors=True)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    document = json.loads(result.stdout)
+    messages = [f["message"] for f in document["findings"] if f["code"] == "dns-error"]
+    assert messages
+    assert all("no DNS server configured (/etc/resolv.conf names none)" in m for m in messages)

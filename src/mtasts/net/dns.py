@@ -123,10 +123,7 @@ class _Channel(asyncio.DatagramProtocol):
 class Resolver:
     def __init__(self, nameservers: tuple[Nameserver, ...] = (), timeout: float = 5.0) -> None:
         if not nameservers:
-            system = dns.resolver.Resolver(configure=True)
-            nameservers = tuple(
-                Nameserver(str(address), system.port) for address in system.nameservers
-            )
+            nameservers = _system_nameservers()
         self.nameservers = nameservers
         self.timeout = timeout
         self._channels: dict[Nameserver, _Channel] = {}
@@ -278,6 +275,15 @@ class Resolver:
             for value in answer.values
             if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
         )
+
+
+def _system_nameservers() -> tuple[Nameserver, ...]:
+    """The servers /etc/resolv.conf names; none (each lookup then says so) when it cannot be read."""
+    try:
+        system = dns.resolver.Resolver(configure=True)
+    except (dns.resolver.NoResolverConfiguration, OSError):
+        return ()
+    return tuple(Nameserver(str(address), system.port) for address in system.nameservers)
 
 
 class _AllFailed(Exception):
