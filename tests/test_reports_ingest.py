@@ -382,3 +382,30 @@ def test_prune_drops_old_reports_with_their_rows_and_raw_bytes(db_url: str, tmp_
     wrong = run("prune", "--older-than", "soon", db=db_url)
     assert wrong.returncode == 2
     assert "'soon': use 30d, 2w or YYYY-MM-DD" in wrong.stderr
+
+
+def test_watch_keeps_reading_a_maildir(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--maildir", str(tmp_path / "Maildir"), "--watch",
+                                "--interval", "1", "--db", db], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    try:
+        time.sleep(1.5)  # a round or two over the empty Maildir
+        box.add(report_mail(report("delivered-later")))
+        deadline = time.monotonic() + 20
+        processed = tmp_path / "Maildir" / ".Processed" / "new"
+        while not (processed.exists() and any(processed.iterdir())):
+            assert process.poll() is None, "the watcher stopped"
+            assert time.monotonic() < deadline, "the new message was not picked up"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=10)
+    assert open_store(db).counts()["reports"] == 1
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ stored 1, duplicates 0", log, re.M), log
+    both = run("ingest", "--watch", "--maildir", str(tmp_path / "Maildir"), str(tmp_path), db=db)
+    assert both.returncode == 2
+    assert (
+        "--watch reads one mailbox: give --imap-url or one --maildir, nothing else" in both.stderr
+    )

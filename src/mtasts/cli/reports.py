@@ -25,6 +25,7 @@ from mtasts.reports.ingest import (
     ingest_mbox,
     ingest_path,
     retry_quarantined,
+    watch_maildir,
 )
 from mtasts.reports.store import Outcome, ReportStore, default_url, open_store, store_error
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
@@ -116,7 +117,7 @@ def reports() -> None:
 @click.option(
     "--watch",
     is_flag=True,
-    help="With --imap-url: keep reading the mailbox (woken by IMAP IDLE when the server has it).",
+    help="With --imap-url (woken by IMAP IDLE when the server has it) or one --maildir: keep reading it.",
 )
 @click.option(
     "--interval",
@@ -146,6 +147,10 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
     """
     if not (paths or maildir or mbox or imap_url):
         raise click.UsageError("give PATHS, '-', --maildir, --mbox or --imap-url")
+    if watch and (paths or mbox or len(maildir) + bool(imap_url) != 1):
+        raise click.UsageError(
+            "--watch reads one mailbox: give --imap-url or one --maildir, nothing else"
+        )
     source = None
     if imap_url:
         password = (
@@ -166,6 +171,12 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         )
         try:
             imap_watch(store, source, interval, _log_round, batch_size, max_report)
+        except KeyboardInterrupt:
+            return
+    if watch:
+        echo(f"watching {maildir[0]} every {interval:g} s (Ctrl-C to stop)", err=True)
+        try:
+            watch_maildir(store, maildir[0], interval, _log_round, batch_size, max_report)
         except KeyboardInterrupt:
             return
     result = IngestResult()

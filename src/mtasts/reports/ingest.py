@@ -12,16 +12,19 @@ twice.
 from __future__ import annotations
 
 import mailbox
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mtasts.tlsrpt import ReportError
 from mtasts.tlsrpt.mail import expand_zip, extract_reports
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
-from .store import Incoming, Outcome, ReportStore
+from .store import Incoming, Outcome, ReportStore, store_error
 
 _GZIP, _ZIP = b"\x1f\x8b", b"PK\x03\x04"
 DEFAULT_BATCH = 500
@@ -146,6 +149,26 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
                 batch.result.problems.append(f"unreadable: {path}: {exc.strerror}")
                 continue
             batch.add(data, f"{folder}/{sub}/{path.name}", move(path))  # unrelated mail stays put
+
+
+def watch_maildir(
+    store: ReportStore,
+    folder: Path,
+    interval: float,
+    on_round: Callable[[IngestResult], None] = lambda _result: None,
+    size: int = DEFAULT_BATCH,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> None:
+    """Read the Maildir every ``interval`` seconds; a failing store is reported and retried."""
+    while True:
+        result = IngestResult()
+        try:
+            with Batch(store, result, size, max_size) as batch:
+                ingest_maildir(batch, folder)
+        except SQLAlchemyError as exc:  # nothing moved: the next round reads it all again
+            result.problems.append(f"error: {store_error(exc)}")
+        on_round(result)
+        time.sleep(interval)
 
 
 def _subfolder(box: mailbox.Maildir, folder: Path, name: str) -> Path:
