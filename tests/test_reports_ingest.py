@@ -202,7 +202,8 @@ def test_two_ingests_at_once_store_each_report_once(db_url: str, tmp_path: Path)
         files.append(str(inbox / f"{n:04d}.json"))
         Path(files[-1]).write_bytes(report(f"race-{n}"))
     open_store(db_url)
-    racers = [subprocess.Popen([MTASTS, "reports", "ingest", *order, "--db", db_url, "--batch", "10"],
+    # Small batches: each racer takes long enough that they overlap even if one starts late.
+    racers = [subprocess.Popen([MTASTS, "reports", "ingest", *order, "--db", db_url, "--batch", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for order in (files, files[::-1])]  # fmt: skip
     outputs = [racer.communicate(timeout=120) for racer in racers]
