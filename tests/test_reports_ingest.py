@@ -410,3 +410,33 @@ def test_watch_keeps_reading_a_maildir(tmp_path: Path) -> None:
     assert (
         "--watch reads one mailbox: give --imap-url or one --maildir, nothing else" in both.stderr
     )
+
+
+def test_two_ingests_of_one_maildir_at_once_move_each_message_once(tmp_path: Path) -> None:
+    """Overlapping cron runs: whichever moves a message first wins; the other is not an error."""
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for n in range(300):
+        box.add(report_mail(report(f"cron-{n}")))
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    open_store(db)
+    command = [
+        MTASTS,
+        "reports",
+        "ingest",
+        "--maildir",
+        str(tmp_path / "Maildir"),
+        "--db",
+        db,
+        "--batch",
+        "2",
+    ]
+    racers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [racer.communicate(timeout=120) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], outputs
+    assert open_store(db).counts()["reports"] == 300
+    processed = tmp_path / "Maildir" / ".Processed" / "new"
+    assert len(list(processed.iterdir())) == 300
+    assert not list((tmp_path / "Maildir" / "new").iterdir())

@@ -11,6 +11,7 @@ twice.
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import time
 from collections import Counter
@@ -134,7 +135,8 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
 
     def move(path: Path) -> AfterCommit:
         def then(quarantined: bool) -> None:
-            path.rename(targets[quarantined] / path.parent.name / path.name)
+            with contextlib.suppress(FileNotFoundError):  # another ingest of this Maildir moved it
+                path.rename(targets[quarantined] / path.parent.name / path.name)
 
         return then
 
@@ -144,7 +146,9 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
                 continue  # dot files are not messages (Maildir spec)
             try:
                 data = path.read_bytes()
-            except OSError as exc:  # delivered and removed by another reader meanwhile
+            except FileNotFoundError:
+                continue  # another ingest of this Maildir took it meanwhile
+            except OSError as exc:
                 batch.result.counts["unreadable"] += 1
                 batch.result.problems.append(f"unreadable: {path}: {exc.strerror}")
                 continue
