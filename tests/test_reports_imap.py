@@ -27,17 +27,27 @@ def count(client: imaplib.IMAP4, folder: str) -> int:
     return int(data[0]) if status == "OK" else -1
 
 
-def run(
-    *args: str, server: dict[str, object], db: str, password: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
+def ingest_command(server: dict[str, object], *args: str, folder: str = "INBOX", tls: bool = False,
+                   ca: bool = True) -> list[str]:  # fmt: skip
+    """``mtasts reports ingest --imap-url`` for ``folder`` of the test Dovecot (STARTTLS, or imaps)."""
+    scheme, port = ("imaps", server["tls_port"]) if tls else ("imap", server["port"])
+    url = f"{scheme}://{server['user']}@{server['host']}:{port}/{folder}"
+    trust = ["--imap-ca-file", str(server["ca_file"])] if ca else []
+    return [MTASTS, "reports", "ingest", "--imap-url", url, *trust, *args]
+
+
+def imap_env(server: dict[str, object], password: str | None = None) -> dict[str, str]:
+    return {
         **os.environ,
         "NO_COLOR": "1",
         "MTASTS_IMAP_PASSWORD": password or str(server["password"]),
     }
-    url = f"imap://{server['user']}@{server['host']}:{server['port']}/INBOX"
-    return subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(server["ca_file"]), "--db", db, *args],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+
+
+def run(*args: str, server: dict[str, object], db: str, password: str | None = None, folder: str = "INBOX",
+        tls: bool = False, ca: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run(ingest_command(server, "--db", db, *args, folder=folder, tls=tls, ca=ca),
+                          capture_output=True, text=True, env=imap_env(server, password), timeout=120)  # fmt: skip
 
 
 def test_imap_ingest_moves_reports_and_leaves_other_mail(
@@ -63,10 +73,8 @@ def test_imap_ingest_moves_reports_and_leaves_other_mail(
 
 def test_watch_picks_up_new_mail(dovecot: dict[str, object], tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
-    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/INBOX"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", db, "--watch", "--interval", "1"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(ingest_command(dovecot, "--db", db, "--watch", "--interval", "1"),
+                               env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         client = mailbox(dovecot)
         client.append("INBOX", None, None, report_mail(report("watched")))
@@ -95,11 +103,10 @@ def test_watch_is_woken_by_idle_long_before_its_interval(
     client = mailbox(dovecot)
     client.create("Idle")
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"]), "NO_COLOR": "1"}
-    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Idle"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", db, "--watch", "--interval", "600",
-                                "--imap-processed", "Idle-done"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = ingest_command(dovecot, "--db", db, "--watch", "--interval", "600", "--imap-processed", "Idle-done",
+                             folder="Idle")  # fmt: skip
+    process = subprocess.Popen(command, env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
     try:
         time.sleep(2)  # the first round finds the folder empty and starts waiting
         client.append("Idle", None, None, report_mail(report("idled")))
@@ -137,11 +144,8 @@ def test_a_large_folder_is_read_and_moved_in_sets(
         )
     client.append("Bulk", None, None, report_mail(report("bulk-7")))  # the same report again
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
-    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Bulk"
-    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", db, "--batch", "40",
-                             "--imap-processed", "Bulk-done", "--imap-failed", "Bulk-failed"],
-                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    result = run("--batch", "40", "--imap-processed", "Bulk-done", "--imap-failed", "Bulk-failed",
+                 server=dovecot, db=db, folder="Bulk")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "stored 230, duplicates 1, quarantined 0, unrelated mail skipped 5" in result.stdout
     assert (count(client, "Bulk"), count(client, "Bulk-done"), count(client, "Bulk-failed")) == (
@@ -161,11 +165,10 @@ def test_watch_outlives_a_failing_store_and_moves_nothing_meanwhile(
     client.append("Outage", None, None, report_mail(report("outage")))
     path = tmp_path / "r.sqlite"
     open_store(f"sqlite:///{path}")
-    env = {**os.environ, "MTASTS_IMAP_PASSWORD": str(dovecot["password"]), "NO_COLOR": "1"}
-    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Outage"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--watch", "--interval", "1",
-                                "--db", f"sqlite:///file:{path}?mode=ro&uri=true"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = ingest_command(dovecot, "--watch", "--interval", "1", "--db", f"sqlite:///file:{path}?mode=ro&uri=true",
+                             folder="Outage")  # fmt: skip
+    process = subprocess.Popen(command, env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
     try:
         time.sleep(3)  # two or three rounds, each failing to store
         assert process.poll() is None, "the watcher died with the store"
@@ -187,10 +190,13 @@ def test_ingest_never_expunges_mail_the_user_marked_deleted(
     client.append(
         "Keep", "(\\Deleted)", None, b"Subject: the user's, marked deleted\r\n\r\nkeep\r\n"
     )
-    env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
-    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Keep"
-    result = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-ca-file", str(dovecot["ca_file"]), "--db", f"sqlite:///{tmp_path / 'r.sqlite'}",
-                             "--imap-processed", "Keep-done"], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    result = run(
+        "--imap-processed",
+        "Keep-done",
+        server=dovecot,
+        db=f"sqlite:///{tmp_path / 'r.sqlite'}",
+        folder="Keep",
+    )
     assert "stored 1" in result.stdout, result.stderr
     assert (count(client, "Keep"), count(client, "Keep-done")) == (1, 1)
     client.logout()
@@ -228,19 +234,14 @@ def test_imap_urls_upgrade_with_starttls_and_imaps_works_too(
     client.create("Secure")
     client.append("Secure", None, None, report_mail(report("secure")))
     client.logout()
-    env = {**os.environ, "NO_COLOR": "1", "MTASTS_IMAP_PASSWORD": str(dovecot["password"])}
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    plain = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Secure"
     # The server offers STARTTLS, so imap:// takes it and verifies the certificate: without the
     # test CA the upgrade fails before the password is sent.
-    untrusted = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", plain, "--db", db],
-                               capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    untrusted = run(server=dovecot, db=db, folder="Secure", ca=False)
     assert untrusted.returncode == 1
     assert untrusted.stderr.startswith("error: 127.0.0.1:21143: [SSL: CERTIFICATE_VERIFY_FAILED]")
     assert len(untrusted.stderr.strip().splitlines()) == 1
-    tls = f"imaps://{dovecot['user']}@{dovecot['host']}:{dovecot['tls_port']}/Secure"
-    stored = subprocess.run([MTASTS, "reports", "ingest", "--imap-url", tls, "--imap-ca-file", str(dovecot["ca_file"]),
-                             "--db", db], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    stored = run(server=dovecot, db=db, folder="Secure", tls=True)
     assert "stored 1, duplicates 0" in stored.stdout, stored.stderr
 
 
@@ -254,13 +255,11 @@ def test_oauth2_mailboxes_log_in_with_an_access_token(
     client.append("Workspace", None, None, report_mail(report("oauth")))
     client.logout()
     token = tmp_path / "token"
-    url = f"imap://{dovecot['user']}@{dovecot['host']}:{dovecot['port']}/Workspace"
-    env = {k: v for k, v in os.environ.items() if k != "MTASTS_IMAP_PASSWORD"} | {"NO_COLOR": "1"}
 
     def ingest() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([MTASTS, "reports", "ingest", "--imap-url", url, "--imap-token-file", str(token),
-                               "--imap-ca-file", str(dovecot["ca_file"]), "--db", f"sqlite:///{tmp_path / 'r.sqlite'}"],
-                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        # A wrong password in the environment too: the token, not the password, logs in.
+        return run("--imap-token-file", str(token), server=dovecot, db=f"sqlite:///{tmp_path / 'r.sqlite'}",
+                   folder="Workspace", password="not-the-password")  # fmt: skip
 
     token.write_text("expired-or-wrong\n")
     refused = ingest()
