@@ -440,3 +440,15 @@ def test_two_ingests_of_one_maildir_at_once_move_each_message_once(tmp_path: Pat
     processed = tmp_path / "Maildir" / ".Processed" / "new"
     assert len(list(processed.iterdir())) == 300
     assert not list((tmp_path / "Maildir" / "new").iterdir())
+
+
+def test_a_folder_that_is_not_a_maildir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    result = run(
+        "ingest", "--maildir", str(tmp_path / "plain"), db=f"sqlite:///{tmp_path / 'r.sqlite'}"
+    )
+    assert result.returncode == 1
+    assert (
+        f"unreadable: {tmp_path / 'plain'}: not a Maildir (it needs new/ and cur/)" in result.stdout
+    )
+    assert not (tmp_path / "plain" / ".Processed").exists()  # nothing made inside it

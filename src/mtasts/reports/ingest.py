@@ -130,8 +130,13 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
     The move is one rename(2) into the same subdirectory of the Maildir++ subfolder,
     so a message is always in exactly one place, whenever the process dies.
     """
-    box = mailbox.Maildir(folder, create=False)
-    targets = {False: _subfolder(box, folder, "Processed"), True: _subfolder(box, folder, "Failed")}
+    if not all((folder / sub).is_dir() for sub in ("new", "cur")):
+        batch.result.counts["unreadable"] += 1
+        batch.result.problems.append(
+            f"unreadable: {folder}: not a Maildir (it needs new/ and cur/)"
+        )
+        return
+    targets = {False: _subfolder(folder, "Processed"), True: _subfolder(folder, "Failed")}
 
     def move(path: Path) -> AfterCommit:
         def then(quarantined: bool) -> None:
@@ -175,12 +180,16 @@ def watch_maildir(
         time.sleep(interval)
 
 
-def _subfolder(box: mailbox.Maildir, folder: Path, name: str) -> Path:
-    try:
-        box.get_folder(name)
-    except mailbox.NoSuchMailboxError:
-        box.add_folder(name)
-    return folder / f".{name}"  # Maildir++, the layout mailbox and Dovecot use
+def _subfolder(folder: Path, name: str) -> Path:
+    """The Maildir++ subfolder ``.name`` (the layout Dovecot and Courier read), made if missing.
+
+    exist_ok everywhere: two ingests starting at once may both create it.
+    """
+    path = folder / f".{name}"
+    for sub in ("", "tmp", "new", "cur"):
+        (path / sub).mkdir(mode=0o700, exist_ok=True)
+    (path / "maildirfolder").touch()  # marks a Maildir++ subfolder
+    return path
 
 
 def ingest_mbox(batch: Batch, path: Path) -> None:
