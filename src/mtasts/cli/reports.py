@@ -217,9 +217,9 @@ def _counts(result: IngestResult) -> str:
 
 
 def _log_round(result: IngestResult) -> None:
-    """One line per --watch round that found something, for a service's journal."""
-    if not (result.counts or result.problems):
-        return
+    """One line per --watch round that stored, found or broke something, for a service's journal."""
+    if not (result.problems or any(n for kind, n in result.counts.items() if kind != "unrelated")):
+        return  # mail without reports sitting in the mailbox is not news every round
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for problem in result.problems:
         echo(f"{stamp} {problem}", fg="yellow", err=True)

@@ -163,8 +163,16 @@ def _fetch(client: imaplib.IMAP4, uids: list[bytes]) -> Iterator[tuple[bytes, by
             yield found.group(1), message
 
 
-def _round(client: imaplib.IMAP4, source: ImapSource, batch: Batch) -> None:
-    """Store every report in the folder; a message moves once its reports are committed."""
+def _round(
+    client: imaplib.IMAP4, source: ImapSource, batch: Batch, unrelated: set[bytes] | None = None
+) -> None:
+    """Store every report in the folder; a message moves once its reports are committed.
+
+    ``unrelated`` collects the UIDs of mail that holds no report, which stays in the folder,
+    so a watcher does not fetch and parse it again every round (UIDs are stable for one
+    connection's UIDVALIDITY, RFC 3501 §2.3.1.1; the watcher forgets them on reconnecting).
+    """
+    skip = unrelated if unrelated is not None else set()
     committed: dict[str, list[bytes]] = {source.processed: [], source.failed: []}
 
     def after_commit(uid: bytes) -> AfterCommit:
@@ -179,11 +187,13 @@ def _round(client: imaplib.IMAP4, source: ImapSource, batch: Batch) -> None:
             uids.clear()
 
     status, data = client.uid("SEARCH", "ALL")
-    uids = data[0].split() if status == "OK" and data and data[0] else []
+    found = data[0].split() if status == "OK" and data and data[0] else []
+    uids = [uid for uid in found if uid not in skip]
     for first in range(0, len(uids), _FETCH_CHUNK):
         for uid, message in _fetch(client, uids[first : first + _FETCH_CHUNK]):
             where = f"imap://{source.host}/{source.folder}/{uid.decode()}"
-            batch.add(message, where, after_commit(uid))  # unrelated mail stays put
+            if not batch.add(message, where, after_commit(uid)):
+                skip.add(uid)  # unrelated mail stays put
         move_committed()
     batch.flush()
     move_committed()
@@ -250,12 +260,14 @@ def watch(
     gets each round's counts) and opened again after ``interval``.
     """
     client: imaplib.IMAP4 | None = None
+    unrelated: set[bytes] = set()
     while True:
         result = IngestResult()
         try:
-            client = client or _connect(source)
+            if client is None:
+                client, unrelated = _connect(source), set()
             with Batch(store, result, batch_size, max_size) as batch:
-                _round(client, source, batch)
+                _round(client, source, batch, unrelated)
             on_round(result)
             if not _idle(client, interval):
                 time.sleep(interval)
