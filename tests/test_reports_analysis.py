@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -99,7 +100,19 @@ def test_cli_summary_json_csv_and_readiness_exit_status(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     rows = json.loads(out.stdout)
     assert rows[0]["failures"] == {"certificate-expired": 7}
-    assert "certificate-expired=7" in (tmp_path / "s.csv").read_text()
+    with (tmp_path / "s.csv").open(newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == [
+        "day",
+        "submitter",
+        "domain",
+        "policy_type",
+        "successful",
+        "failed",
+        "failures",
+    ]
+    assert table[1][1:] == ["google.com", "example.com", "sts", "100", "7", "certificate-expired=7"]
+    assert table[1][0] == rows[0]["day"]
     verdict = subprocess.run(
         [MTASTS, "reports", "readiness", "example.com", "--db", db],
         capture_output=True,
@@ -172,7 +185,18 @@ def test_summary_by_mx_and_address(tmp_path: Path) -> None:
     )
     env = {**os.environ, "NO_COLOR": "1"}
     out = subprocess.run(
-        [MTASTS, "reports", "summary", "--by", "mx", "--db", db, "--json"],
+        [
+            MTASTS,
+            "reports",
+            "summary",
+            "--by",
+            "mx",
+            "--db",
+            db,
+            "--json",
+            "--csv",
+            str(tmp_path / "mx.csv"),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -185,6 +209,8 @@ def test_summary_by_mx_and_address(tmp_path: Path) -> None:
         ("mx.example.com", "198.51.100.7", "certificate-host-mismatch", 9),
         ("mx.example.com", "198.51.100.7", "starttls-not-supported", 2),
     ]
+    with (tmp_path / "mx.csv").open(newline="") as handle:
+        assert list(csv.DictReader(handle)) == [{k: str(v) for k, v in r.items()} for r in rows]
     table = subprocess.run(
         [MTASTS, "reports", "summary", "--by", "mx", "--db", db],
         capture_output=True,

@@ -8,13 +8,14 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from mtasts.reports.analysis import MxRow, Readiness, readiness, summary, summary_by_mx
+from mtasts.reports.analysis import MxRow, Readiness, SummaryRow, readiness, summary, summary_by_mx
 from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
 from mtasts.reports.imap import watch as imap_watch
 from mtasts.reports.ingest import (
@@ -61,7 +62,8 @@ max_report_option = click.option(
 )
 
 
-def _store(db: str | None) -> ReportStore:
+def open_report_store(db: str | None) -> ReportStore:
+    """The store at ``db`` (or the default), or one line saying why it cannot be opened."""
     try:
         return open_store(db or default_url())
     except Exception as exc:  # a wrong URL or an unreachable server: say which, in one line
@@ -164,7 +166,7 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
                                          token_file=imap_token_file)  # fmt: skip
         except ImapError as exc:
             raise click.BadParameter(str(exc), param_hint="--imap-url") from None
-    store = _store(db)
+    store = open_report_store(db)
     if source is not None and watch:
         echo(
             f"watching {imap_url}, at most {interval:g} s between rounds (Ctrl-C to stop)", err=True
@@ -237,7 +239,7 @@ def _log_round(result: IngestResult) -> None:
 @db_option
 def quarantine(retry: bool, max_report: int, db: str | None) -> None:
     """List reports that could not be parsed (their raw bytes are kept for a fixed parser)."""
-    store = _store(db)
+    store = open_report_store(db)
     if retry:
         result = IngestResult()
         released = retry_quarantined(store, result, max_report)
@@ -271,7 +273,7 @@ def prune(older_than: str, dry_run: bool, db: str | None) -> None:
     day = _since(older_than, "--older-than")
     assert day is not None
     before = dt.datetime.combine(day, dt.time(), dt.UTC)
-    pruned = _store(db).prune(before, dry_run=dry_run)
+    pruned = open_report_store(db).prune(before, dry_run=dry_run)
     verb = "would prune" if dry_run else "pruned"
     echo(f"{verb} {pruned.reports:,} reports from before {day} ({pruned.policy_rows:,} policy rows,"
          f" {pruned.raw:,} raw reports)", bold=True)  # fmt: skip
@@ -309,30 +311,12 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
                     db: str | None) -> None:  # fmt: skip
     """Sessions per day, sender and policy (or failures per MX and address), with the result types."""
     if group == "mx":
-        _summary_by_mx(summary_by_mx(_store(db), domain, _since(since)), as_json, csv_path)
+        _summary_by_mx(
+            summary_by_mx(open_report_store(db), domain, _since(since)), as_json, csv_path
+        )
         return
-    rows = summary(_store(db), domain, _since(since))
-    if csv_path:
-        with csv_path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                ["day", "submitter", "domain", "policy_type", "successful", "failed", "failures"]
-            )
-            for row in rows:
-                failures = " ".join(f"{k}={v}" for k, v in sorted(row.failures.items()))
-                writer.writerow(
-                    [
-                        row.day,
-                        row.submitter,
-                        row.domain,
-                        row.policy_type,
-                        row.successful,
-                        row.failed,
-                        failures,
-                    ]
-                )
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    rows = summary(open_report_store(db), domain, _since(since))
+    if _export(rows, list(SummaryRow.__dataclass_fields__), as_json, csv_path):
         return
     table = Table(
         "day",
@@ -351,15 +335,25 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
     console().print(table)
 
 
-def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> None:
+def _export(
+    rows: Sequence[SummaryRow | MxRow], fields: list[str], as_json: bool, csv_path: Path | None
+) -> bool:
+    """Write ``--csv`` and print ``--json``; True when JSON was printed (then no table)."""
     if csv_path:
         with csv_path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(MxRow.__dataclass_fields__))
+            writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             for row in rows:
-                writer.writerow(row.to_dict())
+                # A cell holds one value: the failure counts become "type=sessions type=sessions".
+                writer.writerow({key: " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
+                                 else value for key, value in row.to_dict().items()})  # fmt: skip
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+    return as_json
+
+
+def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> None:
+    if _export(rows, list(MxRow.__dataclass_fields__), as_json, csv_path):
         return
     table = Table(
         "day",
@@ -384,7 +378,7 @@ def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> N
 @db_option
 def readiness_command(domain: str, days: int, as_json: bool, db: str | None) -> None:
     """Would anything have been blocked under enforce? READY (exit 0) or NOT READY / UNKNOWN (exit 1)."""
-    verdict = readiness(_store(db), domain, days)
+    verdict = readiness(open_report_store(db), domain, days)
     if as_json:
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:

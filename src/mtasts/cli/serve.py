@@ -13,13 +13,12 @@ import click
 import uvicorn
 
 from mtasts.deploy.config import DeployConfigError
-from mtasts.reports.store import open_store
 from mtasts.web.app import create_app
 from mtasts.web.site import PolicySite
 
 from .deploy import config_option
 from .output import EXIT_USAGE, echo
-from .reports import max_report_option
+from .reports import max_report_option, open_report_store
 
 
 @click.command()
@@ -52,17 +51,7 @@ def serve(
     except (DeployConfigError, OSError, ssl.SSLError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
-    store = None
-    if reports_db:
-        try:
-            store = open_store(reports_db)
-        except Exception as exc:
-            echo(
-                f"error: cannot open the report store {reports_db}: {str(exc).splitlines()[0]}",
-                fg="red",
-                err=True,
-            )
-            sys.exit(EXIT_USAGE)
+    store = open_report_store(reports_db) if reports_db else None
     factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None
     if context is not None:
         factory = lambda _config, _default: context  # noqa: E731
