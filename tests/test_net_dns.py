@@ -137,7 +137,9 @@ def test_damaged_real_responses_raise_wire_error_only(tail: bytes, at: int, byte
 
 @given(hostname, st.sampled_from(sorted(dnswire.TYPES)), st.integers(0, 65535))
 def test_queries_are_read_by_dnspython_as_sent(name: str, rdtype: str, qid: int) -> None:
-    parsed = dns.message.from_wire(dnswire.encode_query(qid, name, dnswire.TYPES[rdtype]))
+    parsed = dns.message.from_wire(
+        dnswire.encode_query(qid, dnswire.question(name, dnswire.TYPES[rdtype]))
+    )
     assert parsed.id == qid
     assert parsed.flags & dns.flags.RD
     assert parsed.flags & dns.flags.AD

@@ -63,3 +63,18 @@ CERT = [
 @pytest.mark.parametrize(("names", "host", "expected"), CERT)
 def test_certificate_name_matching(names: list[str], host: str, expected: bool) -> None:
     assert cert_matches(names, host) is expected
+
+
+@pytest.mark.parametrize(
+    ("given", "asked"),
+    [
+        ("Example.COM.", "example.com"),
+        ("  bücher.example ", "xn--bcher-kva.example"),  # IDNA: DNS carries the A-label
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("bad..name", "bad..name"),  # left for domain_problem to name
+    ],
+)
+def test_domains_are_asked_lower_case_as_a_labels(given: str, asked: str) -> None:
+    from mtasts.sts.domain import as_asked
+
+    assert as_asked(given) == asked

@@ -27,7 +27,7 @@ from mtasts.check.findings import EXPLANATIONS, Severity
 from mtasts.check.report import adoption_row, to_json
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
-from mtasts.sts.domain import domain_problem, to_a_label
+from mtasts.sts.domain import as_asked, domain_problem
 
 from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo
 
@@ -53,10 +53,7 @@ def domain_names(given: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     names: dict[str, None] = {}
     problems = []
     for text, where in given:
-        name = text.strip().lower().rstrip(".")
-        if not name.isascii():
-            # IDNA (RFC 5891): DNS carries the A-label, so bücher.example is asked as xn--bcher-kva.example.
-            name = to_a_label(name) or name
+        name = as_asked(text)
         problem = domain_problem(name)
         if problem:
             place = f"{where}: " if where else ""

@@ -150,26 +150,26 @@ class Resolver:
         channel.uses += 1
         return channel
 
-    async def _udp(self, server: Nameserver, name: str, rtype: int, wait: float) -> bytes:
+    async def _udp(self, server: Nameserver, asked: bytes, wait: float) -> bytes:
         channel = await self._channel(server)
         qid = secrets.randbelow(65536)
         while qid in channel.pending:
             qid = secrets.randbelow(65536)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        channel.pending[qid] = (dnswire.question(name, rtype), future)
+        channel.pending[qid] = (asked, future)
         try:
             assert channel.transport is not None
-            channel.transport.sendto(dnswire.encode_query(qid, name, rtype))
+            channel.transport.sendto(dnswire.encode_query(qid, asked))
             return await asyncio.wait_for(future, wait)
         finally:
             channel.release(qid)
 
-    async def _tcp(self, server: Nameserver, name: str, rtype: int, wait: float) -> bytes:
+    async def _tcp(self, server: Nameserver, asked: bytes, wait: float) -> bytes:
         async with asyncio.timeout(wait):
             reader, writer = await asyncio.open_connection(server.address, server.port)
             try:
                 qid = secrets.randbelow(65536)
-                query = dnswire.encode_query(qid, name, rtype)
+                query = dnswire.encode_query(qid, asked)
                 writer.write(len(query).to_bytes(2, "big") + query)
                 size = int.from_bytes(await reader.readexactly(2), "big")
                 data = await reader.readexactly(size)
@@ -179,7 +179,7 @@ class Resolver:
             raise dnswire.WireError("the TCP answer has another ID")
         return data
 
-    async def _exchange(self, name: str, rtype: int) -> dnswire.Response:
+    async def _exchange(self, asked: bytes) -> dnswire.Response:
         """The first usable response: NOERROR or NXDOMAIN from any server, tried in turn until the timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
@@ -195,11 +195,11 @@ class Resolver:
                 if left <= 0:
                     raise TimeoutError
                 try:
-                    data = await self._udp(server, name, rtype, min(left, _PER_TRY))
+                    data = await self._udp(server, asked, min(left, _PER_TRY))
                     response = dnswire.decode_response(data)
                     if response.truncated:
                         response = dnswire.decode_response(
-                            await self._tcp(server, name, rtype, max(0.1, deadline - loop.time()))
+                            await self._tcp(server, asked, max(0.1, deadline - loop.time()))
                         )
                 except ConnectionRefusedError as exc:
                     # ICMP port unreachable: nothing listens there, and asking again will not help.
@@ -225,8 +225,8 @@ class Resolver:
         self.lookups += 1
         rtype = dnswire.TYPES[rdtype]
         try:
-            dnswire.encode_name(name)  # a name that cannot be asked is said so, not sent
-            response = await self._exchange(name, rtype)
+            # Encoded once per lookup; a name that cannot be asked is said so, not sent.
+            response = await self._exchange(dnswire.question(name, rtype))
         except TimeoutError:
             raise DnsLookupError(f"{rdtype} {name}: no answer within {self.timeout:g} s") from None
         except _AllFailed as exc:

@@ -103,12 +103,12 @@ def question(name: str, rtype: int) -> bytes:
     return encode_name(name.lower()) + struct.pack("!HH", rtype, 1)
 
 
-def encode_query(qid: int, name: str, rtype: int) -> bytes:
-    """A recursive query with an EDNS0 OPT record (RFC 6891) and the AD bit set, which asks a
-    validating resolver to say whether the answer is DNSSEC-authenticated (RFC 6840 §5.7)."""
+def encode_query(qid: int, asked: bytes) -> bytes:
+    """A recursive query for ``asked`` (a :func:`question`) with an EDNS0 OPT record (RFC 6891)
+    and the AD bit set, which asks a validating resolver to say whether the answer is
+    DNSSEC-authenticated (RFC 6840 §5.7)."""
     header = _HEADER.pack(qid, RD | AD, 1, 0, 0, 1)
-    opt = b"\x00" + _RR.pack(OPT, EDNS_PAYLOAD, 0, 0)
-    return header + question(name, rtype) + opt
+    return header + asked + b"\x00" + _RR.pack(OPT, EDNS_PAYLOAD, 0, 0)
 
 
 def _escape(raw: bytes) -> str:

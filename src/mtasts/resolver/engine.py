@@ -22,7 +22,7 @@ from mtasts.sts.cache import (
     after_failed_fetch,
     decide,
 )
-from mtasts.sts.domain import to_a_label
+from mtasts.sts.domain import as_asked
 
 from .store import PolicyStore
 
@@ -110,9 +110,7 @@ class PolicyEngine:
 
     async def lookup(self, domain: str) -> Lookup:
         """The policy to apply to ``domain`` now; concurrent lookups of one domain share the work."""
-        domain = domain.lower().rstrip(".")
-        if not domain.isascii():  # an SMTPUTF8 recipient's domain: DNS and HTTPS use the A-label
-            domain = to_a_label(domain) or domain
+        domain = as_asked(domain)  # an SMTPUTF8 recipient's domain is asked by its A-label
         answer = self.remembered(domain)
         if answer is not None:
             return answer

@@ -37,6 +37,13 @@ def to_a_label(name: str) -> str | None:
         return None
 
 
+def as_asked(name: str) -> str:
+    """A domain as DNS and HTTPS ask for it: lower case, no root dot, and the A-label of a
+    U-label name (IDNA, RFC 5891), so bücher.example is asked as xn--bcher-kva.example."""
+    name = normalise_host(name.strip())
+    return (to_a_label(name) or name) if not name.isascii() else name
+
+
 def normalise_host(name: str) -> str:
     """Lower-case and drop a trailing root dot: RFC 8461 §4.1 compares names case-insensitively."""
     return name.rstrip(".").lower() if name != "." else ""
