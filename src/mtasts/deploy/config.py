@@ -165,6 +165,10 @@ def load_config(path: Path) -> DeployConfig:
         raise DeployConfigError(
             f"{path}: cannot read ({exc.strerror}); create it with `mtasts init DOMAIN --mx ...`"
         ) from None
+    except UnicodeDecodeError as exc:
+        raise DeployConfigError(
+            f"{path}: not UTF-8 (byte {exc.start}), which TOML requires"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise DeployConfigError(f"{path}: not valid TOML ({exc})") from None
     tables = raw.get("domain", [])

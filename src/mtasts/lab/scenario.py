@@ -291,6 +291,10 @@ def load_scenario(source: str) -> Scenario:
     path = builtin.get(source, Path(source))
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{source}: not UTF-8 (byte {exc.start}), which TOML requires"
+        ) from None
     except OSError as exc:
         names = ", ".join(sorted(builtin))
         raise ScenarioError(

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from mtasts.tlsrpt import ReportError
+from mtasts.tlsrpt import ReportError, ReportTooLargeError
 from mtasts.tlsrpt.mail import expand_zip, extract_reports
-from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
+from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE, Budget, inflate
 
 from .store import Incoming, Outcome, ReportStore, store_error
 
@@ -45,62 +45,143 @@ class IngestResult:
             self.problems.append(f"quarantined: {source}: {detail}")
 
 
+MAX_ITEMS = 1000  # report files in one input: real mail carries one or two
+
+
 def _report_files(data: bytes, source: str, max_size: int) -> Iterator[Incoming]:
-    """Every report file in one input: a report file itself, a zip of them or a message."""
-    if data.startswith(_GZIP) or data.lstrip().startswith((b"{", b"[")):
-        yield Incoming(data, source)
-        return
-    if data.startswith(_ZIP):
-        try:
-            members = expand_zip(data, max_size)
-        except ReportError as exc:
-            yield Incoming(data, source, error=exc)
+    """Every report file in one input: a report file itself, a zip of them or a message.
+
+    One :class:`Budget` of ``max_size`` bytes covers the whole input: every MIME part,
+    zip member and gzip stream draws from it (RFC 8460 §5.3 compression is where a
+    small mail becomes a large one), and zips are expanded one level only.
+    """
+    budget = Budget(max_size)
+    for count, item in enumerate(_files(data, source, budget), 1):
+        if count > MAX_ITEMS:
+            too_many = ReportError(
+                f"the input holds more than {MAX_ITEMS} report files",
+                rule="report.too-many",
+                section="§5.3",
+            )
+            yield Incoming(data, source, item.submitter_hint, too_many)
             return
-        for name, content in members:
-            yield from _report_files(content, f"{source}!{name}", max_size)
-        return
-    mail = extract_reports(data)
-    for part in mail.parts:
-        for found in _report_files(part.data, source, max_size):
+        yield item
+
+
+def _is_report_file(data: bytes) -> bool:
+    return data.startswith(_GZIP) or data.lstrip().startswith((b"{", b"["))
+
+
+def _files(data: bytes, source: str, budget: Budget) -> Iterator[Incoming]:
+    if _is_report_file(data):
+        yield _inflated(data, source, budget, None)
+    elif data.startswith(_ZIP):
+        yield from _zip_members(data, source, budget, None)
+    else:
+        mail = extract_reports(data)
+        for part in mail.parts:
             where = f"{source} ({part.filename or part.content_type})"
-            yield Incoming(found.data, where, mail.submitter, found.error)
+            if part.data.startswith(_ZIP):
+                yield from _zip_members(part.data, where, budget, mail.submitter)
+            else:  # declared a report by its type or name: a broken one is quarantined
+                yield _inflated(part.data, where, budget, mail.submitter)
+
+
+def _zip_members(
+    data: bytes, source: str, budget: Budget, submitter: str | None
+) -> Iterator[Incoming]:
+    try:
+        members = expand_zip(data, budget.limit, budget=budget)
+    except ReportError as exc:
+        yield Incoming(data, source, submitter, exc)
+        return
+    for name, content in members:
+        if _is_report_file(content):  # a README.txt beside the report is not one
+            yield _inflated(content, f"{source}!{name}", budget, submitter)
+
+
+def _inflated(data: bytes, source: str, budget: Budget, submitter: str | None) -> Incoming:
+    """The report file and its JSON, drawn from the input's budget; the raw bytes stay as sent."""
+    try:
+        if data.startswith(_GZIP):
+            try:
+                text = inflate(data, budget.remaining)
+            except ReportTooLargeError:
+                if budget.used:  # other parts of the input used some: say it is the sum
+                    budget.take(budget.remaining + 1, source)
+                raise
+            budget.take(len(text), source)
+            return Incoming(data, source, submitter, text=text)
+        budget.take(len(data), source)
+    except ReportError as exc:
+        return Incoming(data, source, submitter, exc)
+    return Incoming(data, source, submitter)
+
+
+class _Message:
+    """One input's place in the batch: its reports' outcomes, and what to do once all commit."""
+
+    __slots__ = ("open", "quarantined", "reports", "then", "waiting")
+
+    def __init__(self, then: AfterCommit | None) -> None:
+        self.then, self.reports, self.waiting = then, 0, 0
+        self.quarantined, self.open = False, True
+
+    def settled(self) -> bool:
+        return not self.open and self.waiting == 0
 
 
 class Batch:
-    """Inputs from any source, stored ``size`` reports per transaction."""
+    """Inputs from any source, stored ``size`` reports per transaction.
+
+    Reports stream in: a large input never sits whole in memory as a list, and a
+    transaction commits whenever ``size`` reports or ``max_bytes`` of them are waiting.
+    A message's after-commit step runs once the last of its reports has committed.
+    """
 
     def __init__(self, store: ReportStore, result: IngestResult, size: int = DEFAULT_BATCH,
-                 max_size: int = DEFAULT_MAX_SIZE) -> None:  # fmt: skip
+                 max_size: int = DEFAULT_MAX_SIZE, max_bytes: int = 64 << 20) -> None:  # fmt: skip
         self.store, self.result, self.size, self.max_size = store, result, size, max_size
-        self._messages: list[tuple[list[Incoming], AfterCommit | None]] = []
-        self._pending = 0
+        self.max_bytes = max(max_bytes, max_size)
+        self._items: list[tuple[Incoming, _Message]] = []
+        self._waiting: list[_Message] = []  # messages with reports not yet committed, in order
+        self._bytes = 0
 
     def add(self, data: bytes, source: str, then: AfterCommit | None = None) -> bool:
         """Queue every report in ``data``; False when it held none (unrelated mail, counted)."""
-        items = list(_report_files(data, source, self.max_size))
-        if not items:
+        message = _Message(then)
+        self._waiting.append(message)
+        for item in _report_files(data, source, self.max_size):
+            message.reports += 1
+            message.waiting += 1
+            self._items.append((item, message))
+            self._bytes += len(item.data) + len(item.text or b"")
+            if len(self._items) >= self.size or self._bytes >= self.max_bytes:
+                self.flush()
+        message.open = False
+        if message.reports == 0:
+            self._waiting.remove(message)
             self.result.add("unrelated", source)
             return False
-        self._messages.append((items, then))
-        self._pending += len(items)
-        if self._pending >= self.size:
-            self.flush()
+        self._settle()
         return True
 
     def flush(self) -> None:
-        if not self._messages:
+        if not self._items:
             return
-        messages, self._messages, self._pending = self._messages, [], 0
-        reports = [item for items, _ in messages for item in items]
-        outcomes = iter(self.store.ingest_many(reports, self.max_size))
-        for items, then in messages:
-            quarantined = False
-            for item in items:
-                stored = next(outcomes)
-                self.result.add(stored.outcome, item.source, stored.detail)
-                quarantined |= stored.outcome is Outcome.QUARANTINED
-            if then is not None:
-                then(quarantined)
+        items, self._items, self._bytes = self._items, [], 0
+        outcomes = self.store.ingest_many([item for item, _ in items], self.max_size)
+        for (item, message), stored in zip(items, outcomes, strict=True):
+            self.result.add(stored.outcome, item.source, stored.detail)
+            message.quarantined |= stored.outcome is Outcome.QUARANTINED
+            message.waiting -= 1
+        self._settle()
+
+    def _settle(self) -> None:
+        while self._waiting and self._waiting[0].settled():
+            message = self._waiting.pop(0)
+            if message.then is not None:
+                message.then(message.quarantined)
 
     def __enter__(self) -> Batch:
         return self

@@ -70,6 +70,7 @@ class Incoming:
     source: str
     submitter_hint: str | None = None
     error: tlsrpt.ReportError | None = None  # known unreadable before parsing (a broken zip)
+    text: bytes | None = None  # the JSON of a gzip ``data``, already inflated within its budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,8 @@ def _parse(item: Incoming, max_size: int) -> _Parsed:
     if item.error is not None:
         return _Parsed(item, digest, None, item.error)
     try:
-        report = tlsrpt.parse_report(item.data, max_size=max_size)
+        text = item.data if item.text is None else item.text
+        report = tlsrpt.parse_report(text, max_size=max_size)
     except tlsrpt.ReportError as exc:
         return _Parsed(item, digest, None, exc)
     submitter = (report.organization_name or item.submitter_hint or "unknown").strip().lower()

@@ -14,11 +14,12 @@ import email
 import email.policy
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from email.message import Message
 
-from .errors import ReportError, ReportTooLargeError
-from .parse import DEFAULT_MAX_SIZE
+from .errors import ReportError
+from .parse import DEFAULT_MAX_SIZE, Budget
 
 TLSRPT_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
 _LOOSE_TYPES = ("application/gzip", "application/x-gzip", "application/json", "application/octet-stream",
@@ -90,17 +91,30 @@ def extract_reports(message: bytes) -> ReportMail:
     )
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def expand_zip(
-    data: bytes, max_size: int = DEFAULT_MAX_SIZE, max_members: int = 1000
+    data: bytes,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_members: int = 1000,
+    budget: Budget | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The report files inside a zip; refuses path traversal, bombs and absurd member counts."""
+    """The report files inside a zip; refuses path traversal, bombs and absurd member counts.
+
+    Every member's inflated bytes are taken from ``budget`` (one per input, shared with
+    the input's other parts; a fresh one of ``max_size`` when none is given). A member
+    that is itself a zip is refused: reports are zipped once, and expanding nested zips
+    is how a small mail turns into gigabytes.
+    """
+    budget = budget if budget is not None else Budget(max_size)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ReportError(
             f"not a valid zip file ({exc})", rule="report.zip", section="§5.3"
         ) from None
-    members = archive.infolist()
     if len(members) > max_members:
         raise ReportError(
             f"the zip holds {len(members)} files (limit {max_members})",
@@ -108,7 +122,6 @@ def expand_zip(
             section="§5.3",
         )
     out = []
-    total = 0
     for member in members:
         name = member.filename
         if (
@@ -121,24 +134,20 @@ def expand_zip(
             )
         if member.is_dir():
             continue
-        total += member.file_size
-        if member.file_size > max_size or total > max_size:
-            raise ReportTooLargeError(
-                f"zip member {name!r} inflates past {max_size:,} bytes",
-                rule="report.too-large",
-                section="§5.3",
-            )
+        if member.file_size > budget.remaining:
+            budget.take(member.file_size, f"zip member {name!r}")  # raises, naming the member
         try:
             with archive.open(member) as handle:
-                content = handle.read(max_size + 1)
-        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError) as exc:
+                content = handle.read(budget.remaining + 1)
+        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError, zlib.error) as exc:
             raise ReportError(
                 f"zip member {name!r} is corrupt ({exc})", rule="report.zip", section="§5.3"
             ) from None
-        if len(content) > max_size:
-            raise ReportTooLargeError(
-                f"zip member {name!r} inflates past {max_size:,} bytes",
-                rule="report.too-large",
+        budget.take(len(content), f"zip member {name!r}")
+        if content.startswith(_ZIP_MAGIC):
+            raise ReportError(
+                f"zip member {name!r} is itself a zip; reports are zipped once, never nested",
+                rule="report.zip-nested",
                 section="§5.3",
             )
         out.append((name, content))

@@ -45,6 +45,34 @@ _DETAIL = (
 )
 
 
+class Budget:
+    """How many report bytes one input (a mail, a file, a POST) may still produce.
+
+    RFC 8460 §5.3 lets a report arrive compressed; a small input can inflate
+    enormously. One budget is shared by every MIME part, zip member and gzip
+    stream of the input, so nesting or repeating attachments cannot multiply it.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    def take(self, size: int, what: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise ReportTooLargeError(
+                f"{what} takes the input past {self.limit:,} bytes of reports in all"
+                " (every attachment, zip member and gzip stream counts)",
+                rule="report.too-large",
+                section="§5.3",
+            )
+
+
 def inflate(data: bytes, limit: int) -> bytes:
     """Gunzip ``data`` (every member) without ever holding more than ``limit`` bytes."""
     out = bytearray()

@@ -66,8 +66,14 @@ def uri_problem(uri: str) -> tuple[str, str | None] | None:
             return f"{uri!r} does not hold an e-mail address (mailto:user@domain)", None
         return None
     if scheme == "https":
-        parts = urlsplit(uri)
-        if not parts.hostname:
+        try:
+            # urllib raises ValueError on a bracketed host that is not an IPv6 literal
+            # ("https://r.e[]xample.com/x") or a bad port: any domain's DNS can hold that.
+            parts = urlsplit(uri)
+            host, _port = parts.hostname, parts.port
+        except ValueError as exc:
+            return f"{uri!r} is not a valid https URI ({exc})", None
+        if not host:
             return f"{uri!r} has no host name", None
         return None
     if scheme == "http":
