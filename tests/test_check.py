@@ -261,3 +261,66 @@ def test_a_machine_without_dns_servers_gets_a_finding_not_a_traceback() -> None:
     messages = [f["message"] for f in document["findings"] if f["code"] == "dns-error"]
     assert messages
     assert all("no DNS server configured (/etc/resolv.conf names none)" in m for m in messages)
+
+
+def test_hostile_domains_never_stop_a_batch(tmp_path: Path) -> None:
+    """Security review #4, #9, #10, #11: a bracketed rua, a 100 KiB SMTP line, an endless
+    reply and 20 MX hosts each cost their own domain a finding; the batch is checked whole."""
+    from .conftest import start_lab, stop_lab
+
+    many = ", ".join(f'{{ name = "mx{i}.many-mx.example", preference = {i} }}' for i in range(20))
+    scenario = tmp_path / "hostile.toml"
+    scenario.write_text(
+        f"""
+[[domain]]
+name = "bracket-rua.example"
+mx = [{{ name = "mx.bracket-rua.example" }}]
+tlsrpt_records = [["v=TLSRPTv1; rua=https://r.e[]xample.com/x"]]
+
+[[domain]]
+name = "long-line.example"
+mx = [{{ name = "mx.long-line.example", addresses = [{{ fault = "long-line" }}] }}]
+
+[[domain]]
+name = "flood.example"
+mx = [{{ name = "mx.flood.example", addresses = [{{ fault = "reply-flood" }}] }}]
+
+[[domain]]
+name = "many-mx.example"
+mx = [{many}]
+
+[[domain]]
+name = "fine.example"
+mx = [{{ name = "mx.fine.example" }}]
+"""
+    )
+    partners = tmp_path / "partners.txt"
+    partners.write_text(
+        "bracket-rua.example\nlong-line.example\nflood.example\nmany-mx.example\nfine.example\n"
+    )
+    running = start_lab(tmp_path / "state", "127.83", "--scenario", str(scenario))
+    try:
+        result = check("--lab", str(running.state_dir), "--file", str(partners), "--json",
+                       "--timeout", "5", "--max-mx", "4")  # fmt: skip
+        assert "Traceback" not in result.stderr
+        documents = {d["domain"]: d for d in map(json.loads, result.stdout.splitlines())}
+        assert sorted(documents) == sorted(partners.read_text().split())
+        codes = {name: {f["code"] for f in d["findings"]} for name, d in documents.items()}
+        assert "tlsrpt-invalid" in codes["bracket-rua.example"]
+        rua = next(
+            f for f in documents["bracket-rua.example"]["findings"] if f["code"] == "tlsrpt-invalid"
+        )
+        assert "is not a valid https URI" in rua["message"]
+        long_line = documents["long-line.example"]["mx"][0]["addresses"][0]
+        assert long_line["result"] == "mx-unreachable"
+        assert "longer than 64 KiB" in long_line["detail"]
+        flood = documents["flood.example"]["mx"][0]["addresses"][0]
+        assert "a reply of over 100 lines" in flood["detail"]
+        assert "mx-too-many" in codes["many-mx.example"]
+        assert [m["host"] for m in documents["many-mx.example"]["mx"]] == [
+            f"mx{i}.many-mx.example" for i in range(4)
+        ]
+        assert documents["fine.example"]["verdict"] == "ok"
+        assert result.returncode == 1
+    finally:
+        stop_lab(running)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +26,7 @@ from mtasts.sts import Mode, Policy
 from .findings import Finding, Severity
 from .lint import TIMESTAMP_ID, policy_advice
 
+log = logging.getLogger("mtasts.check")
 EXPIRY_WARNING_DAYS = 21
 _CHUNK = 100  # domains a worker process checks at a time
 _ADVICE = {"advice.max-age-short": "max-age-short", "advice.max-age-long-testing": "max-age-long-testing",
@@ -39,6 +41,10 @@ class CheckOptions:
     https_port: int = 443
     timeout: float = 10.0
     probes: int = 1
+    # Caps on what one domain's DNS can make the checker do (a hostile zone can list
+    # thousands of MX hosts or addresses); the excess is reported, never probed.
+    max_mx: int = 16
+    max_addresses: int = 8
 
 
 @dataclass
@@ -64,6 +70,7 @@ class MxResult:
     tlsa_validated: bool = False  # the resolver set AD: DNSSEC-signed, so DANE senders use it
     dns_error: str | None = None
     action: str = ""
+    addresses_skipped: int = 0  # past CheckOptions.max_addresses: not probed
 
 
 @dataclass
@@ -256,6 +263,8 @@ async def _gather_mx(
     addresses = sorted(v4.records, key=ipaddress.ip_address) + sorted(
         v6.records, key=ipaddress.ip_address
     )
+    mx.addresses_skipped = max(0, len(addresses) - options.max_addresses)
+    addresses = addresses[: options.max_addresses]
 
     async def probe_address(address: str) -> AddressResult:
         probes = []
@@ -428,6 +437,17 @@ async def check_domain(
     if isinstance(mx_records, DnsLookupError):
         check.add("dns-error", Severity.ERROR, domain, f"the MX lookup failed: {mx_records}")
         mx_records = []
+    if len(mx_records) > options.max_mx:
+        kept = sorted(mx_records)[: options.max_mx]  # the most preferred, as senders try them
+        check.add(
+            "mx-too-many",
+            Severity.WARNING,
+            domain,
+            f"{domain} lists {len(mx_records)} MX hosts; only the {options.max_mx} most preferred"
+            " were checked",
+            f"raise the limit with --max-mx {len(mx_records)} to check all",
+        )
+        mx_records = kept
     mx_results = await asyncio.gather(
         *(_gather_mx(resolver, host, pref, options) for pref, host in mx_records)
     )
@@ -441,6 +461,15 @@ async def check_domain(
             continue  # RFC 7505 null MX: the domain accepts no mail
         check.mx.append(mx)
         _judge_mx(check, mx)
+        if mx.addresses_skipped:
+            total = len(mx.addresses) + mx.addresses_skipped
+            check.add(
+                "mx-addresses-too-many",
+                Severity.WARNING,
+                mx.host,
+                f"{mx.host} has {total} addresses; only the first {len(mx.addresses)} were probed",
+                f"raise the limit with --max-addresses {total} to probe all",
+            )
     _judge_patterns(check)
     return check
 
@@ -476,7 +505,18 @@ async def check_many(
 
     async def one(domain: str) -> DomainCheck:
         async with limit:
-            result = await check_domain(domain, options, resolver)
+            try:
+                result = await check_domain(domain, options, resolver)
+            except Exception as exc:  # one domain's hostile DNS or servers never stop the batch
+                log.error("check of %r failed: %r", domain, exc)
+                result = DomainCheck(domain.strip().lower().rstrip("."))
+                result.add(
+                    "check-failed",
+                    Severity.ERROR,
+                    domain,
+                    f"the check of {domain} stopped: {type(exc).__name__}: {exc!s:.200}",
+                    "please report this as a bug in mtasts, with the domain",
+                )
         if callable(on_done):
             on_done(result)
         return result

@@ -227,6 +227,20 @@ def _run(
     help="Probe each address N times (catch a load balancer's bad backend).",
 )
 @click.option(
+    "--max-mx",
+    type=click.IntRange(1, 1000),
+    default=16,
+    show_default=True,
+    help="Check at most N MX hosts per domain (the most preferred); the rest is reported.",
+)
+@click.option(
+    "--max-addresses",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Probe at most N addresses per MX host; the rest is reported.",
+)
+@click.option(
     "--lab",
     "lab_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -235,7 +249,8 @@ def _run(
 @click.option("--explain", "explain_code", help="Print the explanation of a finding code and exit.")
 def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv_path: Path | None, concurrency: int,
           nameservers: tuple[str, ...], ca_file: Path | None, smtp_port: int, https_port: int, timeout: float,
-          probes: int, lab_dir: Path | None, explain_code: str | None, workers_option: int) -> None:  # fmt: skip
+          probes: int, max_mx: int, max_addresses: int, lab_dir: Path | None, explain_code: str | None,
+          workers_option: int) -> None:  # fmt: skip
     """Check DOMAINS end to end as a sending MTA would (exit 0 clean, 1 errors, 2 usage)."""
     if explain_code:
         text = EXPLANATIONS.get(explain_code)
@@ -274,7 +289,9 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
             ParameterSource.ENVIRONMENT,
         ):
             settings[key] = value
-    options = CheckOptions(timeout=timeout, probes=probes, **settings)
+    options = CheckOptions(
+        timeout=timeout, probes=probes, max_mx=max_mx, max_addresses=max_addresses, **settings
+    )
     workers = max(1, min(os.cpu_count() or 1, 4)) if workers_option == 0 else workers_option
     checks = _run(names, options, concurrency, workers)
     blocked = smtp_blocked(checks)

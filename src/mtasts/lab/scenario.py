@@ -35,6 +35,8 @@ class MxFault(StrEnum):
     HANG = "hang"  # accepts the connection, never greets
     TLS10 = "tls1.0-only"
     STRIP = "strip-starttls"  # the attacker sits in front of a healthy MX
+    LONG_LINE = "long-line"  # a hostile MX: a 100 KiB line in the EHLO reply
+    REPLY_FLOOD = "reply-flood"  # a hostile MX: "250-" continuation lines without end
 
 
 class HostFault(StrEnum):

@@ -101,6 +101,12 @@ class _Session:
                 await self.send(f"250 {name}")
                 return True
             offer_tls = not self.tls and self.endpoint.fault is not MxFault.NO_STARTTLS
+            if self.endpoint.fault is MxFault.LONG_LINE:
+                await self.send("250-" + "x" * 100 * 1024)
+            if self.endpoint.fault is MxFault.REPLY_FLOOD:
+                for _ in range(1_000_000):  # bounded: the client must give up long before
+                    await self.send(f"250-{name}")
+                return False
             caps = [name, "PIPELINING", f"SIZE {_MAX_MESSAGE}", "8BITMIME"]
             if offer_tls:
                 caps.append("STARTTLS")

@@ -67,10 +67,14 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
         if length > MAX_BODY:
             raise _TooLarge
         return await reader.readexactly(length)
-    body = await reader.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise _TooLarge
-    return body
+    # No length given: the body ends when the server closes (RFC 9112 §6.3). One read()
+    # returns only what has arrived, so keep reading to EOF, within the limit.
+    body = bytearray()
+    while chunk := await reader.read(MAX_BODY + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _TooLarge
+    return bytes(body)
 
 
 async def _exchange(

@@ -48,11 +48,27 @@ class _Failure(Exception):
         self.kind = kind
 
 
+# RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets. Real servers send a dozen
+# EHLO lines; the bounds stop a hostile MX from holding a probe's memory or time.
+MAX_REPLY_LINES = 100
+MAX_REPLY_BYTES = 16 * 1024
+
+
 async def _reply(reader: asyncio.StreamReader) -> tuple[int, list[str]]:
     """One SMTP reply: the code and its text lines (RFC 5321 §4.2 multi-line form)."""
     lines: list[str] = []
+    size = 0
     while True:
-        raw = await reader.readline()
+        try:
+            raw = await reader.readline()
+        except ValueError:  # LimitOverrunError's wrapper: a line past the stream's 64 KiB limit
+            raise _Failure("protocol", "a reply line longer than 64 KiB") from None
+        size += len(raw)
+        if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
+            raise _Failure(
+                "protocol",
+                f"a reply of over {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES:,} bytes",
+            )
         if not raw:
             raise _Failure(
                 "greeting" if not lines else "protocol", "the server closed the connection"
@@ -167,6 +183,9 @@ async def probe_mx(
         probe = replace(probe, error_kind=kind, error=message)
     except OSError as exc:
         probe = replace(probe, error_kind="connect", error=f"cannot connect: {exc.strerror or exc}")
+    except Exception as exc:  # a hostile server must cost one probe, never the whole batch
+        log.warning("smtp probe host=%r address=%r failed unexpectedly: %r", host, address, exc)
+        probe = replace(probe, error_kind="protocol", error=f"probe failed: {exc!r:.200}")
     if not probe.connected and progress.connected:
         probe = replace(probe, connected=True, banner=progress.banner, starttls=progress.starttls)
     seconds = time.perf_counter() - started
