@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 MTASTS = shutil.which("mtasts", path=str(Path(sys.executable).parent)) or "mtasts"
@@ -495,3 +496,16 @@ default_internal_user = nobody
         process.terminate()
         process.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'reports.sqlite'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DROP TABLE IF EXISTS quarantine, failures, policy_results, reports, raw_reports, alembic_version CASCADE"
+        )

@@ -10,13 +10,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import mailbox
+import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
+from sqlalchemy import select, text
+
+from mtasts.reports.models import FailureRow, Report
+from mtasts.reports.store import open_store
+
 from .conftest import MTASTS
-from .test_reports_ingest import report, run
+from .test_reports_ingest import report, report_mail, run
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -79,3 +88,93 @@ def test_budget_is_shared_by_the_zip_members(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert "past 1,048,576 bytes of reports in all" in out
     assert "stored 2, duplicates 0, quarantined 2" in out  # the first two fit and are kept
+
+
+def _poisoned(report_id: str, org: str, **fields: str) -> bytes:
+    doc = json.loads(report(report_id, org))
+    doc["policies"][0]["failure-details"][0].update(fields)
+    return json.dumps(doc).encode()
+
+
+def _watch(maildir: Path, db: str, wanted: int) -> str:
+    """Run the Maildir watcher until ``wanted`` messages left new/; return its log."""
+    process = subprocess.Popen([MTASTS, "reports", "ingest", "--maildir", str(maildir), "--watch",
+                                "--interval", "1", "--db", db], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(list((maildir / "new").iterdir())) > 0 or _moved(maildir) < wanted:
+            assert process.poll() is None, "the watcher stopped"
+            assert time.monotonic() < deadline, (
+                f"still in new/: {list((maildir / 'new').iterdir())}"
+            )
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=10)
+    return log
+
+
+def _moved(maildir: Path) -> int:
+    return sum(
+        len(list((maildir / f".{name}" / "new").iterdir()))
+        for name in ("Processed", "Failed")
+        if (maildir / f".{name}" / "new").exists()
+    )
+
+
+def test_nul_and_overlong_fields_do_not_poison_the_watcher(db_url: str, tmp_path: Path) -> None:
+    """#2: on PostgreSQL a NUL or a 300-character MX name failed the batch, and the watcher
+    retried it forever storing nothing. Now each is stored, cleaned, with a warning."""
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(report_mail(report("good")))
+    box.add(
+        report_mail(
+            _poisoned("long", "Long Org", **{"receiving-mx-hostname": "m" * 300 + ".example"})
+        )
+    )
+    box.add(
+        report_mail(_poisoned("nul", "Nul\u0000Org", **{"failure-reason-code": "bad\u0000code"}))
+    )
+    box.add(report_mail(_poisoned("x" * 400, "Long Id Org")))
+    log = _watch(tmp_path / "Maildir", db_url, 4)
+    assert "failed" not in log, log
+    store = open_store(db_url)
+    assert store.counts() == {"reports": 4, "raw": 4, "quarantined": 0}
+    with store.engine.connect() as connection:
+        rows = {r.report_id: r for r in connection.execute(select(Report))}
+        mx_names = set(connection.execute(select(FailureRow.receiving_mx)).scalars())
+    assert rows["nul"].organization == "NulOrg"
+    assert "failure-reason-code: control characters removed" in rows["nul"].warnings
+    assert "receiving-mx-hostname: cut to fit the store" in rows["long"].warnings
+    assert all(len(name or "") <= 255 for name in mx_names)
+    long_id = next(key for key in rows if key.startswith("xxx"))
+    assert len(long_id) == 255
+
+
+def test_a_report_the_database_refuses_is_quarantined_alone(db_url: str, tmp_path: Path) -> None:
+    """Defence in depth for #2: whatever the database refuses fails one report, not the batch.
+
+    A trigger stands in for any constraint the cleaning does not foresee."""
+    store = open_store(db_url)
+    with store.engine.begin() as connection:
+        if store.engine.dialect.name == "sqlite":
+            connection.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON reports WHEN NEW.report_id = 'refused' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END"))  # fmt: skip
+        else:
+            connection.execute(text(
+                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.report_id = 'refused' THEN RAISE EXCEPTION 'refused by a constraint' "
+                "USING ERRCODE = '22000'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))  # fmt: skip
+            connection.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON reports FOR EACH ROW EXECUTE FUNCTION refuse()"))  # fmt: skip
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for name in ("a", "refused", "b"):
+        (inbox / f"{name}.json").write_bytes(report(name))
+    done = run("ingest", str(inbox), db=db_url)
+    assert "stored 2, duplicates 0, quarantined 1" in done.stdout, done.stdout + done.stderr
+    assert "the report store cannot hold this report" in done.stdout
+    assert "[report.store]" in done.stdout
+    assert open_store(db_url).counts() == {"reports": 2, "raw": 3, "quarantined": 1}

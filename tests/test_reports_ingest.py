@@ -13,12 +13,9 @@ import signal
 import subprocess
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
 from sqlalchemy import func, select
 
 from mtasts.lab.reports import report_mail as lab_report_mail
@@ -27,19 +24,6 @@ from mtasts.reports.store import open_store
 
 from .conftest import MTASTS
 from .test_tlsrpt_report import RFC_EXAMPLE
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'reports.sqlite'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    yield url
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "DROP TABLE IF EXISTS quarantine, failures, policy_results, reports, raw_reports, alembic_version CASCADE"
-        )
 
 
 def report(report_id: str, org: str = "Example Mail") -> bytes:

@@ -35,7 +35,13 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session
 
 from mtasts import tlsrpt
@@ -44,6 +50,7 @@ from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .models import FailureRow, PolicyRow, Quarantined, RawReport
 from .models import Report as ReportRow
+from .normalise import NAME, SHORT, clean, storable
 
 # Bound parameters per IN list: well under SQLite's 32,766 and PostgreSQL's 65,535.
 _CHUNK = 500
@@ -142,7 +149,14 @@ def _parse(item: Incoming, max_size: int) -> _Parsed:
         report = tlsrpt.parse_report(text, max_size=max_size)
     except tlsrpt.ReportError as exc:
         return _Parsed(item, digest, None, exc)
-    submitter = (report.organization_name or item.submitter_hint or "unknown").strip().lower()
+    try:
+        report = storable(report)
+    except ValueError as exc:
+        return _Parsed(
+            item, digest, None, tlsrpt.ReportError(str(exc), rule="report.too-many", section="§4.4")
+        )
+    hint = clean(item.submitter_hint, NAME) if item.submitter_hint else None
+    submitter = (report.organization_name or hint or "unknown").strip().lower()
     return _Parsed(item, digest, report, None, submitter)
 
 
@@ -208,7 +222,36 @@ class ReportStore:
                 # Another process committed some of the same reports between our reads
                 # and our writes; the next attempt reads them and counts them duplicates.
                 continue
-        return self._store(parsed)
+            except DataError:
+                break  # a value the database refuses: find which report holds it
+        return self._store_each(parsed)
+
+    def _store_each(self, parsed: Sequence[_Parsed]) -> list[Stored]:
+        """One transaction per report, so a report the database refuses fails alone.
+
+        The slow path, taken only after a batch failed on its data: that report goes to
+        the quarantine with the database's reason, and the rest of the batch is stored.
+        """
+        outcomes: list[Stored] = []
+        for p in parsed:
+            try:
+                outcomes += self._store([p])
+                continue
+            except IntegrityError:
+                try:  # a racing ingest stored it meanwhile: now it reads as a duplicate
+                    outcomes += self._store([p])
+                    continue
+                except (IntegrityError, DataError) as exc:
+                    failure: SQLAlchemyError = exc
+            except DataError as exc:
+                failure = exc
+            refused = tlsrpt.ReportError(
+                f"the report store cannot hold this report ({store_error(failure)})",
+                rule="report.store",
+                section="§4.4",
+            )
+            outcomes += self._store([_Parsed(p.item, p.digest, None, refused)])
+        return outcomes
 
     def _store(self, parsed: Sequence[_Parsed]) -> list[Stored]:
         now = dt.datetime.now(dt.UTC)
@@ -239,11 +282,11 @@ class ReportStore:
             new_raw = [d for d in wanted_raw if d not in raw_ids]
             ids = _inserted_ids(connection, RawReport, [
                 {"sha256": d, "data": gzip.compress(wanted_raw[d].data, 6), "size": len(wanted_raw[d].data),
-                 "source": wanted_raw[d].source, "received_at": now} for d in new_raw])  # fmt: skip
+                 "source": clean(wanted_raw[d].source), "received_at": now} for d in new_raw])  # fmt: skip
             raw_ids.update(zip(new_raw, ids, strict=True))
             _insert(connection, Quarantined, [
-                {"raw_id": raw_ids[p.digest], "rule": p.error.rule, "reason": str(p.error),
-                 "source": p.item.source, "at": now} for p in keep if p.error is not None])  # fmt: skip
+                {"raw_id": raw_ids[p.digest], "rule": clean(p.error.rule, SHORT), "reason": clean(str(p.error)),
+                 "source": clean(p.item.source), "at": now} for p in keep if p.error is not None])  # fmt: skip
             self._add_reports(connection, [p for p in keep if p.report is not None], raw_ids, now)
         return outcomes
 
