@@ -61,7 +61,7 @@ def make_mails(folder: Path, count: int) -> None:
     day = dt.date(2026, 5, 1)
     n = 0
     while n < count:
-        for sender, _ in SENDERS:
+        for sender, _, _ in SENDERS:
             # One domain in ten has an expired certificate on one of its two MX addresses,
             # so its reports carry failure details, as real ones from such a domain would.
             broken = n % 10 == 0

@@ -18,6 +18,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, text
 
@@ -178,3 +179,105 @@ def test_a_report_the_database_refuses_is_quarantined_alone(db_url: str, tmp_pat
     assert "the report store cannot hold this report" in done.stdout
     assert "[report.store]" in done.stdout
     assert open_store(db_url).counts() == {"reports": 2, "raw": 3, "quarantined": 1}
+
+
+def _lab_signed_mail(lab_state: Path, sender: str, data: bytes, *, tamper: bool = False) -> bytes:
+    from mtasts.lab.dkim import LabSigners
+    from mtasts.lab.reports import report_mail as lab_mail
+    from mtasts.lab.runtime import read_state
+
+    signers = LabSigners.load(Path(read_state(lab_state)["dkim_keys"]))
+    mail = signers.sign(
+        lab_mail(gzip.compress(data), submitter=sender, domain="victim.example"), sender
+    )
+    return mail.replace(b"This is an aggregate", b"This is a forged") if tamper else mail
+
+
+def _post(port: int, data: bytes) -> int:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/tlsrpt", gzip.compress(data),
+                                     {"Content-Type": "application/tlsrpt+gzip"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def test_a_forged_post_cannot_hide_the_real_report(
+    lab: Any, tmp_path: Path, free_tcp_port: int
+) -> None:
+    """#3: a forged "all clean" POST with Google's report-id, sent before the real mail, made
+    the real report (1,000 failed sessions) a duplicate, and readiness said READY."""
+    from mtasts.lab.runtime import read_state
+
+    from .conftest import wait_for_port
+    from .test_reports_analysis import stored_report
+
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    nameserver = read_state(lab.state_dir)["nameserver"]
+    report_id = "2026-12-01_victim.example"
+    forged = stored_report("google.com", "victim.example", ok=1000, report_id=report_id)
+    real = stored_report("google.com", "victim.example", ok=0, report_id=report_id,
+                         failures=[("starttls-not-supported", 1000)])  # fmt: skip
+    (tmp_path / "mtasts.toml").write_text("")
+    server = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(free_tcp_port),
+                               "--reports", db], cwd=tmp_path, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port(free_tcp_port, server)
+        assert _post(free_tcp_port, forged) == 201
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+    (tmp_path / "real.eml").write_bytes(_lab_signed_mail(lab.state_dir, "google.com", real))
+    done = run("ingest", "--nameserver", nameserver, str(tmp_path / "real.eml"), db=db)
+    assert "stored 0, duplicates 0, quarantined 0" in done.stdout, done.stdout + done.stderr
+    assert "conflicting 1" in done.stdout
+    listing = run("quarantine", db=db).stdout
+    assert "conflicting reports" in listing
+    assert listing.count(report_id) == 2
+    assert "https" in listing
+    assert "google.com" in listing.split("https", 1)[1]  # the mailed one is DKIM-verified
+    verdict = run("readiness", "victim.example", "--json", db=db)
+    document = json.loads(verdict.stdout)
+    assert document["verdict"] == "NOT READY"
+    assert document["reason"] == "enforce would have deferred 1000 of 2000 sessions"
+    assert document["conflicts"] == 2
+    assert document["vouched"] == ["google.com"]
+    summary = run("summary", db=db)
+    assert "2 stored reports conflict" in summary.stderr
+
+
+def test_only_a_verified_signature_vouches_for_a_sender(lab: Any, tmp_path: Path) -> None:
+    """An unsigned POST, or mail whose signature no longer verifies, claims Google in vain."""
+    from mtasts.lab.runtime import read_state
+
+    from .test_reports_analysis import stored_report
+
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    nameserver = read_state(lab.state_dir)["nameserver"]
+    (tmp_path / "tampered.eml").write_bytes(
+        _lab_signed_mail(
+            lab.state_dir, "google.com", stored_report("google.com", "victim.example"), tamper=True
+        )
+    )
+    run("ingest", "--nameserver", nameserver, str(tmp_path / "tampered.eml"), db=db)
+    verdict = json.loads(run("readiness", "victim.example", "--json", db=db).stdout)
+    assert verdict["verdict"] == "UNKNOWN"
+    assert verdict["vouched"] == []
+    assert verdict["reason"].startswith(
+        "the reports claiming to be from google.com are not authenticated"
+    )
+    trusted = json.loads(
+        run("readiness", "victim.example", "--json", "--trust", "file", db=db).stdout
+    )
+    assert trusted["verdict"] == "READY"
+    (tmp_path / "signed.eml").write_bytes(
+        _lab_signed_mail(
+            lab.state_dir,
+            "google.com",
+            stored_report("google.com", "victim.example", report_id="r2"),
+        )
+    )
+    run("ingest", "--nameserver", nameserver, str(tmp_path / "signed.eml"), db=db)
+    verdict = json.loads(run("readiness", "victim.example", "--json", db=db).stdout)
+    assert verdict["verdict"] == "READY"
+    assert verdict["vouched"] == ["google.com"]

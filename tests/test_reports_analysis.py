@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mtasts.reports.analysis import readiness, summary
+from mtasts.reports.provenance import Channel
 from mtasts.reports.store import open_store
 
 from .conftest import MTASTS
@@ -45,10 +46,23 @@ def store_at(tmp_path: Path) -> Any:
 def test_clean_reports_from_the_large_senders_are_ready(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     store.ingest(stored_report("google.com", "example.com", ok=900), "t")
-    store.ingest(stored_report("Microsoft Corporation", "example.com", ok=300), "t")
-    verdict = readiness(store, "example.com")
+    store.ingest(stored_report("microsoft.com", "example.com", ok=300), "t")
+    # Files prove nothing about their sender: READY only once the admin trusts the channel.
+    unproven = readiness(store, "example.com")
+    assert unproven.verdict == "UNKNOWN"
+    assert unproven.reason.startswith(
+        "the reports claiming to be from google.com, microsoft.com are not authenticated"
+    )
+    verdict = readiness(store, "example.com", trusted=frozenset({Channel.FILE}))
     assert verdict.verdict == "READY"
     assert verdict.sessions == 1200
+    assert verdict.vouched == ["google.com", "microsoft.com"]
+    each = readiness(store, "example.com", trusted=frozenset({Channel.FILE}),
+                     large_senders=("google.com", "yahoo.com"), require_all=True)  # fmt: skip
+    assert each.verdict == "UNKNOWN"
+    assert (
+        each.reason == "no report from the largest senders (yahoo.com) in 14 days: too little data"
+    )
 
 
 def test_negotiation_failures_are_what_enforce_would_defer(tmp_path: Path) -> None:

@@ -114,7 +114,13 @@ def test_enforce_is_allowed_when_the_live_check_and_the_reports_are_clean(
     store = open_store(f"sqlite:///{admin / 'reports.sqlite'}")
     for sender in ("google.com", "microsoft.com"):
         store.ingest(stored_report(sender, "good-testing.example", ok=500), "test")
-    result = run("mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), cwd=admin)
+    unproven = run(
+        "mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), cwd=admin
+    )
+    assert unproven.returncode == 1
+    assert "are not authenticated (no verified DKIM signature" in " ".join(unproven.stdout.split())
+    result = run("mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), "--trust", "file",
+                 cwd=admin)  # fmt: skip
     assert result.returncode == 0, result.stdout
     assert "refused" not in result.stdout
     assert mode_of(admin, "good-testing.example") == "enforce"

@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -29,7 +28,8 @@ from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.sts.domain import as_asked, domain_problem
 
-from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo
+from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, csv_cell, echo
+from .output import shown as escape  # MX names, certificates and messages quote strangers
 
 _STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 _VERDICT = {
@@ -83,7 +83,7 @@ def render_detail(check: DomainCheck) -> None:
     out = console()
     errors = sum(f.severity is Severity.ERROR for f in check.findings)
     warnings = sum(f.severity is Severity.WARNING for f in check.findings)
-    out.print(f"[bold]{check.domain}[/bold]: {_VERDICT[check.verdict]}  MTA-STS {check.mode}, "
+    out.print(f"[bold]{escape(check.domain)}[/bold]: {_VERDICT[check.verdict]}  MTA-STS {check.mode}, "
               f"TLS-RPT {'yes' if check.tlsrpt_record else 'no'}, {errors} error(s), {warnings} warning(s)")  # fmt: skip
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     for finding in sorted(check.findings, key=lambda f: order[f.severity]):
@@ -115,19 +115,19 @@ def render_detail(check: DomainCheck) -> None:
                 probe = address.last if address else None
                 leaf = probe.leaf if probe else None
                 table.add_row(
-                    f"{mx.preference} {mx.host}" if i == 0 else "",
-                    address.address if address else "-",
+                    f"{mx.preference} {escape(mx.host)}" if i == 0 else "",
+                    escape(address.address) if address else "-",
                     {True: "yes", False: "[red]no[/red]", None: "-"}[probe.starttls]
                     if probe
                     else "-",
-                    probe.tls_version or "-" if probe else "-",
+                    escape(probe.tls_version or "-") if probe else "-",
                     escape(", ".join(leaf.dns_ids)) if leaf else "-",
                     str(leaf.days_left()) if leaf else "-",
                     {True: "yes", False: "[red]no[/red]", None: "-"}[mx.in_policy]
                     if i == 0
                     else "",
                     _result_cell(address),
-                    mx.action if i == 0 else "",
+                    escape(mx.action) if i == 0 else "",
                 )
         out.print(table)
 
@@ -146,7 +146,7 @@ def render_adoption(checks: list[DomainCheck]) -> None:
     )
     for check in checks:
         row = adoption_row(check)
-        table.add_row(row["domain"], row["mta_sts"], "yes" if row["tlsrpt"] else "no",
+        table.add_row(escape(row["domain"]), row["mta_sts"], "yes" if row["tlsrpt"] else "no",
                       str(row["errors"]), str(row["warnings"]), _VERDICT[row["verdict"]])  # fmt: skip
     console().print(table)
 
@@ -158,7 +158,7 @@ def write_csv(path: Path, checks: list[DomainCheck]) -> None:
         )
         writer.writeheader()
         for check in checks:
-            writer.writerow(adoption_row(check))
+            writer.writerow({k: csv_cell(v) for k, v in adoption_row(check).items()})
 
 
 def _run(

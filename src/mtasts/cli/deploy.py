@@ -37,6 +37,7 @@ from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
 
 from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
+from .reports import large_sender_option, trust_option
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
@@ -296,9 +297,12 @@ with_check_options = options(
     help="Change even if the live check or the reports say no (says what it skipped).",
 )
 @click.option("--db", envvar="MTASTS_DB", help="The TLS-RPT report store (see mtasts reports).")
+@large_sender_option
+@trust_option
 @with_publish
 def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None, nameservers: tuple[str, ...],
-                 ca_file: Path | None, timeout: float, force: bool, db: str | None, **publish_to: Any) -> None:  # fmt: skip
+                 ca_file: Path | None, timeout: float, force: bool, db: str | None, large_senders: tuple[str, ...],
+                 trusted: tuple[str, ...], **publish_to: Any) -> None:  # fmt: skip
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -313,7 +317,9 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
         check = asyncio.run(
             check_domain(name, _lab_or_flags(lab_dir, nameservers, ca_file, timeout))
         )
-        gate = enforce_gate(check, report_readiness(name, db))
+        gate = enforce_gate(
+            check, report_readiness(name, db, large_senders=large_senders, trusted=trusted)
+        )
         if not gate.open:
             label = "skipped (--force)" if force else "refused"
             echo(f"{name}: enforce {label}:", fg="yellow" if force else "red", bold=True)

@@ -15,7 +15,16 @@ import click
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from mtasts.reports.analysis import MxRow, Readiness, SummaryRow, readiness, summary, summary_by_mx
+from mtasts.net.dns import Nameserver
+from mtasts.reports.analysis import (
+    LARGE_SENDERS,
+    MxRow,
+    Readiness,
+    SummaryRow,
+    readiness,
+    summary,
+    summary_by_mx,
+)
 from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
 from mtasts.reports.imap import watch as imap_watch
 from mtasts.reports.ingest import (
@@ -28,10 +37,11 @@ from mtasts.reports.ingest import (
     retry_quarantined,
     watch_maildir,
 )
+from mtasts.reports.provenance import Channel, DkimVerifier
 from mtasts.reports.store import Outcome, ReportStore, default_url, open_store, store_error
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
-from .output import EXIT_USAGE, console, echo
+from .output import EXIT_USAGE, console, csv_cell, echo, shown
 
 db_option = click.option(
     "--db", envvar="MTASTS_DB", help="SQLAlchemy URL (default: a SQLite file in your data folder)."
@@ -136,12 +146,25 @@ def reports() -> None:
     show_default=True,
     help="Reports per database transaction; messages move only after theirs commits.",
 )
+@click.option(
+    "--dkim/--no-dkim",
+    default=True,
+    show_default=True,
+    help="Verify report mail's DKIM signature (RFC 8460 §3) against DNS; readiness trusts only verified senders.",
+)
+@click.option(
+    "--nameserver",
+    "nameservers",
+    metavar="HOST[:PORT]",
+    multiple=True,
+    help="DNS server for the DKIM keys, instead of the system's (repeatable).",
+)
 @max_report_option
 @db_option
 def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
            imap_password_file: Path | None, imap_token_file: Path | None, imap_ca_file: Path | None,
-           imap_processed: str, imap_failed: str,
-           watch: bool, interval: float, batch_size: int, max_report: int, db: str | None) -> None:  # fmt: skip
+           imap_processed: str, imap_failed: str, watch: bool, interval: float, batch_size: int,
+           dkim: bool, nameservers: tuple[str, ...], max_report: int, db: str | None) -> None:  # fmt: skip
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
@@ -166,29 +189,34 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
                                          token_file=imap_token_file)  # fmt: skip
         except ImapError as exc:
             raise click.BadParameter(str(exc), param_hint="--imap-url") from None
+    try:
+        servers = tuple(Nameserver.parse(n) for n in nameservers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nameserver") from None
+    verifier = DkimVerifier(servers) if dkim else None
     store = open_report_store(db)
     if source is not None and watch:
         echo(
             f"watching {imap_url}, at most {interval:g} s between rounds (Ctrl-C to stop)", err=True
         )
         try:
-            imap_watch(store, source, interval, _log_round, batch_size, max_report)
+            imap_watch(store, source, interval, _log_round, batch_size, max_report, verifier)
         except KeyboardInterrupt:
             return
     if watch:
         echo(f"watching {maildir[0]} every {interval:g} s (Ctrl-C to stop)", err=True)
         try:
-            watch_maildir(store, maildir[0], interval, _log_round, batch_size, max_report)
+            watch_maildir(store, maildir[0], interval, _log_round, batch_size, max_report, verifier)
         except KeyboardInterrupt:
             return
     result = IngestResult()
     try:
-        with Batch(store, result, batch_size, max_report) as batch:
+        with Batch(store, result, batch_size, max_report, verifier=verifier) as batch:
             if source is not None:
                 ingest_imap(batch, source)
             for path in paths:
                 if str(path) == "-":
-                    batch.add(sys.stdin.buffer.read(), "<stdin>")
+                    batch.add(sys.stdin.buffer.read(), "<stdin>", channel=Channel.STDIN)
                 else:
                     ingest_path(batch, path)
             for folder in maildir:
@@ -215,6 +243,12 @@ def _counts(result: IngestResult) -> str:
         f"stored {counts[Outcome.STORED]}, duplicates {counts[Outcome.DUPLICATE]},"
         f" quarantined {counts[Outcome.QUARANTINED]}, unrelated mail skipped {counts['unrelated']}"
         + (f", unreadable {counts['unreadable']}" if counts["unreadable"] else "")
+        + (
+            f", conflicting {counts[Outcome.CONFLICT]} (stored; another report has the same"
+            " submitter and id: see `mtasts reports quarantine`)"
+            if counts[Outcome.CONFLICT]
+            else ""
+        )
     )
 
 
@@ -249,13 +283,22 @@ def quarantine(retry: bool, max_report: int, db: str | None) -> None:
             bold=True,
         )
         return
+    conflicts = store.conflicts()
+    if conflicts:
+        table = Table("report", "submitter", "report-id", "channel", "DKIM", "source", "ingested (UTC)",
+                      title="conflicting reports: one submitter and report-id, different content")  # fmt: skip
+        for c in conflicts:
+            table.add_row(str(c.id), shown(c.submitter), shown(c.report_id), c.channel,
+                          shown(c.dkim_domain or "none"), shown(c.source), f"{c.ingested_at:%Y-%m-%d %H:%M}")  # fmt: skip
+        console().print(table)
     rows = store.quarantine()
     if not rows:
         echo("the quarantine is empty")
         return
     table = Table("id", "when (UTC)", "source", "rule", "reason")
     for row in rows:
-        table.add_row(str(row.id), f"{row.at:%Y-%m-%d %H:%M}", row.source, row.rule, row.reason)
+        table.add_row(str(row.id), f"{row.at:%Y-%m-%d %H:%M}", shown(row.source), shown(row.rule),
+                      shown(row.reason))  # fmt: skip
     console().print(table)
 
 
@@ -315,7 +358,13 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
             summary_by_mx(open_report_store(db), domain, _since(since)), as_json, csv_path
         )
         return
-    rows = summary(open_report_store(db), domain, _since(since))
+    store = open_report_store(db)
+    rows = summary(store, domain, _since(since))
+    conflicts = len(store.conflicts())
+    if conflicts:  # on stderr, so --json and --csv stay clean
+        echo(f"warning: {conflicts} stored reports conflict (one submitter and report-id, different"
+             " content; a forged report?): the sums below hold both; see `mtasts reports quarantine`",
+             fg="yellow", err=True)  # fmt: skip
     if _export(rows, list(SummaryRow.__dataclass_fields__), as_json, csv_path):
         return
     table = Table(
@@ -330,8 +379,9 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
     )
     for row in rows:
         failures = ", ".join(f"{k} {v}" for k, v in sorted(row.failures.items()))
-        table.add_row(row.day.isoformat(), row.submitter, row.domain, row.policy_type, f"{row.successful:,}",
-                      f"[red]{row.failed:,}[/red]" if row.failed else "0", failures)  # fmt: skip
+        table.add_row(row.day.isoformat(), shown(row.submitter), shown(row.domain), shown(row.policy_type),
+                      f"{row.successful:,}", f"[red]{row.failed:,}[/red]" if row.failed else "0",
+                      shown(failures))  # fmt: skip
     console().print(table)
 
 
@@ -345,8 +395,8 @@ def _export(
             writer.writeheader()
             for row in rows:
                 # A cell holds one value: the failure counts become "type=sessions type=sessions".
-                writer.writerow({key: " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict)
-                                 else value for key, value in row.to_dict().items()})  # fmt: skip
+                writer.writerow({key: csv_cell(" ".join(f"{k}={v}" for k, v in value.items())
+                                 if isinstance(value, dict) else value) for key, value in row.to_dict().items()})  # fmt: skip
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
     return as_json
@@ -366,19 +416,42 @@ def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> N
         title="failed TLS sessions by MX",
     )
     for row in rows:
-        table.add_row(row.day.isoformat(), row.submitter, row.domain, row.receiving_mx or "-", row.receiving_ip or "-",
-                      row.result_type, f"{row.sessions:,}")  # fmt: skip
+        table.add_row(row.day.isoformat(), shown(row.submitter), shown(row.domain), shown(row.receiving_mx or "-"),
+                      shown(row.receiving_ip or "-"), shown(row.result_type), f"{row.sessions:,}")  # fmt: skip
     console().print(table)
+
+
+large_sender_option = click.option(
+    "--large-sender",
+    "large_senders",
+    metavar="DOMAIN",
+    multiple=True,
+    envvar="MTASTS_LARGE_SENDERS",
+    help="Require an authenticated report from this sender (repeatable; default: one from any of"
+    f" {', '.join(LARGE_SENDERS)}).",
+)
+trust_option = click.option(
+    "--trust",
+    "trusted",
+    type=click.Choice([c.value for c in Channel]),
+    multiple=True,
+    envvar="MTASTS_TRUSTED_CHANNELS",
+    help="Count reports from this channel as authenticated (a mailbox your own MTA DKIM-checks).",
+)
 
 
 @reports.command("readiness")
 @click.argument("domain")
 @click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@large_sender_option
+@trust_option
 @db_option
-def readiness_command(domain: str, days: int, as_json: bool, db: str | None) -> None:
+def readiness_command(domain: str, days: int, as_json: bool, large_senders: tuple[str, ...],
+                      trusted: tuple[str, ...], db: str | None) -> None:  # fmt: skip
     """Would anything have been blocked under enforce? READY (exit 0) or NOT READY / UNKNOWN (exit 1)."""
-    verdict = readiness(open_report_store(db), domain, days)
+    verdict = readiness(open_report_store(db), domain, days, large_senders=large_senders or LARGE_SENDERS,
+                        trusted=frozenset(Channel(t) for t in trusted), require_all=bool(large_senders))  # fmt: skip
     if as_json:
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
@@ -408,10 +481,10 @@ def _render_readiness(verdict: Readiness) -> None:
         for g in groups:
             dates = f"{g.first} .. {g.last}" if g.first != g.last else str(g.first)
             table.add_row(
-                g.submitter,
-                g.result_type,
-                g.receiving_mx or "-",
-                g.receiving_ip or "-",
+                shown(g.submitter),
+                shown(g.result_type),
+                shown(g.receiving_mx or "-"),
+                shown(g.receiving_ip or "-"),
                 f"{g.sessions:,}",
                 dates,
             )
@@ -419,9 +492,9 @@ def _render_readiness(verdict: Readiness) -> None:
     if verdict.would_defer or verdict.unaffected:
         out.print(
             "each result type is also the `mtasts check` finding that explains it: run mtasts check "
-            + verdict.domain
+            + shown(verdict.domain)
         )
     colour = {"READY": "green", "NOT READY": "red"}.get(verdict.verdict, "yellow")
     out.print(
-        f"[bold {colour}]{verdict.verdict}[/bold {colour}]: {verdict.domain}, last {verdict.days} days: {verdict.reason}"
+        f"[bold {colour}]{verdict.verdict}[/bold {colour}]: {shown(verdict.domain)}, last {verdict.days} days: {shown(verdict.reason)}"
     )

@@ -39,9 +39,20 @@ class Readiness:
     reason: str
 
 
-def report_readiness(domain: str, store_url: str | None = None, days: int = 14) -> Readiness:
-    """The stored TLS-RPT reports of the last ``days`` days, as the gate's readiness verdict."""
-    from mtasts.reports.analysis import readiness
+def report_readiness(
+    domain: str,
+    store_url: str | None = None,
+    days: int = 14,
+    large_senders: tuple[str, ...] = (),
+    trusted: tuple[str, ...] = (),
+) -> Readiness:
+    """The stored TLS-RPT reports of the last ``days`` days, as the gate's readiness verdict.
+
+    ``large_senders`` (each required; default one of the big three) and ``trusted``
+    channels as for ``mtasts reports readiness``.
+    """
+    from mtasts.reports.analysis import LARGE_SENDERS, readiness
+    from mtasts.reports.provenance import Channel
     from mtasts.reports.store import default_url, open_store
 
     try:
@@ -50,7 +61,8 @@ def report_readiness(domain: str, store_url: str | None = None, days: int = 14) 
         return Readiness(
             "UNKNOWN", f"the report store cannot be opened ({str(exc).splitlines()[0]})"
         )
-    verdict = readiness(store, domain, days)
+    verdict = readiness(store, domain, days, large_senders=large_senders or LARGE_SENDERS,
+                        trusted=frozenset(Channel(t) for t in trusted), require_all=bool(large_senders))  # fmt: skip
     return Readiness(verdict.verdict, verdict.reason)
 
 

@@ -13,9 +13,18 @@ import datetime as dt
 import gzip
 import json
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-SENDERS = (("google.com", 0.6), ("Microsoft Corporation", 0.3), ("mail.example-isp.net", 0.1))
+if TYPE_CHECKING:
+    from .dkim import LabSigners
+
+# (organization-name, the domain that signs its mail, share of the traffic)
+SENDERS = (
+    ("google.com", "google.com", 0.6),
+    ("Microsoft Corporation", "microsoft.com", 0.3),
+    ("mail.example-isp.net", "mail.example-isp.net", 0.1),
+)
+SENDER_DOMAINS = tuple(domain for _, domain, _ in SENDERS)
 _POLICY_FAULTS = {"sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"}
 _MX_FAULTS = {
     "certificate-host-mismatch",
@@ -29,7 +38,7 @@ def _report(
     sender: str, domain: dict[str, Any], day: dt.date, rng: random.Random
 ) -> dict[str, Any]:
     start = dt.datetime.combine(day, dt.time(), dt.UTC)
-    share = dict(SENDERS)[sender]
+    share = next(s for name, _, s in SENDERS if name == sender)
     sessions = max(1, int(rng.randint(200, 2000) * share))
     codes = set(domain["expect"])
     failures = []
@@ -69,6 +78,13 @@ def simulate(
     domains: list[dict[str, Any]], days: int = 21, today: dt.date | None = None, seed: int = 8460
 ) -> list[bytes]:
     """Gzipped report files for every domain that publishes MTA-STS (``domains`` as in lab.json)."""
+    return [report for _, _, report in _simulated(domains, days, today, seed)]
+
+
+def _simulated(
+    domains: list[dict[str, Any]], days: int, today: dt.date | None, seed: int
+) -> list[tuple[str, str, bytes]]:
+    """(signing domain, policy domain, gzipped report) per simulated report."""
     rng = random.Random(seed)
     last = today or dt.datetime.now(dt.UTC).date()
     out = []
@@ -76,15 +92,24 @@ def simulate(
         if "sts-not-published" in domain["expect"] or "mode-none" in domain["expect"]:
             continue
         for back in range(days, 0, -1):
-            for sender, _ in SENDERS:
-                out.append(
-                    gzip.compress(
-                        json.dumps(
-                            _report(sender, domain, last - dt.timedelta(days=back), rng)
-                        ).encode()
-                    )
-                )
+            for sender, signer, _ in SENDERS:
+                doc = _report(sender, domain, last - dt.timedelta(days=back), rng)
+                out.append((signer, domain["name"], gzip.compress(json.dumps(doc).encode())))
     return out
+
+
+def simulate_mail(
+    domains: list[dict[str, Any]],
+    signers: LabSigners,
+    days: int = 21,
+    today: dt.date | None = None,
+    seed: int = 8460,
+) -> list[bytes]:
+    """The same reports as RFC 8460 §5.3 mail, DKIM-signed by each sender's lab key (§3)."""
+    return [
+        signers.sign(report_mail(report, submitter=signer, domain=domain), signer)
+        for signer, domain, report in _simulated(domains, days, today, seed)
+    ]
 
 
 def report_mail(report_gz: bytes, submitter: str = "mail.example", domain: str = "company-y.example",

@@ -15,11 +15,13 @@ from mtasts.net.dns import Nameserver
 
 from .attacker import serve_attacker
 from .ca import LabCA
+from .dkim import LabSigners
 from .dns_server import serve_dns
 from .https_server import serve_https
+from .reports import SENDER_DOMAINS
 from .scenario import MxFault, Scenario, generate
 from .smtp_server import serve_smtp
-from .topology import Topology, build
+from .topology import Topology, build, txt_value
 
 STANDARD_PORTS = {"dns": 53, "https": 443, "smtp": 25}
 HIGH_PORTS = {"dns": 10053, "https": 10443, "smtp": 10025}
@@ -91,6 +93,15 @@ class Lab:
         self.ca = LabCA(state)
         self.ports = choose_ports(self.config, self.topology)
         topo = self.topology
+        # The simulated report senders sign their mail; their public keys are in our DNS.
+        self.signers = LabSigners(state / "dkim", SENDER_DOMAINS)
+        for owner, value in self.signers.records():
+            topo.records.get(owner, {}).pop("TXT", None)  # a restarted lab made new keys
+            topo.add(
+                owner,
+                "TXT",
+                txt_value(tuple(value[i : i + 255] for i in range(0, len(value), 255))),
+            )
         mail_log = state / "mail.log"
         self._servers += await serve_dns(topo, self.ports["dns"])
         self._servers.append(await serve_https(self.ca, topo, self.ports["https"]))
@@ -142,6 +153,7 @@ class Lab:
             "https": {"address": topo.https_address, "port": self.ports["https"]},
             "smtp": {"port": self.ports["smtp"]},
             "ca_file": str(self.ca.ca_file),
+            "dkim_keys": str(self.config.state_dir / "dkim"),
             "mail_log": str(self.config.state_dir / "mail.log"),
             "check_flags": self.check_flags(),
             "domains": domains,

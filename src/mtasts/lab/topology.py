@@ -70,7 +70,8 @@ class Topology:
         self.records.setdefault(name.lower().rstrip("."), {}).setdefault(rdtype, []).append(value)
 
 
-def _txt(strings: tuple[str, ...]) -> str:
+def txt_value(strings: tuple[str, ...]) -> str:
+    """TXT record data in zone-file form: each string quoted."""
     return " ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in strings)
 
 
@@ -105,9 +106,9 @@ def _publish(topo: Topology, domain: LabDomain) -> None:
         if mx.cname:
             topo.add(mx.name, "CNAME", f"{mx.cname}.")
     for record in domain.sts_txt():
-        topo.add(f"_mta-sts.{name}", "TXT", _txt(record))
+        topo.add(f"_mta-sts.{name}", "TXT", txt_value(record))
     for record in domain.tlsrpt_txt():
-        topo.add(f"_smtp._tls.{name}", "TXT", _txt(record))
+        topo.add(f"_smtp._tls.{name}", "TXT", txt_value(record))
     policy = domain.policy_text()
     if policy is not None:
         host = f"mta-sts.{name}"

@@ -21,13 +21,18 @@ from sqlalchemy.orm import Session
 from mtasts.tlsrpt import ResultType
 
 from .models import FailureRow, PolicyRow
+from .models import Report as ReportRow
+from .provenance import Channel, is_sender
 from .store import ReportStore
 
 WOULD_DEFER = {
     ResultType.STARTTLS_NOT_SUPPORTED, ResultType.CERTIFICATE_HOST_MISMATCH, ResultType.CERTIFICATE_EXPIRED,
     ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.VALIDATION_FAILURE,
 }  # fmt: skip
-LARGEST_SENDERS = ("google", "microsoft", "yahoo")
+# Readiness waits for these senders' reports, matched on the domain that vouches for a
+# report (its verified DKIM signer, or its claimed domain on a trusted channel), never on
+# the organisation name a report chooses for itself (security review #3).
+LARGE_SENDERS = ("google.com", "microsoft.com", "yahoo.com")
 
 
 @dataclass
@@ -129,6 +134,21 @@ def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[Failure
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where one stored report came from, and who vouches for it."""
+
+    channel: str
+    dkim_domain: str | None
+    sender_domain: str
+    conflict: bool
+
+    def vouched_by(self, trusted: frozenset[Channel]) -> str | None:
+        if self.dkim_domain:
+            return self.dkim_domain
+        return self.sender_domain if self.channel in trusted else None
+
+
 def _rows(
     store: ReportStore, domain: str | None, since: dt.date | None
 ) -> tuple[list[PolicyRow], dict[int, list[FailureRow]]]:
@@ -140,6 +160,19 @@ def _rows(
     with Session(store.engine) as session:
         policies = list(session.scalars(query))
         return policies, _failures(session, [p.id for p in policies])
+
+
+def _origins(store: ReportStore, report_ids: set[int]) -> dict[int, Origin]:
+    table = ReportRow.__table__.c
+    out: dict[int, Origin] = {}
+    ids = sorted(report_ids)
+    with store.engine.connect() as connection:
+        for start in range(0, len(ids), 500):
+            query = select(table.id, table.channel, table.dkim_domain, table.sender_domain,
+                           table.conflict).where(table.id.in_(ids[start : start + 500]))  # fmt: skip
+            for row_id, channel, dkim_domain, sender_domain, conflict in connection.execute(query):
+                out[row_id] = Origin(channel, dkim_domain, sender_domain, bool(conflict))
+    return out
 
 
 @dataclass
@@ -172,26 +205,47 @@ class Readiness:
     reason: str
     sessions: int = 0
     senders: list[str] = field(default_factory=list)
+    vouched: list[str] = field(default_factory=list)  # domains that vouch for a report
+    conflicts: int = 0  # reports whose submitter and id another content also holds
     would_defer: list[FailureGroup] = field(default_factory=list)
     unaffected: list[FailureGroup] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"domain": self.domain, "days": self.days, "verdict": self.verdict, "reason": self.reason,
-                "sessions": self.sessions, "senders": self.senders,
+                "sessions": self.sessions, "senders": self.senders, "vouched": self.vouched,
+                "conflicts": self.conflicts,
                 "would_defer": [g.to_dict() for g in self.would_defer],
                 "unaffected": [g.to_dict() for g in self.unaffected]}  # fmt: skip
 
 
 def readiness(
-    store: ReportStore, domain: str, days: int = 14, today: dt.date | None = None
+    store: ReportStore,
+    domain: str,
+    days: int = 14,
+    today: dt.date | None = None,
+    large_senders: tuple[str, ...] = LARGE_SENDERS,
+    trusted: frozenset[Channel] = frozenset(),
+    require_all: bool = False,
 ) -> Readiness:
-    """Would anything have been blocked under enforce over the last ``days`` days?"""
+    """Would anything have been blocked under enforce over the last ``days`` days?
+
+    A definite failure wins: any session enforce would have deferred makes it NOT READY,
+    whoever reported it. READY needs a report from each of ``large_senders`` that is
+    authenticated (a verified DKIM signature) or came through a ``trusted`` channel (from
+    each when ``require_all``, else from at least one), and no conflicting reports: anyone
+    can send a report claiming to be Google's.
+    """
     domain = domain.lower().rstrip(".")
     since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=days)
     policies, failures = _rows(store, domain, since)
+    origins = _origins(store, {p.report_id for p in policies})
     result = Readiness(domain, days, "UNKNOWN", "")
     result.sessions = sum(p.successful + p.failed for p in policies)
     result.senders = sorted({p.submitter for p in policies})
+    result.vouched = sorted(
+        {v for o in origins.values() if (v := o.vouched_by(trusted)) is not None}
+    )
+    result.conflicts = sum(o.conflict for o in origins.values())
     groups: dict[tuple[str, str, str | None, str | None], FailureGroup] = {}
     for policy in policies:
         for failure in failures.get(policy.id, []):
@@ -208,14 +262,29 @@ def readiness(
     for group in sorted(groups.values(), key=lambda g: -g.sessions):
         deferred = group.result_type in {r.value for r in WOULD_DEFER}
         (result.would_defer if deferred else result.unaffected).append(group)
+    missing = [s for s in large_senders if not any(is_sender(v, s) for v in result.vouched)]
+    if not require_all and len(missing) < len(large_senders):
+        missing = []  # one of them is enough
+    claimed = [s for s in missing if any(is_sender(o.sender_domain, s) for o in origins.values())]
     if not policies:
         result.reason = f"no TLS-RPT reports for {domain} in the last {days} days"
-    elif not any(big in s for s in result.senders for big in LARGEST_SENDERS):
-        result.reason = f"no report from the largest senders ({', '.join(LARGEST_SENDERS)}) in {days} days: too little data"
     elif result.would_defer:
         blocked = sum(g.sessions for g in result.would_defer)
         result.verdict = "NOT READY"
         result.reason = f"enforce would have deferred {blocked} of {result.sessions} sessions"
+    elif result.conflicts:
+        result.reason = (
+            f"{result.conflicts} reports share a submitter and report-id with other content"
+            " (a forged report?): see `mtasts reports quarantine`"
+        )
+    elif claimed:
+        result.reason = (
+            f"the reports claiming to be from {', '.join(claimed)} are not authenticated (no"
+            " verified DKIM signature; an HTTPS POST carries none): readiness counts them only"
+            " from a channel you trust (--trust)"
+        )
+    elif missing:
+        result.reason = f"no report from the largest senders ({', '.join(missing)}) in {days} days: too little data"
     else:
         result.verdict = "READY"
         result.reason = f"{result.sessions} sessions from {len(result.senders)} senders, none that enforce would defer"

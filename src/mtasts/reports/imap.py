@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult
+from .provenance import Channel, DkimVerifier
 from .store import ReportStore, store_error
 
 _FETCH_CHUNK = 100  # messages per FETCH: few round trips, bounded memory
@@ -192,7 +193,7 @@ def _round(
     for first in range(0, len(uids), _FETCH_CHUNK):
         for uid, message in _fetch(client, uids[first : first + _FETCH_CHUNK]):
             where = f"imap://{source.host}/{source.folder}/{uid.decode()}"
-            if not batch.add(message, where, after_commit(uid)):
+            if not batch.add(message, where, after_commit(uid), Channel.IMAP):
                 skip.add(uid)  # unrelated mail stays put
         move_committed()
     batch.flush()
@@ -253,6 +254,7 @@ def watch(
     on_round: Callable[[IngestResult], None] = lambda _result: None,
     batch_size: int = DEFAULT_BATCH,
     max_size: int = DEFAULT_MAX_SIZE,
+    verifier: DkimVerifier | None = None,
 ) -> None:
     """Keep reading the mailbox, woken by IDLE when the server has it, else every ``interval``.
 
@@ -266,7 +268,7 @@ def watch(
         try:
             if client is None:
                 client, unrelated = _connect(source), set()
-            with Batch(store, result, batch_size, max_size) as batch:
+            with Batch(store, result, batch_size, max_size, verifier=verifier) as batch:
                 _round(client, source, batch, unrelated)
             on_round(result)
             if not _idle(client, interval):

@@ -25,6 +25,7 @@ from mtasts.tlsrpt import ReportError, ReportTooLargeError
 from mtasts.tlsrpt.mail import expand_zip, extract_reports
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE, Budget, inflate
 
+from .provenance import Channel, DkimVerifier, Provenance
 from .store import Incoming, Outcome, ReportStore, store_error
 
 _GZIP, _ZIP = b"\x1f\x8b", b"PK\x03\x04"
@@ -48,7 +49,13 @@ class IngestResult:
 MAX_ITEMS = 1000  # report files in one input: real mail carries one or two
 
 
-def _report_files(data: bytes, source: str, max_size: int) -> Iterator[Incoming]:
+def _report_files(
+    data: bytes,
+    source: str,
+    max_size: int,
+    channel: Channel = Channel.FILE,
+    verifier: DkimVerifier | None = None,
+) -> Iterator[Incoming]:
     """Every report file in one input: a report file itself, a zip of them or a message.
 
     One :class:`Budget` of ``max_size`` bytes covers the whole input: every MIME part,
@@ -56,14 +63,14 @@ def _report_files(data: bytes, source: str, max_size: int) -> Iterator[Incoming]
     small mail becomes a large one), and zips are expanded one level only.
     """
     budget = Budget(max_size)
-    for count, item in enumerate(_files(data, source, budget), 1):
+    for count, item in enumerate(_files(data, source, budget, channel, verifier), 1):
         if count > MAX_ITEMS:
             too_many = ReportError(
                 f"the input holds more than {MAX_ITEMS} report files",
                 rule="report.too-many",
                 section="§5.3",
             )
-            yield Incoming(data, source, item.submitter_hint, too_many)
+            yield Incoming(data, source, item.submitter_hint, too_many, provenance=item.provenance)
             return
         yield item
 
@@ -72,35 +79,45 @@ def _is_report_file(data: bytes) -> bool:
     return data.startswith(_GZIP) or data.lstrip().startswith((b"{", b"["))
 
 
-def _files(data: bytes, source: str, budget: Budget) -> Iterator[Incoming]:
+def _files(
+    data: bytes, source: str, budget: Budget, channel: Channel, verifier: DkimVerifier | None
+) -> Iterator[Incoming]:
+    plain = Provenance(channel)
     if _is_report_file(data):
-        yield _inflated(data, source, budget, None)
+        yield _inflated(data, source, budget, None, plain)
     elif data.startswith(_ZIP):
-        yield from _zip_members(data, source, budget, None)
+        yield from _zip_members(data, source, budget, None, plain)
     else:
         mail = extract_reports(data)
+        if not mail.parts:
+            return
+        # RFC 8460 §3: report mail is DKIM-signed by the reporting domain.
+        result, domain = verifier.verify(data) if verifier is not None else ("none", None)
+        provenance = Provenance(channel, domain, result)
         for part in mail.parts:
             where = f"{source} ({part.filename or part.content_type})"
             if part.data.startswith(_ZIP):
-                yield from _zip_members(part.data, where, budget, mail.submitter)
+                yield from _zip_members(part.data, where, budget, mail.submitter, provenance)
             else:  # declared a report by its type or name: a broken one is quarantined
-                yield _inflated(part.data, where, budget, mail.submitter)
+                yield _inflated(part.data, where, budget, mail.submitter, provenance)
 
 
 def _zip_members(
-    data: bytes, source: str, budget: Budget, submitter: str | None
+    data: bytes, source: str, budget: Budget, submitter: str | None, provenance: Provenance
 ) -> Iterator[Incoming]:
     try:
         members = expand_zip(data, budget.limit, budget=budget)
     except ReportError as exc:
-        yield Incoming(data, source, submitter, exc)
+        yield Incoming(data, source, submitter, exc, provenance=provenance)
         return
     for name, content in members:
         if _is_report_file(content):  # a README.txt beside the report is not one
-            yield _inflated(content, f"{source}!{name}", budget, submitter)
+            yield _inflated(content, f"{source}!{name}", budget, submitter, provenance)
 
 
-def _inflated(data: bytes, source: str, budget: Budget, submitter: str | None) -> Incoming:
+def _inflated(
+    data: bytes, source: str, budget: Budget, submitter: str | None, provenance: Provenance
+) -> Incoming:
     """The report file and its JSON, drawn from the input's budget; the raw bytes stay as sent."""
     try:
         if data.startswith(_GZIP):
@@ -111,11 +128,11 @@ def _inflated(data: bytes, source: str, budget: Budget, submitter: str | None) -
                     budget.take(budget.remaining + 1, source)
                 raise
             budget.take(len(text), source)
-            return Incoming(data, source, submitter, text=text)
+            return Incoming(data, source, submitter, text=text, provenance=provenance)
         budget.take(len(data), source)
     except ReportError as exc:
-        return Incoming(data, source, submitter, exc)
-    return Incoming(data, source, submitter)
+        return Incoming(data, source, submitter, exc, provenance=provenance)
+    return Incoming(data, source, submitter, provenance=provenance)
 
 
 class _Message:
@@ -140,18 +157,26 @@ class Batch:
     """
 
     def __init__(self, store: ReportStore, result: IngestResult, size: int = DEFAULT_BATCH,
-                 max_size: int = DEFAULT_MAX_SIZE, max_bytes: int = 64 << 20) -> None:  # fmt: skip
+                 max_size: int = DEFAULT_MAX_SIZE, max_bytes: int = 64 << 20,
+                 verifier: DkimVerifier | None = None) -> None:  # fmt: skip
         self.store, self.result, self.size, self.max_size = store, result, size, max_size
+        self.verifier = verifier
         self.max_bytes = max(max_bytes, max_size)
         self._items: list[tuple[Incoming, _Message]] = []
         self._waiting: list[_Message] = []  # messages with reports not yet committed, in order
         self._bytes = 0
 
-    def add(self, data: bytes, source: str, then: AfterCommit | None = None) -> bool:
+    def add(
+        self,
+        data: bytes,
+        source: str,
+        then: AfterCommit | None = None,
+        channel: Channel = Channel.FILE,
+    ) -> bool:
         """Queue every report in ``data``; False when it held none (unrelated mail, counted)."""
         message = _Message(then)
         self._waiting.append(message)
-        for item in _report_files(data, source, self.max_size):
+        for item in _report_files(data, source, self.max_size, channel, self.verifier):
             message.reports += 1
             message.waiting += 1
             self._items.append((item, message))
@@ -238,7 +263,8 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
                 batch.result.counts["unreadable"] += 1
                 batch.result.problems.append(f"unreadable: {path}: {exc.strerror}")
                 continue
-            batch.add(data, f"{folder}/{sub}/{path.name}", move(path))  # unrelated mail stays put
+            # unrelated mail stays put
+            batch.add(data, f"{folder}/{sub}/{path.name}", move(path), Channel.MAILDIR)
 
 
 def watch_maildir(
@@ -248,12 +274,13 @@ def watch_maildir(
     on_round: Callable[[IngestResult], None] = lambda _result: None,
     size: int = DEFAULT_BATCH,
     max_size: int = DEFAULT_MAX_SIZE,
+    verifier: DkimVerifier | None = None,
 ) -> None:
     """Read the Maildir every ``interval`` seconds; a failing store is reported and retried."""
     while True:
         result = IngestResult()
         try:
-            with Batch(store, result, size, max_size) as batch:
+            with Batch(store, result, size, max_size, verifier=verifier) as batch:
                 ingest_maildir(batch, folder)
         except SQLAlchemyError as exc:  # nothing moved: the next round reads it all again
             result.problems.append(f"error: {store_error(exc)}")
@@ -276,7 +303,7 @@ def _subfolder(folder: Path, name: str) -> Path:
 def ingest_mbox(batch: Batch, path: Path) -> None:
     box = mailbox.mbox(path, create=False)
     for key in box.iterkeys():
-        batch.add(box.get_bytes(key), f"{path}#{key}")
+        batch.add(box.get_bytes(key), f"{path}#{key}", channel=Channel.MBOX)
 
 
 def retry_quarantined(

@@ -8,6 +8,7 @@ import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -39,7 +40,13 @@ class RawReport(Base):
 
 class Report(Base):
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("submitter", "report_id"),)
+    # A forged report with a real one's id must not hide it (security review #3): the
+    # content hash is part of the key, and two contents under one id are flagged.
+    __table_args__ = (
+        UniqueConstraint(
+            "submitter", "report_id", "content_sha256", name="uq_reports_submitter_id_content"
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     submitter: Mapped[str] = mapped_column(String(255))
     report_id: Mapped[str] = mapped_column(String(255))
@@ -50,6 +57,11 @@ class Report(Base):
     raw_id: Mapped[int] = mapped_column(ForeignKey("raw_reports.id"))
     warnings: Mapped[str] = mapped_column(Text, default="")
     ingested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    content_sha256: Mapped[str] = mapped_column(String(64), default="legacy")
+    channel: Mapped[str] = mapped_column(String(16), default="file")  # provenance.Channel
+    dkim_domain: Mapped[str | None] = mapped_column(String(255), nullable=True)  # verified signer
+    sender_domain: Mapped[str] = mapped_column(String(255), default="")  # what the report claims
+    conflict: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class PolicyRow(Base):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.exc import (
     DataError,
@@ -51,7 +53,9 @@ from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 from .models import FailureRow, PolicyRow, Quarantined, RawReport
 from .models import Report as ReportRow
 from .normalise import NAME, SHORT, clean, storable
+from .provenance import Channel, Provenance, claimed_domain
 
+_LEGACY = "legacy"  # the content hash of rows stored before migration 0002
 # Bound parameters per IN list: well under SQLite's 32,766 and PostgreSQL's 65,535.
 _CHUNK = 500
 _RETRIES = 3
@@ -61,12 +65,16 @@ class Outcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
+    CONFLICT = "conflict"  # stored, but another content already holds its submitter and id
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
     outcome: Outcome
     detail: str = ""
+
+
+_BY_FILE = Provenance(Channel.FILE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,7 @@ class Incoming:
     submitter_hint: str | None = None
     error: tlsrpt.ReportError | None = None  # known unreadable before parsing (a broken zip)
     text: bytes | None = None  # the JSON of a gzip ``data``, already inflated within its budget
+    provenance: Provenance = _BY_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,18 @@ class _Parsed:
     report: Report | None
     error: tlsrpt.ReportError | None
     submitter: str = ""
+    content: str = ""  # SHA-256 of the report as stored, whatever its compression or channel
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    id: int
+    submitter: str
+    report_id: str
+    channel: str
+    dkim_domain: str | None
+    source: str
+    ingested_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +178,8 @@ def _parse(item: Incoming, max_size: int) -> _Parsed:
         )
     hint = clean(item.submitter_hint, NAME) if item.submitter_hint else None
     submitter = (report.organization_name or hint or "unknown").strip().lower()
-    return _Parsed(item, digest, report, None, submitter)
+    content = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
+    return _Parsed(item, digest, report, None, submitter, content)
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -203,9 +225,11 @@ class ReportStore:
         source: str,
         submitter_hint: str | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
+        channel: Channel = Channel.FILE,
     ) -> Stored:
         """Parse and store one report file (JSON or gzip); unparseable input goes to quarantine."""
-        return self.ingest_many([Incoming(data, source, submitter_hint)], max_size)[0]
+        item = Incoming(data, source, submitter_hint, provenance=Provenance(channel))
+        return self.ingest_many([item], max_size)[0]
 
     def ingest_many(
         self, items: Sequence[Incoming], max_size: int = DEFAULT_MAX_SIZE
@@ -262,6 +286,8 @@ class ReportStore:
             outcomes: list[Stored] = []
             wanted_raw: dict[str, Incoming] = {}
             keep: list[_Parsed] = []
+            conflicts: set[tuple[str, str]] = set()
+            vouched: list[tuple[int, Provenance]] = []
             for p in parsed:
                 if p.report is None:
                     assert p.error is not None
@@ -272,11 +298,18 @@ class ReportStore:
                         wanted_raw.setdefault(p.digest, p.item)
                     continue
                 key = (p.submitter, p.report.report_id)
-                if key in known:
+                contents = known.setdefault(key, {})
+                same = contents.get(p.content, contents.get(_LEGACY))
+                if same is not None or (contents and p.content in contents):
                     outcomes.append(Stored(Outcome.DUPLICATE, f"{key[0]} {key[1]}"))
+                    if p.item.provenance.dkim_domain and same is not None and not same[1]:
+                        vouched.append((same[0], p.item.provenance))  # now authenticated
                     continue
-                known.add(key)
-                outcomes.append(Stored(Outcome.STORED, f"{key[0]} {key[1]}"))
+                if contents:
+                    conflicts.add(key)
+                contents[p.content] = None  # a second copy within this batch is a duplicate
+                outcome = Outcome.CONFLICT if key in conflicts else Outcome.STORED
+                outcomes.append(Stored(outcome, f"{key[0]} {key[1]}"))
                 keep.append(p)
                 wanted_raw.setdefault(p.digest, p.item)
             new_raw = [d for d in wanted_raw if d not in raw_ids]
@@ -288,7 +321,29 @@ class ReportStore:
                 {"raw_id": raw_ids[p.digest], "rule": clean(p.error.rule, SHORT), "reason": clean(str(p.error)),
                  "source": clean(p.item.source), "at": now} for p in keep if p.error is not None])  # fmt: skip
             self._add_reports(connection, [p for p in keep if p.report is not None], raw_ids, now)
+            self._flag(connection, conflicts, vouched)
         return outcomes
+
+    @staticmethod
+    def _flag(
+        connection: Connection,
+        conflicts: set[tuple[str, str]],
+        vouched: list[tuple[int, Provenance]],
+    ) -> None:
+        """Mark every report of a conflicting (submitter, id); record a later DKIM proof."""
+        table = ReportRow.__table__.c
+        for chunk in _chunks(sorted(conflicts)):
+            connection.execute(
+                update(ReportRow)
+                .where(tuple_(table.submitter, table.report_id).in_(chunk))
+                .values(conflict=True)
+            )
+        for row_id, provenance in vouched:
+            connection.execute(
+                update(ReportRow)
+                .where(table.id == row_id)
+                .values(dkim_domain=provenance.dkim_domain, channel=str(provenance.channel))
+            )
 
     @staticmethod
     def _known_raw(connection: Connection, digests: Iterable[str]) -> dict[str, int]:
@@ -300,17 +355,19 @@ class ReportStore:
         return found
 
     @staticmethod
-    def _known_reports(connection: Connection, parsed: Sequence[_Parsed]) -> set[tuple[str, str]]:
+    def _known_reports(
+        connection: Connection, parsed: Sequence[_Parsed]
+    ) -> dict[tuple[str, str], dict[str, tuple[int, str | None] | None]]:
+        """Per (submitter, id) already stored: each content hash -> (row id, DKIM domain)."""
         table = ReportRow.__table__.c
         keys = sorted({(p.submitter, p.report.report_id) for p in parsed if p.report is not None})
-        found: set[tuple[str, str]] = set()
+        found: dict[tuple[str, str], dict[str, tuple[int, str | None] | None]] = {}
         for chunk in _chunks(keys):
-            query = select(table.submitter, table.report_id).where(
-                tuple_(table.submitter, table.report_id).in_(chunk)
-            )
-            found.update(
-                (submitter, report_id) for submitter, report_id in connection.execute(query)
-            )
+            query = select(
+                table.submitter, table.report_id, table.content_sha256, table.id, table.dkim_domain
+            ).where(tuple_(table.submitter, table.report_id).in_(chunk))
+            for submitter, report_id, content, row_id, dkim_domain in connection.execute(query):
+                found.setdefault((submitter, report_id), {})[content] = (row_id, dkim_domain)
         return found
 
     @staticmethod
@@ -332,7 +389,10 @@ class ReportStore:
         report_ids = _inserted_ids(connection, ReportRow, [
             {"submitter": p.submitter, "report_id": r.report_id, "organization": r.organization_name,
              "contact": r.contact_info, "start": r.date_range.start, "end": r.date_range.end,
-             "raw_id": raw_ids[p.digest], "warnings": "\n".join(r.warnings), "ingested_at": now}
+             "raw_id": raw_ids[p.digest], "warnings": "\n".join(r.warnings), "ingested_at": now,
+             "content_sha256": p.content, "channel": str(p.item.provenance.channel),
+             "dkim_domain": p.item.provenance.dkim_domain, "conflict": False,
+             "sender_domain": clean(claimed_domain(p.item.submitter_hint, r.contact_info, r.organization_name), NAME)}
             for p, r in zip(parsed, reports, strict=True)])  # fmt: skip
         policies: list[dict[str, Any]] = []
         details: list[list[tlsrpt.FailureDetail]] = []
@@ -373,6 +433,18 @@ class ReportStore:
         """Take an input out of the quarantine once its reports are stored; its raw bytes stay."""
         with self.engine.begin() as connection:
             connection.execute(delete(Quarantined).where(Quarantined.id == quarantine_id))
+
+    def conflicts(self) -> list[Conflict]:
+        """Every stored report whose submitter and id another content also holds."""
+        query = (
+            select(ReportRow.id, ReportRow.submitter, ReportRow.report_id, ReportRow.channel,
+                   ReportRow.dkim_domain, RawReport.source, ReportRow.ingested_at)
+            .join_from(ReportRow, RawReport, ReportRow.raw_id == RawReport.id)
+            .where(ReportRow.conflict.is_(True))
+            .order_by(ReportRow.submitter, ReportRow.report_id, ReportRow.id)
+        )  # fmt: skip
+        with self.engine.connect() as connection:
+            return [Conflict(*row) for row in connection.execute(query)]
 
     def quarantine(self) -> list[Quarantined]:
         with Session(self.engine) as session:

@@ -14,7 +14,6 @@ import email
 import email.policy
 import io
 import zipfile
-import zlib
 from dataclasses import dataclass
 from email.message import Message
 
@@ -111,7 +110,7 @@ def expand_zip(
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # zipfile raises IndexError, struct.error, ... on hostile bytes
         raise ReportError(
             f"not a valid zip file ({exc})", rule="report.zip", section="§5.3"
         ) from None
@@ -125,7 +124,8 @@ def expand_zip(
     for member in members:
         name = member.filename
         if (
-            name.startswith(("/", "\\"))
+            not name  # zipfile's is_dir() would raise IndexError on it
+            or name.startswith(("/", "\\"))
             or ".." in name.replace("\\", "/").split("/")
             or ":" in name
         ):
@@ -139,7 +139,7 @@ def expand_zip(
         try:
             with archive.open(member) as handle:
                 content = handle.read(budget.remaining + 1)
-        except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError, zlib.error) as exc:
+        except Exception as exc:  # as above: a corrupt member is a ReportError, never a crash
             raise ReportError(
                 f"zip member {name!r} is corrupt ({exc})", rule="report.zip", section="§5.3"
             ) from None

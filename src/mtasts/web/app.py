@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from mtasts.reports.provenance import Channel
 from mtasts.reports.store import Outcome, ReportStore, store_error
 from mtasts.tlsrpt import DEFAULT_MAX_SIZE
 
@@ -89,7 +90,12 @@ def create_app(
         client = request.client.host if request.client else "unknown"
         try:
             stored = await run_in_threadpool(
-                store.ingest, bytes(body), f"https POST from {client}", None, max_report
+                store.ingest,
+                bytes(body),
+                f"https POST from {client}",
+                None,
+                max_report,
+                Channel.HTTPS,
             )
         except SQLAlchemyError as exc:
             # Not the sender's fault and nothing was kept: ask it to try again later.
@@ -98,11 +104,12 @@ def create_app(
             return PlainTextResponse("the report store is unavailable; try again later\n", 503,
                                      {**_HEADERS, "Retry-After": "300"})  # fmt: skip
         site.fetches[("tlsrpt", 400 if stored.outcome is Outcome.QUARANTINED else 201)] += 1
+        created = stored.outcome in (Outcome.STORED, Outcome.CONFLICT)
         if stored.outcome is Outcome.QUARANTINED:
             return PlainTextResponse(f"report not accepted: {stored.detail}\n", 400, _HEADERS)
         return PlainTextResponse(
             f"{stored.outcome}: {stored.detail}\n",
-            201 if stored.outcome is Outcome.STORED else 200,
+            201 if created else 200,
             _HEADERS,
         )
 
