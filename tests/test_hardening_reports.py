@@ -7,6 +7,7 @@ Maildir symlinks (#23).
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
@@ -281,3 +282,54 @@ def test_only_a_verified_signature_vouches_for_a_sender(lab: Any, tmp_path: Path
     verdict = json.loads(run("readiness", "victim.example", "--json", db=db).stdout)
     assert verdict["verdict"] == "READY"
     assert verdict["vouched"] == ["google.com"]
+
+
+def test_stranger_text_cannot_break_or_drive_the_terminal(tmp_path: Path) -> None:
+    """#21, #22: an organization-name of ``[/]`` crashed summary and readiness (Rich markup),
+    escape sequences reached the terminal, and CSV cells could hold spreadsheet formulas."""
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    doc = json.loads(report("markup", "[/]\x1b]8;;http://evil/\x07\x1b[2J=cmd|' /c calc'!a0"))
+    doc["policies"][0]["failure-details"][0]["receiving-ip"] = '=HYPERLINK("http://evil")'
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    doc["date-range"] = {
+        "start-datetime": f"{yesterday}T00:00:00Z",
+        "end-datetime": f"{yesterday}T23:59:59Z",
+    }
+    (tmp_path / "r.json").write_bytes(json.dumps(doc).encode())
+    assert run("ingest", str(tmp_path / "r.json"), db=db).returncode == 0
+    domain = doc["policies"][0]["policy"]["policy-domain"]
+    for args in (("summary",), ("summary", "--by", "mx"), ("readiness", domain)):
+        done = run(*args, db=db)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "[/]" in done.stdout  # shown as text, not read as markup
+        assert "\x1b" not in done.stdout
+    run("summary", "--by", "mx", "--csv", str(tmp_path / "mx.csv"), db=db)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "mx.csv").open()))
+    assert '\'=HYPERLINK("http://evil")' in {row["receiving_ip"] for row in rows}
+    assert not any(value.startswith(("=", "+", "-", "@")) for row in rows for value in row.values())
+    assert all("\x1b" not in value for row in rows for value in row.values())
+
+
+def test_a_markup_mx_name_is_shown_not_parsed(capsys: Any) -> None:
+    """#21: DNS labels may hold any byte; an MX named ``[/]`` crashed ``render_detail``."""
+    from mtasts.check.checker import AddressResult, DomainCheck, MxResult
+    from mtasts.check.findings import Severity
+    from mtasts.cli.check import render_detail
+    from mtasts.net.smtp import SmtpProbe
+
+    check = DomainCheck("victim.example")
+    host = "[/]\x1b[2J.victim.example"
+    probe = SmtpProbe(host, "192.0.2.1", 25, connected=True, banner="[bold]x", starttls=False)
+    check.mx.append(
+        MxResult(
+            host, 10, addresses=[AddressResult("192.0.2.1", [probe], "starttls-not-supported")]
+        )
+    )
+    check.add("starttls-not-supported", Severity.ERROR, host, f"{host} [red]offers no STARTTLS")
+    render_detail(check)
+    out = capsys.readouterr().out
+    assert "[/][2J.victim.example" in out
+    assert "[red]offers no STARTTLS" in out
+    assert "\x1b" not in out
