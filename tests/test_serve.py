@@ -20,6 +20,7 @@ from mtasts.resolver.engine import usable_policy
 from .conftest import MTASTS, need, wait_for_port
 
 PORT = 28443
+METRICS = 28452
 
 
 class Site:
@@ -67,7 +68,8 @@ def _configure(folder: Path) -> LabCA:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     ca = _configure(tmp_path)
-    process = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(PORT)], cwd=tmp_path,
+    process = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(PORT),
+                                "--metrics-listen", f"127.0.0.1:{METRICS}"], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     wait_for_port(PORT, process)
     running = Site(tmp_path, ca, process)
@@ -112,9 +114,16 @@ def test_unknown_hosts_and_paths_get_404_never_a_redirect(site: Site) -> None:
         "%{http_code}",
     )
     assert unknown.stdout.endswith("404")
-    health = site.curl("mta-sts.example.com", "/healthz")
+    # /healthz and /metrics name the served domains: only on the loopback listener.
+    for path in ("/healthz", "/metrics"):
+        public = site.curl("mta-sts.example.com", path, "-o", "/dev/null", "-w", "%{http_code}")
+        assert public.stdout == "404"
+    wait_for_port(METRICS, site.process)
+    health = subprocess.run(["curl", "-s", f"http://127.0.0.1:{METRICS}/healthz"],
+                            capture_output=True, text=True, timeout=10)  # fmt: skip
     assert health.stdout == "ok 2 domains\n"
-    metrics = site.curl("mta-sts.example.com", "/metrics").stdout
+    metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{METRICS}/metrics"],
+                             capture_output=True, text=True, timeout=10).stdout  # fmt: skip
     assert 'mtasts_policy_fetches_total{domain="unknown",status="404"} 1' in metrics
 
 

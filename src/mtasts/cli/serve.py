@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +16,78 @@ import click
 import uvicorn
 
 from mtasts.deploy.config import DeployConfigError
-from mtasts.web.app import create_app
+from mtasts.web.app import create_app, operator_app
+from mtasts.web.limits import ServeLimits, head_timeout_protocol
 from mtasts.web.site import PolicySite
 
 from .deploy import config_option
 from .output import EXIT_USAGE, echo
-from .reports import max_report_option, open_report_store
+from .reports import byte_size_option, open_report_store
+
+_LOG_FORMAT = "time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+
+
+class _OperatorServer(uvicorn.Server):
+    """The loopback listener for /metrics and /healthz; the main server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(text: str) -> tuple[str, int] | None:
+    if text.lower() in ("", "none", "off"):
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{text!r}: use HOST:PORT or none", param_hint="--metrics-listen")
+    return host.strip("[]"), int(port)
 
 
 @click.command()
 @config_option
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--host", help="Address to listen on (default 0.0.0.0, or 127.0.0.1 with --proxy).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Default 443, or 8080 with --proxy.")
 @click.option("--proxy", is_flag=True, help="Plain HTTP behind a TLS-terminating proxy.")
 @click.option(
     "--reports",
     "reports_db",
     metavar="DB_URL",
-    help="Accept TLS-RPT reports at POST /tlsrpt into this store (RFC 8460 §5.4).",
+    envvar="MTASTS_REPORTS_DB",
+    help="Accept TLS-RPT reports at POST /tlsrpt into this store (RFC 8460 §5.4); or MTASTS_REPORTS_DB.",
 )
-@max_report_option
+@byte_size_option("2M", "Largest report POST /tlsrpt accepts, also after decompression.")
+@click.option(
+    "--metrics-listen",
+    default="127.0.0.1:9462",
+    show_default=True,
+    help="HOST:PORT for /metrics and /healthz (they name the served domains), or none.",
+)
+@click.option("--header-timeout", type=click.FloatRange(1, 300), default=10, show_default=True,
+              help="Seconds a client has for its request head (and an idle connection before it).")  # fmt: skip
+@click.option("--body-timeout", type=click.FloatRange(1, 600), default=30, show_default=True,
+              help="Seconds a client has to send a POST /tlsrpt body.")  # fmt: skip
+@click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="Concurrent connections; past it, new requests get 503.")  # fmt: skip
+@click.option("--posts-per-minute", type=click.IntRange(1, 1_000_000), default=60, show_default=True,
+              help="POST /tlsrpt requests per client address per minute; past it, 429.")  # fmt: skip
 def serve(
     config_path: Path,
-    host: str,
+    host: str | None,
     port: int | None,
     proxy: bool,
     reports_db: str | None,
     max_report: int,
+    metrics_listen: str,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
+    posts_per_minute: int,
 ) -> None:
     """Serve /.well-known/mta-sts.txt for every domain in the configuration (SIGHUP reloads)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")  # fmt: skip
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=_LOG_FORMAT)
+    operator = _listen(metrics_listen)
+    host = host or ("127.0.0.1" if proxy else "0.0.0.0")
     site = PolicySite(config_path)
     try:
         site.load()
@@ -52,21 +96,65 @@ def serve(
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
     store = open_report_store(reports_db) if reports_db else None
+    limits = ServeLimits(header_timeout, body_timeout, max_connections, posts_per_minute)
     factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None
     if context is not None:
         factory = lambda _config, _default: context  # noqa: E731
     config = uvicorn.Config(
-        create_app(site, store=store, max_report=max_report), host=host, port=port or (8080 if proxy else 443), log_level="warning",
-        ssl_context_factory=factory, proxy_headers=proxy, server_header=False,
+        create_app(site, store=store, max_report=max_report, limits=limits),
+        host=host,
+        port=port or (8080 if proxy else 443),
+        log_level="warning",
+        ssl_context_factory=factory,
+        proxy_headers=proxy,
+        server_header=False,
         # uvicorn decides "this is HTTPS" from ssl_certfile; the factory supplies the real context.
         ssl_certfile="sni" if factory else None,
-    )  # fmt: skip
+        http=head_timeout_protocol(header_timeout),
+        timeout_keep_alive=int(min(header_timeout, 5)),
+        limit_concurrency=max_connections,
+    )
     echo(
-        f"serving {len(site.hosts)} policies on {'http' if proxy else 'https'}://{host}:{config.port}",
+        f"serving {len(site.hosts)} policies on {'http' if proxy else 'https'}://{host}:{config.port}"
+        + (f"; /metrics and /healthz on http://{operator[0]}:{operator[1]}" if operator else ""),
         err=True,
     )
     try:
-        uvicorn.Server(config).run()
+        asyncio.run(_serve(uvicorn.Server(config), site, operator))
     except OSError as exc:
         echo(f"error: cannot listen: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
+
+
+def _operator_socket(operator: tuple[str, int]) -> socket.socket | None:
+    """The operator listener's socket; a taken port costs the metrics, never the policy host."""
+    family = socket.AF_INET6 if ":" in operator[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(operator)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        echo(f"warning: /metrics and /healthz not served: cannot listen on {operator[0]}:{operator[1]}:"
+             f" {exc.strerror or exc}", fg="yellow", err=True)  # fmt: skip
+        return None
+    return sock
+
+
+async def _serve(main: uvicorn.Server, site: PolicySite, operator: tuple[str, int] | None) -> None:
+    side: _OperatorServer | None = None
+    task = None
+    sock = _operator_socket(operator) if operator is not None else None
+    if sock is not None:
+        side = _OperatorServer(uvicorn.Config(operator_app(site), log_level="warning",
+                                              server_header=False, lifespan="off"))  # fmt: skip
+        task = asyncio.create_task(side.serve(sockets=[sock]))
+    try:
+        await main.serve()
+    finally:
+        if side is not None and task is not None:
+            side.should_exit = True
+            await task

@@ -24,6 +24,7 @@ from mtasts.reports.provenance import Channel
 from mtasts.reports.store import Outcome, ReportStore, store_error
 from mtasts.tlsrpt import DEFAULT_MAX_SIZE
 
+from .limits import RateLimit, ServeLimits
 from .site import PolicySite
 
 log = logging.getLogger("mtasts.web")
@@ -32,6 +33,7 @@ WELL_KNOWN = "/.well-known/mta-sts.txt"
 _HEADERS = {"Cache-Control": "no-store"}
 
 
+_DEFAULT_LIMITS = ServeLimits()
 RUA_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
 
 
@@ -40,7 +42,15 @@ def create_app(
     watch_interval: float = 2.0,
     store: ReportStore | None = None,
     max_report: int = DEFAULT_MAX_SIZE,
+    limits: ServeLimits = _DEFAULT_LIMITS,
+    operator_routes: bool = False,
 ) -> Starlette:
+    """The public app: policies and the HTTPS rua. ``operator_routes`` adds /healthz and
+    /metrics, which name the served domains: they belong on a loopback listener
+    (:func:`operator_app`), not on the internet-facing port (security review #7)."""
+    posts = RateLimit(limits.posts_per_minute)
+    parses = asyncio.Semaphore(limits.parallel_parses)
+
     async def policy(request: Request) -> Response:
         host = (
             request.headers.get("host", "").rsplit(":", 1)[0]
@@ -58,14 +68,6 @@ def create_app(
             served.policy, 200, _HEADERS, media_type="text/plain; charset=utf-8"
         )
 
-    async def healthz(_request: Request) -> Response:
-        return PlainTextResponse(f"ok {len(site.hosts)} domains\n", 200, _HEADERS)
-
-    async def metrics(_request: Request) -> Response:
-        return PlainTextResponse(
-            site.metrics(), 200, _HEADERS, media_type="text/plain; version=0.0.4"
-        )
-
     async def rua(request: Request) -> Response:
         """RFC 8460 §5.4: an HTTPS rua. 2xx only once the report is stored (or already was)."""
         if store is None:
@@ -80,23 +82,40 @@ def create_app(
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_report:
             return PlainTextResponse(f"report over the {max_report:,}-byte limit\n", 413, _HEADERS)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_report:  # a sender that lies about, or omits, Content-Length
-                return PlainTextResponse(
-                    f"report over the {max_report:,}-byte limit\n", 413, _HEADERS
-                )
         client = request.client.host if request.client else "unknown"
-        try:
-            stored = await run_in_threadpool(
-                store.ingest,
-                bytes(body),
-                f"https POST from {client}",
-                None,
-                max_report,
-                Channel.HTTPS,
+        if not posts.allow(client):
+            site.fetches[("tlsrpt", 429)] += 1
+            return PlainTextResponse(
+                f"more than {limits.posts_per_minute} reports a minute from {client}; try later\n",
+                429,
+                {**_HEADERS, "Retry-After": str(posts.retry_after())},
             )
+        body = bytearray()
+        try:
+            async with asyncio.timeout(limits.body_timeout):  # a trickling sender holds a slot
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > max_report:  # a sender that lies about, or omits, Content-Length
+                        return PlainTextResponse(
+                            f"report over the {max_report:,}-byte limit\n", 413, _HEADERS
+                        )
+        except TimeoutError:
+            site.fetches[("tlsrpt", 408)] += 1
+            return PlainTextResponse(
+                f"the report did not arrive within {limits.body_timeout:g} s\n",
+                408,
+                {**_HEADERS, "Connection": "close"},
+            )
+        try:
+            async with parses:  # parsing costs many times the body's size in memory
+                stored = await run_in_threadpool(
+                    store.ingest,
+                    bytes(body),
+                    f"https POST from {client}",
+                    None,
+                    max_report,
+                    Channel.HTTPS,
+                )
         except SQLAlchemyError as exc:
             # Not the sender's fault and nothing was kept: ask it to try again later.
             log.error("tlsrpt POST from %s not stored: %s", client, store_error(exc))
@@ -136,10 +155,31 @@ def create_app(
 
     routes = [
         Route(WELL_KNOWN, policy, methods=["GET", "HEAD"]),
-        Route("/healthz", healthz),
-        Route("/metrics", metrics),
         Route("/tlsrpt", rua, methods=["POST"]),
     ]
+    if operator_routes:
+        routes += _operator_routes(site)
     return Starlette(
         routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan
     )
+
+
+def _operator_routes(site: PolicySite) -> list[Route]:
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse(f"ok {len(site.hosts)} domains\n", 200, _HEADERS)
+
+    async def metrics(_request: Request) -> Response:
+        return PlainTextResponse(
+            site.metrics(), 200, _HEADERS, media_type="text/plain; version=0.0.4"
+        )
+
+    return [Route("/healthz", healthz), Route("/metrics", metrics)]
+
+
+def operator_app(site: PolicySite) -> Starlette:
+    """/healthz and /metrics alone, for the loopback listener of ``serve --metrics-listen``."""
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return PlainTextResponse("not found\n", 404, _HEADERS)
+
+    return Starlette(routes=_operator_routes(site), exception_handlers={404: not_found})
