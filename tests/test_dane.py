@@ -45,14 +45,16 @@ def test_dane_answers_only_when_every_mx_has_signed_tlsa(
 
     monkeypatch.setattr(engine_module, "fetch_policy", fetch)
     resolver = Resolver((Nameserver.parse(validating_resolver["nameserver"]),), timeout=5)
-    engine = PolicyEngine(resolver, PolicyStore(None), EngineOptions())
+    # The validating Unbound is on loopback: its AD bit is trusted (RFC 7672 §2).
+    engine = PolicyEngine(resolver, PolicyStore(None), EngineOptions(trust_ad=True))
 
     async def both() -> tuple[Any, Any]:
         return await engine.lookup("full.dane.example"), await engine.lookup("partial.dane.example")
 
     full, partial = asyncio.run(both())
     assert full.dane is True
-    assert policy_reply(full.cached, postfix.TestingAnswer.NONE, dane=full.dane) == "dane"
+    # An enforce policy fails closed: Postfix's "dane" would fall back to opportunistic TLS.
+    assert policy_reply(full.cached, postfix.TestingAnswer.NONE, dane=full.dane) == "dane-only"
     # mx3 has no TLSA: Postfix's answer covers the whole domain, so MTA-STS stays in charge.
     assert partial.dane is False
     assert policy_reply(partial.cached, postfix.TestingAnswer.NONE, dane=partial.dane).startswith(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from mtasts.net.dns import Answer
@@ -12,6 +13,7 @@ from mtasts.resolver import postfix
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import policy_reply
 from mtasts.resolver.store import PolicyStore
+from mtasts.sts import Mode
 
 POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.net\r\nmx: mx2.example.net\r\nmax_age: 86400\r\n"
 
@@ -34,7 +36,8 @@ class FakeResolver:
         return Answer()
 
 
-def engine_with(tlsa: dict[str, bool], monkeypatch: Any, clock: list[float]) -> PolicyEngine:
+def engine_with(tlsa: dict[str, bool], monkeypatch: Any, clock: list[float],
+                trust_ad: bool = True) -> PolicyEngine:  # fmt: skip
     async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
         return PolicyFetch(
             "https://mta-sts.example.net/.well-known/mta-sts.txt",
@@ -46,7 +49,10 @@ def engine_with(tlsa: dict[str, bool], monkeypatch: Any, clock: list[float]) -> 
 
     monkeypatch.setattr(engine_module, "fetch_policy", fetch)
     return PolicyEngine(
-        FakeResolver(tlsa), PolicyStore(None), EngineOptions(), clock=lambda: clock[0]
+        FakeResolver(tlsa),
+        PolicyStore(None),
+        EngineOptions(trust_ad=trust_ad),
+        clock=lambda: clock[0],
     )  # type: ignore[arg-type]
 
 
@@ -55,7 +61,27 @@ def test_signed_tlsa_on_every_mx_defers_to_dane(monkeypatch: Any) -> None:
     signed = {"_25._tcp.mx1.example.net": True, "_25._tcp.mx2.example.net": True}
     lookup = asyncio.run(engine_with(signed, monkeypatch, clock).lookup("example.net"))
     assert lookup.dane is True
-    assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane) == "dane"
+    # Security review #16: "dane" falls back to opportunistic TLS when Postfix's own TLSA
+    # lookup finds nothing secure; under an enforce policy the answer fails closed.
+    assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane) == "dane-only"
+    testing = dataclasses.replace(
+        lookup.cached, policy=dataclasses.replace(lookup.cached.policy, mode=Mode.TESTING)
+    )
+    assert policy_reply(testing, postfix.TestingAnswer.NONE, dane=True) == "dane"
+    assert policy_reply(testing, postfix.TestingAnswer.SECURE, dane=True) == "dane-only"
+
+
+def test_the_ad_bit_counts_only_from_a_trusted_resolver(monkeypatch: Any) -> None:
+    """A forged AD bit from a remote resolver must not turn enforce into opportunistic TLS."""
+    clock = [1000.0]
+    signed = {"_25._tcp.mx1.example.net": True, "_25._tcp.mx2.example.net": True}
+    lookup = asyncio.run(
+        engine_with(signed, monkeypatch, clock, trust_ad=False).lookup("example.net")
+    )
+    assert lookup.dane is False
+    assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane).startswith(
+        "secure match="
+    )
 
 
 def test_unsigned_or_partial_tlsa_keeps_the_mta_sts_answer(monkeypatch: Any) -> None:

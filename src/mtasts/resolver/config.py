@@ -34,6 +34,15 @@ class ResolverConfig:
     relays: dict[str, str] = field(default_factory=dict)
     refresh_check: float = 600.0
     metrics: str | None = None  # HOST:PORT for Prometheus
+    # Trust the AD bit (DNSSEC-validated TLSA, so answer dane) from: "loopback" resolvers
+    # only (RFC 7672 §2: a validating resolver on this host), "always" or "never".
+    dane_trust_ad: str = "loopback"
+    max_domains: int = 100_000  # per-domain state kept in memory
+    # Unix listeners: created with this mode (never world-writable by default), then
+    # given to this owner and group (Postfix's smtp runs as the postfix user).
+    socket_mode: int = 0o660
+    socket_owner: str | None = None
+    socket_group: str | None = None
     # [resolver.zones.NAME]: what differs for Postfix maps named NAME (socketmap:...:NAME).
     zones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -66,6 +75,21 @@ def _convert(key: str, value: Any, where: str) -> Any:
                 raise ValueError('must be a table of NEXTHOP = "policy domain"')
             return {k.lower(): v.lower() for k, v in value.items()}
         if key == "metrics":
+            return str(value)
+        if key == "dane_trust_ad":
+            if value not in ("loopback", "always", "never"):
+                raise ValueError("must be loopback, always or never")
+            return value
+        if key == "max_domains":
+            if not isinstance(value, int) or value < 1:
+                raise ValueError("must be a whole number of at least 1")
+            return value
+        if key == "socket_mode":
+            mode = int(value, 8) if isinstance(value, str) else int(value)
+            if not 0 <= mode <= 0o777:
+                raise ValueError("must be an octal mode such as 0660")
+            return mode
+        if key in ("socket_owner", "socket_group"):
             return str(value)
         if key == "zones":
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):

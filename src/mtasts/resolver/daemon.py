@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from mtasts.net.dns import Resolver
 
 from .config import ConfigError, ResolverConfig
 from .engine import EngineOptions, PolicyEngine
-from .server import ReplySettings, ResolverService, start_listener
+from .server import ReplySettings, ResolverService, UnixAccess, start_listener
 from .store import PolicyStore
 
 log = logging.getLogger("mtasts.resolver")
@@ -33,6 +34,10 @@ def zone_settings(config: ResolverConfig) -> dict[str, ReplySettings]:
     return {name: reply_settings(config, **values) for name, values in config.zones.items()}
 
 
+def _unix_access(config: ResolverConfig) -> UnixAccess:
+    return UnixAccess(config.socket_mode, config.socket_owner, config.socket_group)
+
+
 def make_store(cache: str | None) -> PolicyStore:
     if cache is not None and cache.startswith(("postgresql://", "postgres://")):
         from .postgres_store import PostgresStore
@@ -41,13 +46,28 @@ def make_store(cache: str | None) -> PolicyStore:
     return PolicyStore(Path(cache) if cache else None)
 
 
+def trusts_ad(config: ResolverConfig, resolver: Resolver) -> bool:
+    """Whether DNSSEC answers (the AD bit) of ``resolver``'s servers may be believed."""
+    if config.dane_trust_ad != "loopback":
+        return config.dane_trust_ad == "always"
+    return bool(resolver.nameservers) and all(
+        ipaddress.ip_address(server.address).is_loopback for server in resolver.nameservers
+    )
+
+
 def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
     store = make_store(config.cache)
+    resolver = Resolver(config.nameservers, timeout=config.timeout)
+    trust_ad = trusts_ad(config, resolver)
+    if not trust_ad and config.dane_trust_ad == "loopback":
+        log.warning("DANE answers off: the DNS servers are not on this host, so their DNSSEC"
+                    " (AD) bit could be forged on the way (RFC 7672 §2); set dane_trust_ad")  # fmt: skip
     engine = PolicyEngine(
-        Resolver(config.nameservers, timeout=config.timeout),
+        resolver,
         store,
-        EngineOptions(config.https_port, config.ca_file, config.timeout, config.grace),
-    )
+        EngineOptions(config.https_port, config.ca_file, config.timeout, config.grace,
+                      max_domains=config.max_domains, trust_ad=trust_ad),
+    )  # fmt: skip
     service = ResolverService(engine, reply_settings(config))
     service.zones = zone_settings(config)
     return service, store
@@ -57,7 +77,9 @@ async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | N
                 ready: Callable[[], None] | None = None) -> None:  # fmt: skip
     service, store = build(config)
     await store.open()
-    servers = [await start_listener(service, listen) for listen in config.listen]
+    servers = [
+        await start_listener(service, listen, _unix_access(config)) for listen in config.listen
+    ]
     if config.metrics:
         host, _, port = config.metrics.rpartition(":")
         servers.append(await asyncio.start_server(service.metrics_client, host, int(port)))

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +34,18 @@ class EngineOptions:
     https_port: int = 443
     ca_file: Path | None = None
     timeout: float = 10.0
-    # Answers within this many seconds of the last DNS check come straight from memory.
+    # Answers within this many seconds of the last DNS check come straight from memory
+    # (negative ones too: a domain without a policy is not asked again for that long).
     grace: float = 60.0
+    # Bounds on what the domains Postfix asks about may cost (security review #11, #18):
+    # anyone who can make the MTA send mail chooses those domains.
+    max_domains: int = 100_000  # per-domain state kept in memory (least recently used goes)
+    max_discoveries: int = 256  # DNS + HTTPS discoveries running at once, all domains together
+    max_dane_mx: int = 16  # MX hosts whose TLSA records are asked; more: no DANE answer
+    # RFC 7672 §2 expects a validating resolver on the same host: the AD bit from any other
+    # travels unprotected and can be forged to turn enforce into opportunistic TLS.
+    trust_ad: bool = False
+    warn_every: float = 600.0  # seconds between two warnings about one domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +101,10 @@ class PolicyEngine:
         self.options = options
         self.clock = clock
         self.metrics = Metrics()
-        self._states: dict[str, _State] = {}
+        self._states: OrderedDict[str, _State] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+        self._discovering = asyncio.Semaphore(options.max_discoveries)
+        self._warned: OrderedDict[str, float] = OrderedDict()
 
     def remembered(self, domain: str) -> Lookup | None:
         """The answer given within the last ``grace`` seconds, with no I/O; None when stale."""
@@ -133,8 +145,19 @@ class PolicyEngine:
         except sts.RecordError as exc:
             return None, f"invalid _mta-sts record: {exc.message}"
 
+    def _state(self, domain: str) -> _State:
+        state = self._states.pop(domain, None) or _State()
+        self._states[domain] = state  # most recently used last
+        while len(self._states) > self.options.max_domains:
+            self._states.popitem(last=False)  # its cached policy stays in the store
+        return state
+
     async def _discover(self, domain: str, *, force_fetch: bool = False) -> Lookup:
-        state = self._states.setdefault(domain, _State())
+        async with self._discovering:
+            return await self._discover_now(domain, force_fetch=force_fetch)
+
+    async def _discover_now(self, domain: str, *, force_fetch: bool) -> Lookup:
+        state = self._state(domain)
         record_id, problem = await self._record_id(domain)
         now = self.clock()
         cached = self.store.get(domain)
@@ -150,7 +173,7 @@ class PolicyEngine:
             decision = Decision(Action.FETCH, "proactive refresh", decision.cached)
         # A domain that may have a policy may also be DANE-enabled: ask while the policy is fetched.
         dane = None
-        if record_id is not None or decision.cached is not None:
+        if self.options.trust_ad and (record_id is not None or decision.cached is not None):
             dane = asyncio.ensure_future(self._dane(domain))
         try:
             if decision.action is Action.FETCH and record_id is not None:
@@ -179,8 +202,8 @@ class PolicyEngine:
         """
         try:
             hosts = [host for _, host in await self.resolver.mx(domain)]
-            if not hosts:
-                return False
+            if not hosts or len(hosts) > self.options.max_dane_mx:
+                return False  # too many to ask for every lookup: MTA-STS answers alone
             answers = await asyncio.gather(
                 *(self.resolver.lookup(f"_25._tcp.{h}", "TLSA") for h in hosts)
             )
@@ -194,7 +217,7 @@ class PolicyEngine:
         self.metrics.fetches += 1
         fetch = await fetch_policy(
             self.resolver, domain, port=self.options.https_port, ca_file=self.options.ca_file,
-            timeout=self.options.timeout,
+            timeout=self.options.timeout, leaf_on_failure=False,
         )  # fmt: skip
         policy, reason = usable_policy(fetch)
         now = self.clock()
@@ -203,9 +226,10 @@ class PolicyEngine:
             state.failure = FetchFailure(record_id, now, reason)
             decision = after_failed_fetch(cached, now, reason)
             quiet = cached is not None and cached.policy.mode is sts.Mode.NONE
-            # RFC 8461 §5: tell the admin about failures, unless the domain has withdrawn MTA-STS.
-            (log.debug if quiet else log.warning)(
-                "policy fetch failed domain=%s id=%s reason=%s detail=%r",
+            # RFC 8461 §5: tell the admin about failures, unless the domain has withdrawn MTA-STS;
+            # once per warn_every per domain, so a failing domain cannot flood the log.
+            (log.debug if quiet or not self._may_warn(domain, now) else log.warning)(
+                "policy fetch failed domain=%r id=%r reason=%s detail=%r",
                 domain,
                 record_id,
                 reason,
@@ -217,13 +241,23 @@ class PolicyEngine:
         fresh = CachedPolicy(domain, policy, record_id, now)
         self.store.put(fresh)
         log.info(
-            "policy fetched domain=%s id=%s mode=%s max_age=%d",
+            "policy fetched domain=%r id=%r mode=%s max_age=%d",
             domain,
             record_id,
             policy.mode,
             policy.max_age,
         )
         return Lookup(domain, fresh, "fetched", f"fetched policy id {record_id}")
+
+    def _may_warn(self, domain: str, now: float) -> bool:
+        last = self._warned.pop(domain, None)
+        if last is not None and now - last < self.options.warn_every:
+            self._warned[domain] = last
+            return False
+        self._warned[domain] = now
+        while len(self._warned) > self.options.max_domains:
+            self._warned.popitem(last=False)
+        return True
 
     async def refresh_due(self) -> int:
         """Proactively refetch cached policies that are due (RFC 8461 §5.1); returns how many."""

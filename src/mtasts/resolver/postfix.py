@@ -38,10 +38,13 @@ def policy_reply(
     """The table value for a domain, or None for NOTFOUND."""
     if cached is None or cached.policy.mode is Mode.NONE:
         return None
+    policy = cached.policy
     if dane:
         # RFC 8461 §2: MTA-STS must not override DANE; Postfix's "dane" level verifies TLSA.
-        return "dane"
-    policy = cached.policy
+        # But "dane" falls back to opportunistic TLS when Postfix's own TLSA lookup finds no
+        # secure records, which would undo an enforce policy: "dane-only" fails closed.
+        strict = policy.mode is Mode.ENFORCE or testing is TestingAnswer.SECURE
+        return "dane-only" if strict else "dane"
     if policy.mode is Mode.TESTING:
         if testing is TestingAnswer.NONE:
             return None

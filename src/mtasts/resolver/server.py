@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,21 @@ from .postfix import NetstringError, TestingAnswer, netstring, policy_reply, tcp
 
 log = logging.getLogger("mtasts.resolver.server")
 _MAX_NETSTRING = 100_000  # Postfix's socketmap limit
+# A client may queue this many requests before we stop reading its socket (it must read
+# our replies first), and stay idle this long; Postfix reconnects when it needs to.
+MAX_QUEUED = 100
+IDLE_TIMEOUT = 300.0
+MAX_CONNECTIONS = 1000
+_MAX_WIRE = 100_000  # finished replies remembered, keyed by what Postfix asked
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAccess:
+    """Who may use a Unix listener: its mode at creation, then its owner and group."""
+
+    mode: int = 0o660
+    owner: str | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -84,7 +101,9 @@ class ResolverService:
         self.started = time.time()
         self.requests: dict[str, int] = {"ok": 0, "notfound": 0, "error": 0, "timeout": 0}
         # Per request key: the finished reply, valid while the same Lookup and settings stand.
+        # Bounded: the keys are whatever Postfix (so whoever sends mail through it) asks.
         self._wire: dict[tuple[str, str], tuple[str, Lookup, ReplySettings, bytes]] = {}
+        self.connections = 0
 
     def settings_for(self, zone: str) -> ReplySettings:
         return self.zones.get(zone, self.settings)
@@ -105,7 +124,7 @@ class ResolverService:
         except TimeoutError:
             self.requests["timeout"] += 1
             log.warning(
-                "lookup timed out domain=%s; answering NOTFOUND while the fetch goes on", domain
+                "lookup timed out domain=%r; answering NOTFOUND while the fetch goes on", domain
             )
             return None
         return self._reply(lookup, settings)
@@ -127,6 +146,8 @@ class ResolverService:
         if remembered is None:
             return self._MISS
         payload = encode_reply(self._reply(remembered, settings))
+        if len(self._wire) >= _MAX_WIRE:
+            self._wire.clear()  # cheap to rebuild: each entry is one formatted reply
         self._wire[(zone, key)] = (target, remembered, settings, payload)
         return payload
 
@@ -136,8 +157,12 @@ class ResolverService:
     async def tcp_table_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self.connections >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self.connections += 1
         try:
-            while line := await reader.readline():
+            while line := await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT):
                 text = line.decode("utf-8", "replace").rstrip("\r\n")
                 verb, _, key = text.partition(" ")
                 if verb.lower() != "get" or not key:
@@ -148,9 +173,10 @@ class ResolverService:
                     self.requests["ok" if value else "notfound"] += 1
                     writer.write(tcp_table_reply(value))
                 await writer.drain()
-        except (ConnectionError, ValueError, asyncio.LimitOverrunError):
+        except (ConnectionError, ValueError, asyncio.LimitOverrunError, TimeoutError):
             pass
         finally:
+            self.connections -= 1
             writer.close()
 
     def metrics(self) -> str:
@@ -213,11 +239,56 @@ class SocketmapProtocol(asyncio.Protocol):
         self.busy = False
         self.task: asyncio.Future[None] | None = None  # held so it is not collected mid-flight
         self.transport: asyncio.Transport | None = None
+        self.reading = True
+        self.writing = True
+        self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.service.connections >= MAX_CONNECTIONS:
+            log.warning(
+                "socketmap connection refused: %d connections open", self.service.connections
+            )
+            transport.close()
+            return
+        self.service.connections += 1
+        self._touch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.service.connections -= 1
+            self.idle.cancel()
+            self.idle = None
+
+    def _touch(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self._idle_out)
+
+    def _idle_out(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop taking its requests until it does.
+        self.writing = False
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.writing = True
+        self._flow()
+        self._drain()
+
+    def _flow(self) -> None:
+        """Read only while the client reads our replies and its queue is short (back-pressure)."""
+        want = self.writing and len(self.queue) < MAX_QUEUED
+        if self.transport is None or want == self.reading or self.transport.is_closing():
+            return
+        self.reading = want
+        (self.transport.resume_reading if want else self.transport.pause_reading)()
 
     def data_received(self, data: bytes) -> None:
+        self._touch()
         self.buffer += data
         try:
             while (request := self._take()) is not None:
@@ -226,6 +297,7 @@ class SocketmapProtocol(asyncio.Protocol):
             self._refuse(str(exc))
             return
         self._drain()
+        self._flow()
 
     def _take(self) -> tuple[str, str] | None:
         colon = self.buffer.find(b":")
@@ -253,7 +325,7 @@ class SocketmapProtocol(asyncio.Protocol):
         return zone, key
 
     def _drain(self) -> None:
-        while self.queue and not self.busy:
+        while self.queue and not self.busy and self.writing:
             zone, key = self.queue.popleft()
             payload = self.service.answer_now(key, zone)
             if payload is ResolverService._MISS:
@@ -266,11 +338,12 @@ class SocketmapProtocol(asyncio.Protocol):
         try:
             value = await self.service.answer(key, zone)
         except Exception:  # a bug must not take the connection's queue down with it
-            log.exception("lookup failed key=%s", key)
+            log.exception("lookup failed key=%r", key)
             value = None
         self.busy = False
         self._send(encode_reply(value))
         self._drain()
+        self._flow()
 
     def _send(self, payload: bytes) -> None:
         self.service.requests["notfound" if payload.startswith(b"9:NOTFOUND") else "ok"] += 1
@@ -285,23 +358,31 @@ class SocketmapProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def start_listener(service: ResolverService, listen: Listen) -> asyncio.AbstractServer:
+async def start_listener(
+    service: ResolverService, listen: Listen, access: UnixAccess = UnixAccess()
+) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    path = Path(listen.address)
-    if listen.family == "unix":
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    server: asyncio.AbstractServer
-    if listen.protocol == "socketmap" and listen.family == "unix":
-        server = await loop.create_unix_server(lambda: SocketmapProtocol(service), str(path))
-    elif listen.protocol == "socketmap":
-        server = await loop.create_server(
+    if listen.protocol == "socketmap" and listen.family == "inet":
+        return await loop.create_server(
             lambda: SocketmapProtocol(service), listen.address, listen.port
         )
-    elif listen.family == "unix":
-        server = await asyncio.start_unix_server(service.tcp_table_client, str(path))
-    else:
-        server = await asyncio.start_server(service.tcp_table_client, listen.address, listen.port)
-    if listen.family == "unix":
-        os.chmod(path, 0o666)  # Postfix's smtp processes run as the postfix user
+    if listen.family == "inet":
+        return await asyncio.start_server(service.tcp_table_client, listen.address, listen.port)
+    path = Path(listen.address)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # an old socket, or a planted link: unlink never follows it
+    # The mode is set by the umask at bind(2), so there is no moment when the socket is
+    # wider open, and no chmod by path that a swapped symlink could redirect.
+    previous = os.umask(0o777 & ~access.mode)
+    try:
+        if listen.protocol == "socketmap":
+            server = await loop.create_unix_server(lambda: SocketmapProtocol(service), str(path))
+        else:
+            server = await asyncio.start_unix_server(service.tcp_table_client, str(path))
+    finally:
+        os.umask(previous)
+    if access.owner or access.group:
+        uid = pwd.getpwnam(access.owner).pw_uid if access.owner else -1
+        gid = grp.getgrnam(access.group).gr_gid if access.group else -1
+        os.chown(path, uid, gid, follow_symlinks=False)
     return server
