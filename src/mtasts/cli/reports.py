@@ -16,6 +16,7 @@ import click
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from mtasts.files import masked
 from mtasts.net.dns import Nameserver
 from mtasts.reports.analysis import (
     LARGE_SENDERS,
@@ -84,11 +85,12 @@ max_report_option = byte_size_option(
 
 def open_report_store(db: str | None) -> ReportStore:
     """The store at ``db`` (or the default), or one line saying why it cannot be opened."""
+    url = db or default_url()
     try:
-        return open_store(db or default_url())
+        return open_store(url)
     except Exception as exc:  # a wrong URL or an unreachable server: say which, in one line
         echo(
-            f"error: cannot open the report store {db or default_url()}: {exc}".splitlines()[0],
+            masked(url, f"error: cannot open the report store {url}: {exc}").splitlines()[0],
             fg="red",
             err=True,
         )

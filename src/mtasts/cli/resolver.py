@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mtasts.files import masked
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.resolver.config import ConfigError, ResolverConfig, load
@@ -61,7 +62,9 @@ common = options(
     ),
     click.option(
         "--cache",
-        help="SQLite file (default), postgresql://... (shared by several MTAs), or :memory:.",
+        envvar="MTASTS_RESOLVER_CACHE",
+        help="SQLite file (default), postgresql://... (shared by several MTAs), or :memory:;"
+        " a URL with a password belongs in MTASTS_RESOLVER_CACHE, not on the command line.",
     ),
     click.option(
         "--nameserver",
@@ -130,6 +133,13 @@ def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -
         asyncio.run(serve(config, reload if config_file else None))
     except OSError as exc:
         echo(f"error: the resolver cannot listen: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        # A PostgreSQL cache that refuses: one line, its password hidden (review #27).
+        line = f"error: cannot open the policy cache {config.cache}: {exc}".splitlines()[0]
+        echo(masked(config.cache or "", line), fg="red", err=True)
         sys.exit(EXIT_USAGE)
 
 

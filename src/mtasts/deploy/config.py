@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mtasts import sts, tlsrpt
+from mtasts.files import write_atomic
 from mtasts.sts import Mode, MxPattern, Policy
 from mtasts.sts.domain import domain_problem
 
@@ -220,7 +221,7 @@ def set_domain_value(path: Path, domain: str, key: str, value: str) -> None:
                 o for o, line in enumerate(block) if line.split("=", 1)[0].strip() == "name"
             )
             lines.insert(begin + after_name + 1, f"{key} = {value}\n")
-        path.write_text("".join(lines), encoding="utf-8")
+        write_atomic(path, "".join(lines).encode("utf-8"))
         load_config(path)  # the edit must leave a valid file
         return
     raise DeployConfigError(f"{path}: no [[domain]] named {domain!r}")

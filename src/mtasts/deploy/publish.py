@@ -7,7 +7,7 @@ update the server is queried to prove it now serves what was sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.exception
 import dns.message
@@ -33,7 +33,7 @@ class PublishTarget:
     server: Nameserver
     zone: str
     key_name: str | None = None
-    secret: str | None = None  # base64, as in BIND and Knot key files
+    secret: str | None = field(default=None, repr=False)  # base64, as in BIND and Knot key files
     algorithm: str = "hmac-sha256"
     ttl: int = 300
     timeout: float = 10.0

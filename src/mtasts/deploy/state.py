@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtasts.files import write_atomic
 from mtasts.sts import Policy
 
 
@@ -92,6 +92,5 @@ class DeployState:
         return [Change(**c) for c in self._domain(name)["history"]]
 
     def save(self) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, self.path)
+        # Through a fresh temporary file: a link planted at a fixed name cannot redirect it.
+        write_atomic(self.path, (json.dumps(self.data, indent=2) + "\n").encode())

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mtasts.files import write_atomic
+
 
 class Validity(StrEnum):
     VALID = "valid"
@@ -79,20 +81,19 @@ class LabCA:
         self.dir = state_dir / "certs"
         # Certificates of an earlier run are signed for another key: start empty.
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(mode=0o700, parents=True)
         self.trusted = _Authority("mtasts lab CA")
         self.rogue = _Authority("Untrusted Self-Made CA")
         self.ca_file = state_dir / "ca.pem"
         self.ca_file.write_bytes(self.trusted.cert.public_bytes(serialization.Encoding.PEM))
         self.leaf_key = ec.generate_private_key(ec.SECP256R1())
         self.key_file = self.dir / "leaf.key"
-        self.key_file.write_bytes(
-            self.leaf_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        pem = self.leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
+        write_atomic(self.key_file, pem, 0o600)  # a private key: never the umask's 0644
         self._contexts: dict[tuple[tuple[str, ...], Validity, bool, bool], ssl.SSLContext] = {}
 
     def issue(self, names: tuple[str, ...], validity: Validity, trusted: bool = True) -> bytes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtasts.files import write_atomic
 from mtasts.net.dns import Nameserver
 
 from .attacker import serve_attacker
@@ -161,9 +162,7 @@ class Lab:
 
     def _write_state(self) -> None:
         # Written last and atomically: its presence means every listener is up.
-        temp = self.state_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(self.describe(), indent=2))
-        temp.replace(self.state_file)
+        write_atomic(self.state_file, json.dumps(self.describe(), indent=2).encode(), 0o644)
 
 
 def read_state(state_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,10 @@ twice.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mailbox
+import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -251,20 +254,55 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
 
         return then
 
+    limit = batch.max_size * 4 // 3 + (1 << 20)  # a report of max_size, base64, and headers
     for sub in ("new", "cur"):
         for path in sorted((folder / sub).iterdir()):
-            if path.name.startswith(".") or not path.is_file():
+            if path.name.startswith("."):
                 continue  # dot files are not messages (Maildir spec)
             try:
-                data = path.read_bytes()
+                data = _read_message(path, limit)
             except FileNotFoundError:
                 continue  # another ingest of this Maildir took it meanwhile
+            except IsADirectoryError:
+                continue
             except OSError as exc:
                 batch.result.counts["unreadable"] += 1
-                batch.result.problems.append(f"unreadable: {path}: {exc.strerror}")
+                batch.result.problems.append(f"unreadable: {path}: {exc.strerror or exc}")
+                if isinstance(exc, _TooBig):
+                    move(path)(True)  # aside into .Failed, so it is not read every round
                 continue
             # unrelated mail stays put
             batch.add(data, f"{folder}/{sub}/{path.name}", move(path), Channel.MAILDIR)
+
+
+class _TooBig(OSError):
+    pass
+
+
+def _read_message(path: Path, limit: int) -> bytes:
+    """A Maildir message, never through a symlink (security review #23) nor past ``limit``.
+
+    Whoever can write to the Maildir could otherwise make a more privileged ingest copy
+    any file it can read into the store.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "a symbolic link, not followed") from None
+        raise
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > limit:
+            raise _TooBig(
+                errno.EFBIG,
+                f"{info.st_size:,} bytes, over the {limit:,}-byte limit; moved to .Failed",
+            )
+        return handle.read(limit + 1)
 
 
 def watch_maildir(

@@ -47,6 +47,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 
 from mtasts import tlsrpt
+from mtasts.files import private_dir, private_file
 from mtasts.tlsrpt import Report
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
@@ -118,11 +119,15 @@ class Pruned:
 
 
 def default_url() -> str:
-    """``MTASTS_DB``, else a SQLite file in the user's data folder."""
+    """``MTASTS_DB``, else the URL in the file ``MTASTS_DB_FILE`` names, else a SQLite file in
+    the user's data folder. A URL with a password belongs in a file or the environment, never
+    on the command line, where every local user sees it in ps (security review #27)."""
     if os.environ.get("MTASTS_DB"):
         return os.environ["MTASTS_DB"]
+    if os.environ.get("MTASTS_DB_FILE"):
+        return Path(os.environ["MTASTS_DB_FILE"]).read_text(encoding="utf-8").strip()
     base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "mtasts"
-    base.mkdir(parents=True, exist_ok=True)
+    private_dir(base)
     return f"sqlite:///{base / 'reports.sqlite'}"
 
 
@@ -138,6 +143,9 @@ def open_store(url: str) -> ReportStore:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = create_engine(url)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        # SQLite makes the file (and its -wal, -shm) with the umask's mode: make it private first.
+        private_file(Path(engine.url.database))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     store = ReportStore(engine)

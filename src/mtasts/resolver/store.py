@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from mtasts.files import private_file
 from mtasts.sts import PolicyError, parse_policy
 from mtasts.sts.cache import CachedPolicy
 
@@ -30,7 +31,7 @@ class PolicyStore:
         self._policies: dict[str, CachedPolicy] = {}
         self._db: sqlite3.Connection | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # 0600 in a 0700 folder, before sqlite3 makes it 0644
             self._db = sqlite3.connect(path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # A cache: losing the last writes to a power cut only means fetching those policies
