@@ -276,3 +276,30 @@ def test_oauth2_mailboxes_log_in_with_an_access_token(
     )  # the refresher wrote a new token: read at the next login
     stored = ingest()
     assert "stored 1, duplicates 0" in stored.stdout, stored.stderr
+
+
+def test_an_oversized_message_is_set_aside_unread(
+    dovecot: dict[str, object], tmp_path: Path
+) -> None:
+    """Security review #29: 100 messages were fetched whole at once, whatever their size."""
+    client = mailbox(dovecot)
+    client.create("Huge")
+    client.create("Huge-failed")
+    client.append("Huge", None, None, report_mail(report("small-one")))
+    client.append(
+        "Huge", None, None, b"From: a@example.com\r\nSubject: big\r\n\r\n" + b"x" * (3 << 20)
+    )
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    result = run(
+        "--max-report-size",
+        "1M",
+        "--imap-failed",
+        "Huge-failed",
+        server=dovecot,
+        db=db,
+        folder="Huge",
+    )
+    assert "over the 2,446,677-byte limit; moved to Huge-failed" in result.stdout, result.stdout
+    assert "stored 1, duplicates 0, quarantined 0" in result.stdout
+    assert (count(client, "Huge"), count(client, "Huge-failed")) == (0, 1)
+    client.logout()
