@@ -506,6 +506,16 @@ def _render_readiness(verdict: Readiness) -> None:
             "each result type is also the `mtasts check` finding that explains it: run mtasts check "
             + shown(verdict.domain)
         )
+    if verdict.conflicts:
+        out.print(
+            f"[yellow]{verdict.conflicts} reports share a submitter and report-id with other"
+            " content (a forged report?): see mtasts reports quarantine[/yellow]"
+        )
+    if verdict.sessions:
+        vouched = (
+            ", ".join(shown(v) for v in verdict.vouched) or "none (no verified DKIM signature)"
+        )
+        out.print(f"senders vouched for: {vouched}")
     colour = {"READY": "green", "NOT READY": "red"}.get(verdict.verdict, "yellow")
     out.print(
         f"[bold {colour}]{verdict.verdict}[/bold {colour}]: {shown(verdict.domain)}, last {verdict.days} days: {shown(verdict.reason)}"
