@@ -17,7 +17,55 @@ import psycopg
 import pytest
 
 MTASTS = shutil.which("mtasts", path=str(Path(sys.executable).parent)) or "mtasts"
-LAB_PORTS = {"dns": 20053, "https": 20443, "smtp": 20025}
+_BLOCK = 64  # ports one run of the suite uses, at fixed offsets from its base
+
+
+def _bindable(port: int) -> bool:
+    import socket
+
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _port_base() -> int:
+    """The first port of this run's block: two suites on one machine never share one.
+
+    Chosen from the process id among blocks below the ephemeral range (32768+), and
+    taken only when every port of it is free on 127.0.0.1; MTASTS_TEST_PORT_BASE pins it.
+    """
+    import random
+
+    if os.environ.get("MTASTS_TEST_PORT_BASE"):
+        return int(os.environ["MTASTS_TEST_PORT_BASE"])
+    rng = random.Random(os.getpid())
+    for _ in range(100):
+        base = rng.randrange(12000, 32768 - _BLOCK, _BLOCK)
+        if all(_bindable(base + offset) for offset in range(_BLOCK)):
+            return base
+    raise RuntimeError("no free block of loopback ports for the test servers")
+
+
+PORT_BASE = _port_base()
+KNOT_PORT = PORT_BASE + 4
+IMAP_PORT = PORT_BASE + 7
+
+
+def _port(offset: int) -> int:
+    return port(offset)  # inside fixtures whose local variable is named port
+
+
+def port(offset: int) -> int:
+    """This run's port number ``offset`` (each fixture and test module has its own offsets)."""
+    assert 0 <= offset < _BLOCK
+    return PORT_BASE + offset
+
+
+LAB_PORTS = {"dns": port(0), "https": port(1), "smtp": port(2)}
 
 
 class RunningLab:
@@ -122,7 +170,7 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("no 'postgres' user to run the cluster as")
     folder = Path(tempfile.mkdtemp(prefix="mtasts-pg-"))
     os.chown(folder, owner.pw_uid, owner.pw_gid)
-    data, port = folder / "data", 25432
+    data, port = folder / "data", _port(3)
 
     def as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -147,7 +195,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def knot() -> Iterator[dict[str, object]]:
-    """Knot DNS, authoritative for example.com on 127.0.0.1:25353, accepting TSIG-signed updates."""
+    """Knot DNS, authoritative for example.com on 127.0.0.1 (this run's port), accepting TSIG updates."""
     if shutil.which("knotd") is None:
         pytest.skip("knotd is not installed (.ci/run installs Debian's knot)")
     import base64
@@ -157,7 +205,7 @@ def knot() -> Iterator[dict[str, object]]:
     folder = Path(tempfile.mkdtemp(prefix="mtasts-knot-"))
     (folder / "db").mkdir()  # Knot's journal; an update fails with "not exists" without it
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
-    port = 25353
+    port = KNOT_PORT
     (folder / "example.com.zone").write_text(
         "$ORIGIN example.com.\n$TTL 300\n"
         "@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60\n"
@@ -230,8 +278,8 @@ _25._tcp.mx2 TLSA 3 1 1 0c72ac70b745ac19998811b131d662c9ac69dbdbe7cb23e5b514b566
 
 @pytest.fixture(scope="session")
 def validating_resolver() -> Iterator[dict[str, object]]:
-    """Unbound on 127.0.0.1:25354, validating DNSSEC for dane.example, which a private Knot on
-    :25355 signs; every other name goes to that Knot too (and is refused), so nothing leaves."""
+    """Unbound on 127.0.0.1, validating DNSSEC for dane.example, which a private Knot signs;
+    every other name goes to that Knot too (and is refused), so nothing leaves."""
     if shutil.which("knotd") is None or shutil.which("unbound") is None:
         pytest.skip(
             "knotd and unbound are not installed (.ci/run installs Debian's knot and unbound)"
@@ -247,7 +295,7 @@ def validating_resolver() -> Iterator[dict[str, object]]:
     os.chmod(folder, 0o755)
     (folder / "db").mkdir()
     (folder / "dane.example.zone").write_text(DANE_ZONE)
-    knot_port, unbound_port = 25355, 25354
+    knot_port, unbound_port = port(5), port(6)
     (folder / "knot.conf").write_text(f"""server:
     listen: 127.0.0.1@{knot_port}
     rundir: {folder}
@@ -420,7 +468,7 @@ def _imap_certificate(folder: Path) -> None:
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[dict[str, object]]:
-    """A private Dovecot IMAP server on 127.0.0.1:21143 with one user, removed afterwards."""
+    """A private Dovecot IMAP server on 127.0.0.1 (IMAP_PORT) with one user, removed afterwards."""
     if shutil.which("dovecot") is None:
         pytest.skip("dovecot is not installed (.ci/run installs Debian's dovecot-imapd)")
     import tempfile
@@ -432,7 +480,7 @@ def dovecot() -> Iterator[dict[str, object]]:
     shutil.chown(folder / "home", "nobody", "nogroup")
     (folder / "passwd").write_text("tlsrpt:{PLAIN}imap-secret-1\n")
     _imap_certificate(folder)
-    port, tls_port, introspection = 21143, 21993, _token_introspection(21180)
+    port, tls_port, introspection = IMAP_PORT, _port(8), _token_introspection(_port(9))
     (folder / "oauth2.conf.ext").write_text(
         f"introspection_url = http://127.0.0.1:{introspection.server_port}/introspect\n"
         "introspection_mode = post\nusername_attribute = username\n"

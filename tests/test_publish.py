@@ -11,7 +11,7 @@ import dns.query
 
 from mtasts import sts
 
-from .conftest import MTASTS
+from .conftest import KNOT_PORT, MTASTS
 
 
 def run(
@@ -74,7 +74,7 @@ def test_missing_secret_is_a_usage_error(tmp_path: Path) -> None:
     result = run(
         "publish",
         "--server",
-        "127.0.0.1:25353",
+        f"127.0.0.1:{KNOT_PORT}",
         "--tsig-key",
         "k",
         cwd=tmp_path,

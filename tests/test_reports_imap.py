@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtasts.reports.store import open_store
 
-from .conftest import MTASTS
+from .conftest import IMAP_PORT, MTASTS
 from .test_reports_ingest import report, report_mail
 
 
@@ -92,7 +92,7 @@ def test_watch_picks_up_new_mail(dovecot: dict[str, object], tmp_path: Path) -> 
 def test_wrong_password_is_one_clear_line(dovecot: dict[str, object], tmp_path: Path) -> None:
     result = run(server=dovecot, db=f"sqlite:///{tmp_path / 'r.sqlite'}", password="nope")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: 127.0.0.1:21143:")
+    assert result.stderr.startswith(f"error: 127.0.0.1:{IMAP_PORT}:")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -242,7 +242,9 @@ def test_imap_urls_upgrade_with_starttls_and_imaps_works_too(
     # test CA the upgrade fails before the password is sent.
     untrusted = run(server=dovecot, db=db, folder="Secure", ca=False)
     assert untrusted.returncode == 1
-    assert untrusted.stderr.startswith("error: 127.0.0.1:21143: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert untrusted.stderr.startswith(
+        f"error: 127.0.0.1:{IMAP_PORT}: [SSL: CERTIFICATE_VERIFY_FAILED]"
+    )
     assert len(untrusted.stderr.strip().splitlines()) == 1
     stored = run(server=dovecot, db=db, folder="Secure", tls=True)
     assert "stored 1, duplicates 0" in stored.stdout, stored.stderr
@@ -268,7 +270,8 @@ def test_oauth2_mailboxes_log_in_with_an_access_token(
     refused = ingest()
     assert refused.returncode == 1
     assert (
-        refused.stderr == "error: 127.0.0.1:21143: [AUTHENTICATIONFAILED] Authentication failed.\n"
+        refused.stderr
+        == f"error: 127.0.0.1:{IMAP_PORT}: [AUTHENTICATIONFAILED] Authentication failed.\n"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
     token.write_text(

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MTASTS, RunningLab, wait_for_port
+from .conftest import MTASTS, RunningLab, port, wait_for_port
 
-SOCKETMAP_PORT = 28461
-TCP_TABLE_PORT = 28462
-METRICS_PORT = 28463
+SOCKETMAP_PORT = port(10)
+TCP_TABLE_PORT = port(11)
+METRICS_PORT = port(12)
 
 
 class Daemon:

@@ -17,10 +17,10 @@ from mtasts.net.dns import Answer
 from mtasts.net.https import fetch_policy
 from mtasts.resolver.engine import usable_policy
 
-from .conftest import MTASTS, need, wait_for_port
+from .conftest import MTASTS, need, port, wait_for_port
 
-PORT = 28443
-METRICS = 28452
+PORT = port(20)  # PORT + 1 .. + 3 too
+METRICS = port(29)
 
 
 class Site:
