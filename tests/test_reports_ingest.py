@@ -436,3 +436,14 @@ def test_a_folder_that_is_not_a_maildir_is_one_line(tmp_path: Path) -> None:
         f"unreadable: {tmp_path / 'plain'}: not a Maildir (it needs new/ and cur/)" in result.stdout
     )
     assert not (tmp_path / "plain" / ".Processed").exists()  # nothing made inside it
+
+
+def test_a_piped_report_is_deferred_while_the_store_is_down(tmp_path: Path) -> None:
+    """Postfix's pipe(8) bounces on any exit status but EX_TEMPFAIL (75), which defers and retries."""
+    down = f"sqlite:///{tmp_path / 'no-such-folder' / 'deeper' / 'r.sqlite'}"
+    (tmp_path / "no-such-folder").write_text("a file where the folder should be")
+    piped = run("ingest", "-", db=down, stdin=report_mail(report("piped")))
+    assert piped.returncode == 75, piped.stderr
+    assert "cannot open the report store" in piped.stderr
+    from_file = run("ingest", str(tmp_path / "no-such-folder"), db=down)
+    assert from_file.returncode == 2

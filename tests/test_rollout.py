@@ -104,23 +104,101 @@ def test_config_edits_keep_comments_and_other_domains(tmp_path: Path) -> None:
     assert 'name = "a.example"\nmax_age = 3600\nmx = ["mx.a.example"]' in text
 
 
-def test_enforce_is_allowed_when_the_live_check_and_the_reports_are_clean(
-    lab: RunningLab, admin: Path
-) -> None:
+def _clean_reports(folder: Path, domain: str) -> None:
     from mtasts.reports.store import open_store
 
     from .test_reports_analysis import stored_report
 
-    store = open_store(f"sqlite:///{admin / 'reports.sqlite'}")
+    store = open_store(f"sqlite:///{folder / 'reports.sqlite'}")
     for sender in ("google.com", "microsoft.com"):
-        store.ingest(stored_report(sender, "good-testing.example", ok=500), "test")
-    unproven = run(
-        "mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), cwd=admin
+        store.ingest(stored_report(sender, domain, ok=500), "test")
+
+
+def test_the_gate_judges_the_policy_about_to_be_published(tmp_path: Path) -> None:
+    """The blocker of the newcomer walkthrough: a mistyped --mx passed the gate (exit 0), and
+    once published that policy makes every enforcing sender defer all inbound mail."""
+    import json
+
+    from .conftest import start_lab, stop_lab
+
+    admin = tmp_path / "admin"
+    admin.mkdir()
+    assert (
+        run("init", "published.example", "--mx", "mx.published.example", cwd=admin).returncode == 0
     )
-    assert unproven.returncode == 1
-    assert "are not authenticated (no verified DKIM signature" in " ".join(unproven.stdout.split())
-    result = run("mode", "good-testing.example", "enforce", "--lab", str(lab.state_dir), "--trust", "file",
-                 cwd=admin)  # fmt: skip
-    assert result.returncode == 0, result.stdout
-    assert "refused" not in result.stdout
-    assert mode_of(admin, "good-testing.example") == "enforce"
+    assert run("init", "typo.example", "--mx", "mx.tpyo.example", cwd=admin).returncode == 0
+    records = json.loads(run("records", "--format", "json", cwd=admin).stdout)
+    ids = {d["domain"]: d["id"] for d in records}
+    scenario = tmp_path / "published.toml"
+    # The lab serves what was published: published.example's configured policy and id; for
+    # typo.example, the old, correct policy (the typo is only in mtasts.toml so far).
+    scenario.write_text(f"""
+[[domain]]
+name = "published.example"
+mode = "testing"
+max_age = 86400
+mx = [{{ name = "mx.published.example" }}]
+sts_records = ["v=STSv1; id={ids["published.example"]};"]
+
+[[domain]]
+name = "typo.example"
+mode = "testing"
+max_age = 86400
+mx = [{{ name = "mx.typo.example" }}]
+""")
+    lab = start_lab(tmp_path / "lab", "127.84", "--scenario", str(scenario))
+    try:
+        _clean_reports(admin, "published.example")
+        _clean_reports(admin, "typo.example")
+        flags = ("--lab", str(lab.state_dir), "--trust", "file")
+        typo = run("mode", "typo.example", "enforce", *flags, cwd=admin)
+        assert typo.returncode == 1
+        out = " ".join(typo.stdout.split())
+        assert (
+            "MX mx.typo.example is not covered by the mx patterns in mtasts.toml (mx.tpyo.example)"
+            in out
+        )
+        assert "drift: DNS serves id" in out
+        assert "drift: mta-sts.typo.example serves another policy than mtasts.toml" in out
+        assert mode_of(admin, "typo.example") == "testing"
+        unproven = run(
+            "mode", "published.example", "enforce", "--lab", str(lab.state_dir), cwd=admin
+        )
+        assert unproven.returncode == 1
+        assert "are not authenticated (no verified DKIM signature" in " ".join(
+            unproven.stdout.split()
+        )
+        allowed = run("mode", "published.example", "enforce", *flags, cwd=admin)
+        assert allowed.returncode == 0, allowed.stdout
+        assert "refused" not in allowed.stdout
+        assert mode_of(admin, "published.example") == "enforce"
+        # The enforce policy is configured but not yet published: a month-long max_age waits.
+        step = run("max-age", "published.example", "2592000", *flags, cwd=admin)
+        assert step.returncode == 1
+        assert "published.example: max_age 2592000 refused:" in step.stdout
+        assert "drift: mta-sts.published.example serves another policy" in " ".join(
+            step.stdout.split()
+        )
+    finally:
+        stop_lab(lab)
+
+
+def test_init_does_not_start_in_enforce_or_with_a_long_max_age(tmp_path: Path) -> None:
+    for args in (("--mode", "enforce"), ("--max-age", "31557600")):
+        refused = run("init", "new.example", "--mx", "mx.new.example", *args, cwd=tmp_path)
+        assert refused.returncode == 2
+        assert "a new domain starts in testing with a short max_age" in refused.stderr
+        assert not (tmp_path / "mtasts.toml").exists()
+    forced = run(
+        "init",
+        "new.example",
+        "--mx",
+        "mx.new.example",
+        "--mode",
+        "enforce",
+        "--force",
+        cwd=tmp_path,
+    )
+    assert forced.returncode == 0
+    assert "skipped (--force): the enforce gate" in forced.stderr
+    assert mode_of(tmp_path, "new.example") == "enforce"

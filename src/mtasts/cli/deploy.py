@@ -25,6 +25,7 @@ from mtasts.deploy.config import (
 from mtasts.deploy.publish import PublishError, PublishTarget, publish
 from mtasts.deploy.records import Publication
 from mtasts.deploy.rollout import (
+    Readiness,
     Retirement,
     clean_days,
     enforce_gate,
@@ -39,6 +40,7 @@ from mtasts.sts import Mode, MxPattern
 from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
 from .reports import large_sender_option, trust_option
 
+_LARGE_MAX_AGE = 7 * 86400  # past this, a max_age step goes through the enforce gate
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
     show_default=True, envvar="MTASTS_CONFIG", help="The configuration file.",
@@ -82,6 +84,11 @@ def publication(config: DeployConfig, domain: DomainConfig) -> Publication:
     show_default=True,
     help="Seconds senders may cache the policy.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start in enforce, or with a max_age over a week, without the gate (says what it skipped).",
+)
 @config_option
 def init(
     domain: str,
@@ -89,10 +96,20 @@ def init(
     rua: tuple[str, ...],
     mode: str,
     max_age: int,
+    force: bool,
     config_path: Path,
 ) -> None:
     """Add DOMAIN to the configuration, starting in testing with a one-day max_age."""
     name = domain.lower().rstrip(".")
+    if (mode == "enforce" or max_age > _LARGE_MAX_AGE) and not force:
+        # Nothing is published or proven yet: the enforce gate could only refuse.
+        echo(f"error: {name}: a new domain starts in testing with a short max_age; enforce and"
+             " long max_age come after `mtasts mode DOMAIN enforce` and `mtasts max-age`, whose"
+             " gate proves the MX hosts and reports first (--force skips this)", fg="red", err=True)  # fmt: skip
+        sys.exit(EXIT_USAGE)
+    if force and (mode == "enforce" or max_age > _LARGE_MAX_AGE):
+        echo(f"warning: {name}: skipped (--force): the enforce gate (live MX check, published"
+             " policy, TLS-RPT readiness)", fg="yellow", err=True)  # fmt: skip
     existing = _load(config_path) if config_path.exists() else DeployConfig(config_path)
     if any(d.name == name for d in existing.domains):
         echo(f"error: {config_path}: {name} is already configured", fg="red", err=True)
@@ -286,6 +303,28 @@ with_check_options = options(
 )
 
 
+def _gate_or_exit(
+    config_path: Path,
+    domain: DomainConfig,
+    what: str,
+    force: bool,
+    options: CheckOptions,
+    readiness: Readiness,
+) -> None:
+    """The enforce gate on the live deployment and the configured policy; exit 1 when shut."""
+    check = asyncio.run(check_domain(domain.name, options))
+    state = DeployState(state_path(config_path))
+    gate = enforce_gate(check, readiness, domain, state.recorded_id(domain.name, domain.policy))
+    if gate.open:
+        return
+    label = "skipped (--force)" if force else "refused"
+    echo(f"{domain.name}: {what} {label}:", fg="yellow" if force else "red", bold=True)
+    for blocker in gate.blockers:
+        echo(f"  - {blocker}", fg="yellow" if force else "red")
+    if not force:
+        sys.exit(EXIT_PROBLEMS)
+
+
 @click.command("mode")
 @click.argument("domain")
 @click.argument("mode", type=click.Choice([m.value for m in Mode]))
@@ -314,19 +353,9 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
         )
         sys.exit(EXIT_USAGE)
     if mode == "enforce" and current.mode is not Mode.ENFORCE:
-        check = asyncio.run(
-            check_domain(name, _lab_or_flags(lab_dir, nameservers, ca_file, timeout))
-        )
-        gate = enforce_gate(
-            check, report_readiness(name, db, large_senders=large_senders, trusted=trusted)
-        )
-        if not gate.open:
-            label = "skipped (--force)" if force else "refused"
-            echo(f"{name}: enforce {label}:", fg="yellow" if force else "red", bold=True)
-            for blocker in gate.blockers:
-                echo(f"  - {blocker}", fg="yellow" if force else "red")
-            if not force:
-                sys.exit(EXIT_PROBLEMS)
+        _gate_or_exit(config_path, current, "enforce", force,
+                      _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
+                      report_readiness(name, db, large_senders=large_senders, trusted=trusted))  # fmt: skip
     set_domain_value(config_path, name, "mode", f'"{mode}"')
     _republish(config_path, name, f"mode {mode}" + (" (forced)" if force else ""), publish_to)
 
@@ -335,17 +364,27 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
 @click.argument("domain")
 @click.argument("seconds", type=click.IntRange(0, 31557600))
 @config_option
+@with_check_options
+@click.option("--force", is_flag=True, help="Raise past a week without the enforce gate.")
 @click.option("--db", envvar="MTASTS_DB", help="The TLS-RPT report store (see mtasts reports).")
+@large_sender_option
+@trust_option
 @with_publish
-def max_age_command(
-    domain: str, seconds: int, config_path: Path, db: str | None, **publish_to: Any
-) -> None:
-    """Ramp DOMAIN's max_age (warns when it is premature)."""
+def max_age_command(domain: str, seconds: int, config_path: Path, lab_dir: Path | None,
+                    nameservers: tuple[str, ...], ca_file: Path | None, timeout: float, force: bool,
+                    db: str | None, large_senders: tuple[str, ...], trusted: tuple[str, ...],
+                    **publish_to: Any) -> None:  # fmt: skip
+    """Ramp DOMAIN's max_age (warns when it is premature; past a week, the enforce gate decides)."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
     current = _domain_or_exit(config, name)
     for warning in max_age_gate(current, seconds, clean_days(name, db)).warnings:
         echo(f"warning: {warning}", fg="yellow", err=True)
+    if current.mode is Mode.ENFORCE and seconds > max(current.max_age, _LARGE_MAX_AGE):
+        # A long max_age under enforce is how long a mistake stays cached by every sender.
+        _gate_or_exit(config_path, current, f"max_age {seconds}", force,
+                      _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
+                      report_readiness(name, db, large_senders=large_senders, trusted=trusted))  # fmt: skip
     set_domain_value(config_path, name, "max_age", str(seconds))
     _republish(config_path, name, f"max_age {seconds}", publish_to)
 

@@ -83,7 +83,10 @@ max_report_option = byte_size_option(
 )
 
 
-def open_report_store(db: str | None) -> ReportStore:
+EX_TEMPFAIL = 75  # sysexits.h: Postfix's pipe(8) defers the mail and retries, never bounces
+
+
+def open_report_store(db: str | None, exit_code: int = EXIT_USAGE) -> ReportStore:
     """The store at ``db`` (or the default), or one line saying why it cannot be opened."""
     url = db or default_url()
     try:
@@ -94,7 +97,7 @@ def open_report_store(db: str | None) -> ReportStore:
             fg="red",
             err=True,
         )
-        sys.exit(EXIT_USAGE)
+        sys.exit(exit_code)
 
 
 @click.group()
@@ -180,7 +183,8 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
-    Postfix's pipe transport never bounces a report mail.
+    Postfix's pipe transport never bounces a report mail; with '-', a store that cannot
+    be reached exits 75 (EX_TEMPFAIL), so Postfix defers the mail and tries again.
     """
     if not (paths or maildir or mbox or imap_url):
         raise click.UsageError("give PATHS, '-', --maildir, --mbox or --imap-url")
@@ -206,7 +210,9 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--nameserver") from None
     verifier = DkimVerifier(servers) if dkim else None
-    store = open_report_store(db)
+    # A report mail piped in by Postfix must be deferred, not bounced, while the store is down.
+    piped = any(str(p) == "-" for p in paths)
+    store = open_report_store(db, EX_TEMPFAIL if piped else EXIT_USAGE)
     if source is not None and watch:
         echo(
             f"watching {imap_url}, at most {interval:g} s between rounds (Ctrl-C to stop)", err=True
@@ -242,7 +248,7 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         # Nothing of the failed batch was kept and none of its messages moved: a re-run redoes it.
         echo(f"error: {store_error(exc)}; nothing of the failed batch was kept or moved, so run"
              f" again once it is fixed (before it: {_counts(result)})", fg="red", err=True)  # fmt: skip
-        sys.exit(1)
+        sys.exit(EX_TEMPFAIL if piped else 1)
     for problem in result.problems:
         echo(problem, fg="yellow")
     echo(_counts(result), bold=True)

@@ -77,9 +77,57 @@ def clean_days(domain: str, store_url: str | None = None) -> float | None:
         return None
 
 
-def enforce_gate(check: DomainCheck, readiness: Readiness) -> Gate:
-    """RFC 8461 §5 under enforce defers mail to any MX that fails: every one must pass first."""
+def publication_blockers(
+    check: DomainCheck, configured: DomainConfig, configured_id: str | None
+) -> list[str]:
+    """What keeps the policy in ``mtasts.toml`` from being the one senders would enforce.
+
+    The gate judges the policy about to be published, not only the one served now: a typo
+    in ``mx`` that no live MX host matches makes every enforcing sender defer all mail
+    (RFC 8461 §4.1). And what is configured must already be what DNS and the policy host
+    serve: publish first, then enforce, so the switch changes the mode and nothing else.
+    """
     blockers = []
+    policy = configured.policy
+    patterns = " ".join(str(p) for p in policy.mx) or "none"
+    for mx in check.mx:
+        if not policy.matches_mx(mx.host):
+            blockers.append(
+                f"MX {mx.host} is not covered by the mx patterns in mtasts.toml ({patterns}):"
+                " under enforce every sender would refuse it"
+            )
+    if configured_id is None:
+        blockers.append(
+            f"the policy in mtasts.toml is not published yet: run mtasts records {configured.name}"
+            " (or --publish), serve it, then enforce"
+        )
+    elif check.sts_record is None:
+        blockers.append(
+            f"DNS serves no valid _mta-sts record; publish id {configured_id} first, then enforce"
+        )
+    elif check.sts_record.id != configured_id:
+        blockers.append(
+            f"drift: DNS serves id {check.sts_record.id}, mtasts.toml's policy has id"
+            f" {configured_id}: publish first, then enforce"
+        )
+    if check.policy is not None and check.policy != policy:
+        blockers.append(
+            f"drift: mta-sts.{configured.name} serves another policy than mtasts.toml"
+            f" (served: {'; '.join(str(check.policy).splitlines())}): publish first, then enforce"
+        )
+    return blockers
+
+
+def enforce_gate(
+    check: DomainCheck,
+    readiness: Readiness,
+    configured: DomainConfig | None = None,
+    configured_id: str | None = None,
+) -> Gate:
+    """RFC 8461 §5 under enforce defers mail to any MX that fails: every one must pass first."""
+    blockers = (
+        publication_blockers(check, configured, configured_id) if configured is not None else []
+    )
     if not check.mx:
         blockers.append(f"{check.domain} has no MX host that could be checked")
     for mx in check.mx:

@@ -75,6 +75,11 @@ class DeployState:
         self.save()
         return new_id
 
+    def recorded_id(self, name: str, policy: Policy) -> str | None:
+        """The id given to exactly this policy text, without giving one: None if it has none."""
+        entry = self.data.get("domains", {}).get(name) or {}
+        return str(entry["id"]) if entry.get("policy") == str(policy) and entry.get("id") else None
+
     def retire(self, name: str, old_max_age: int, now: dt.datetime) -> None:
         self._domain(name)["retired"] = {
             "at": now.isoformat(timespec="seconds"),
