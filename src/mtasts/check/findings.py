@@ -48,6 +48,7 @@ EXPLANATIONS: dict[str, str] = {
     "dane-tlsa": "The MX host publishes TLSA records. DANE takes precedence over MTA-STS where DNSSEC validates (RFC 8461 section 2).",
     "mx-too-many": "The domain lists more MX hosts than the checker probes (16 by default, --max-mx): a zone can list thousands, so the least preferred ones were not checked.",
     "mx-addresses-too-many": "The MX host has more addresses than the checker probes (8 by default, --max-addresses); the rest were not probed.",
+    "config-drift": "What DNS or the policy host serves differs from mtasts.toml: a change was configured but not published (or published by hand). Senders apply what is served, not what is configured.",
     "check-failed": "The checker itself failed on this domain (an mtasts bug, or input it did not expect); the other domains of the run were still checked.",
     "mx-none": "The domain has no MX record; senders fall back to its address record (RFC 5321 section 5.1), which MTA-STS cannot describe well.",
 }

@@ -24,6 +24,9 @@ from mtasts.check.checker import (
 )
 from mtasts.check.findings import EXPLANATIONS, Severity
 from mtasts.check.report import adoption_row, to_json
+from mtasts.deploy.config import DeployConfigError, DomainConfig, load_config
+from mtasts.deploy.rollout import drift
+from mtasts.deploy.state import DeployState, state_path
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.sts.domain import as_asked, domain_problem
@@ -161,6 +164,19 @@ def write_csv(path: Path, checks: list[DomainCheck]) -> None:
             writer.writerow({k: csv_cell(v) for k, v in adoption_row(check).items()})
 
 
+def _configured(config_path: Path) -> dict[str, tuple[str | None, DomainConfig]]:
+    """The domains of ``mtasts.toml`` with the id their configured policy was given, if any."""
+    if not config_path.exists():
+        return {}
+    try:
+        config = load_config(config_path)
+    except DeployConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    state = DeployState(state_path(config_path))
+    return {d.name: (state.recorded_id(d.name, d.policy), d) for d in config.domains}
+
+
 def _run(
     domains: list[str], options: CheckOptions, concurrency: int, workers: int
 ) -> list[DomainCheck]:
@@ -247,10 +263,15 @@ def _run(
     help="Take nameserver, CA and ports from a running lab's state folder.",
 )
 @click.option("--explain", "explain_code", help="Print the explanation of a finding code and exit.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
+    show_default=True, envvar="MTASTS_CONFIG",
+    help="With no DOMAIN: check every domain configured here, and what differs from what is published.",
+)  # fmt: skip
 def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv_path: Path | None, concurrency: int,
           nameservers: tuple[str, ...], ca_file: Path | None, smtp_port: int, https_port: int, timeout: float,
           probes: int, max_mx: int, max_addresses: int, lab_dir: Path | None, explain_code: str | None,
-          workers_option: int) -> None:  # fmt: skip
+          workers_option: int, config_path: Path) -> None:  # fmt: skip
     """Check DOMAINS end to end as a sending MTA would (exit 0 clean, 1 errors, 2 usage)."""
     if explain_code:
         text = EXPLANATIONS.get(explain_code)
@@ -263,8 +284,12 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
     given = [(d, "") for d in domains if d.strip()]
     if domain_file:
         given += read_domain_file(domain_file)
+    configured = _configured(config_path) if not given else {}
+    given += [(name, "") for name in configured]
     if not given:
-        raise click.UsageError("give at least one DOMAIN or --file")
+        raise click.UsageError(
+            f"give at least one DOMAIN or --file (or configure domains in {config_path})"
+        )
     names, problems = domain_names(given)
     for problem in problems:  # the rest of the batch goes on
         echo(problem, fg="red", err=True)
@@ -297,6 +322,12 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
     blocked = smtp_blocked(checks)
     if blocked:
         explain_blocked(checks)
+    for result in checks:
+        if result.domain in configured:
+            recorded, domain = configured[result.domain]
+            for line in drift(result, domain, recorded):
+                result.add("config-drift", Severity.WARNING, result.domain, line,
+                           f"publish what mtasts.toml says: mtasts records {result.domain} (or --publish SERVER)")  # fmt: skip
     if as_json:
         for result in checks:
             document = to_json(result, smtp_reachable=not blocked)

@@ -22,6 +22,7 @@ from .lint import lint
 from .reports import reports
 from .resolver import resolver
 from .serve import serve
+from .status import status_command
 
 
 @click.group(
@@ -47,6 +48,7 @@ for command in (
     max_age_command,
     retire_command,
     publish_command,
+    status_command,
 ):
     cli.add_command(command)
 cli.add_command(demo)

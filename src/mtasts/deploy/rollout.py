@@ -96,26 +96,33 @@ def publication_blockers(
                 f"MX {mx.host} is not covered by the mx patterns in mtasts.toml ({patterns}):"
                 " under enforce every sender would refuse it"
             )
+    return blockers + [
+        f"{line}: publish first, then enforce" for line in drift(check, configured, configured_id)
+    ]
+
+
+def drift(check: DomainCheck, configured: DomainConfig, configured_id: str | None) -> list[str]:
+    """Where what DNS and the policy host serve differs from ``mtasts.toml`` and its state."""
+    lines = []
     if configured_id is None:
-        blockers.append(
-            f"the policy in mtasts.toml is not published yet: run mtasts records {configured.name}"
-            " (or --publish), serve it, then enforce"
+        lines.append(
+            f"the policy in mtasts.toml is not published yet (mtasts records {configured.name}"
+            " gives it its id)"
         )
     elif check.sts_record is None:
-        blockers.append(
-            f"DNS serves no valid _mta-sts record; publish id {configured_id} first, then enforce"
+        lines.append(
+            f"DNS serves no valid _mta-sts record; mtasts.toml's policy has id {configured_id}"
         )
     elif check.sts_record.id != configured_id:
-        blockers.append(
-            f"drift: DNS serves id {check.sts_record.id}, mtasts.toml's policy has id"
-            f" {configured_id}: publish first, then enforce"
+        lines.append(
+            f"drift: DNS serves id {check.sts_record.id}, mtasts.toml's policy has id {configured_id}"
         )
-    if check.policy is not None and check.policy != policy:
-        blockers.append(
+    if check.policy is not None and check.policy != configured.policy:
+        lines.append(
             f"drift: mta-sts.{configured.name} serves another policy than mtasts.toml"
-            f" (served: {'; '.join(str(check.policy).splitlines())}): publish first, then enforce"
+            f" (served: {'; '.join(str(check.policy).splitlines())})"
         )
-    return blockers
+    return lines
 
 
 def enforce_gate(
