@@ -97,7 +97,16 @@ def test_a_mode_change_can_publish_directly(knot: dict[str, object], tmp_path: P
 
 
 def test_mode_change_publishes_with_publish(knot: dict[str, object], tmp_path: Path) -> None:
-    run("init", "example.com", "--mx", "mx.example.com", "--mode", "enforce", cwd=tmp_path)
+    run(
+        "init",
+        "example.com",
+        "--mx",
+        "mx.example.com",
+        "--mode",
+        "enforce",
+        "--force",
+        cwd=tmp_path,
+    )
     result = run("mode", "example.com", "testing", "--publish", str(knot["server"]), "--tsig-key", str(knot["key"]),
                  cwd=tmp_path, env={"MTASTS_TSIG_SECRET": str(knot["secret"])})  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -162,7 +162,7 @@ def test_clean_window_counts_back_to_the_last_deferrable_failure(tmp_path: Path)
 def test_max_age_warns_when_it_outlives_the_clean_window(tmp_path: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1", "MTASTS_DB": f"sqlite:///{tmp_path / 'r.sqlite'}"}
     subprocess.run(
-        [MTASTS, "init", "example.com", "--mx", "mx.example.com", "--mode", "enforce"],
+        [MTASTS, "init", "example.com", "--mx", "mx.example.com", "--mode", "enforce", "--force"],
         cwd=tmp_path,
         env=env,
         check=True,
@@ -233,3 +233,41 @@ def test_summary_by_mx_and_address(tmp_path: Path) -> None:
         timeout=60,
     )
     assert "failed TLS sessions by MX" in table.stdout
+
+
+def test_summary_by_domain_and_readiness_of_every_domain(tmp_path: Path) -> None:
+    """Watching over weeks from the command line: one line per domain with its trend, and
+    every domain judged in one call."""
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    store = open_store(db)
+    today = dt.datetime.now(dt.UTC).date()
+    for back in range(1, 29):  # four weeks: this fortnight against the one before
+        day = today - dt.timedelta(days=back)
+        worse = back <= 14
+        store.ingest(stored_report("google.com", "a.example", ok=90 if worse else 95, day=day,
+                                   failures=[("certificate-expired", 10 if worse else 5)]), "t")  # fmt: skip
+        store.ingest(stored_report("google.com", "b.example", ok=100, day=day), "t")
+    env = {**os.environ, "NO_COLOR": "1"}
+
+    def reports(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([MTASTS, "reports", *args, "--db", db], capture_output=True, text=True,
+                              env=env, timeout=60)  # fmt: skip
+
+    rows = {
+        r["domain"]: r
+        for r in json.loads(reports("summary", "--by", "domain", "--since", "14d", "--json").stdout)
+    }
+    assert rows["a.example"]["sessions"] == 1400
+    assert rows["a.example"]["failed"] == 140
+    assert rows["a.example"]["top_failure"] == "certificate-expired"
+    assert rows["a.example"]["trend"] == "+5.0 pts"
+    assert rows["b.example"]["trend"] == "same"
+    table = reports("summary", "--by", "domain", "--since", "14d").stdout
+    assert "a.example" in table
+    assert "+5.0 pts" in table
+    every = reports("readiness", "--trust", "file")
+    assert every.returncode == 1
+    assert "a.example: NOT READY: enforce would have deferred 140 of 1400 sessions" in every.stdout
+    assert "b.example: READY:" in every.stdout
+    both = json.loads(reports("readiness", "--trust", "file", "--json").stdout)
+    assert [v["verdict"] for v in both] == ["NOT READY", "READY"]

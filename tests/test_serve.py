@@ -50,7 +50,7 @@ def _configure(folder: Path) -> LabCA:
     env = {**os.environ, "NO_COLOR": "1"}
     for domain, extra in (
         ("example.com", []),
-        ("example.org", ["--mode", "enforce", "--max-age", "604800"]),
+        ("example.org", ["--mode", "enforce", "--max-age", "604800", "--force"]),
     ):
         (folder / f"{domain}.pem").write_bytes(ca.issue((f"mta-sts.{domain}",), Validity.VALID))
         subprocess.run([MTASTS, "init", domain, "--mx", f"mx.{domain}", *extra], cwd=folder, env=env, check=True,

@@ -20,11 +20,14 @@ from mtasts.files import masked
 from mtasts.net.dns import Nameserver
 from mtasts.reports.analysis import (
     LARGE_SENDERS,
+    DomainRow,
     MxRow,
     Readiness,
     SummaryRow,
+    domains_reported,
     readiness,
     summary,
+    summary_by_domain,
     summary_by_mx,
 )
 from mtasts.reports.imap import ImapError, ImapSource, ingest_imap
@@ -360,10 +363,11 @@ def _since(text: str | None, option: str = "--since") -> dt.date | None:
 @click.option(
     "--by",
     "group",
-    type=click.Choice(["policy", "mx"]),
+    type=click.Choice(["policy", "mx", "domain"]),
     default="policy",
     show_default=True,
-    help="policy: sessions per day, sender and policy; mx: failed sessions per receiving MX and address.",
+    help="policy: sessions per day, sender and policy; mx: failed sessions per receiving MX and"
+    " address; domain: one line per domain, with the trend against the period before.",
 )
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
@@ -375,6 +379,13 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
         _summary_by_mx(
             summary_by_mx(open_report_store(db), domain, _since(since)), as_json, csv_path
         )
+        return
+    if group == "domain":
+        start = _since(since)
+        assert start is not None
+        rows_by_domain = [r for r in summary_by_domain(open_report_store(db), start) if not domain
+                          or r.domain == domain.lower().rstrip(".")]  # fmt: skip
+        _summary_by_domain(rows_by_domain, start, as_json, csv_path)
         return
     store = open_report_store(db)
     rows = summary(store, domain, _since(since))
@@ -404,7 +415,10 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
 
 
 def _export(
-    rows: Sequence[SummaryRow | MxRow], fields: list[str], as_json: bool, csv_path: Path | None
+    rows: Sequence[SummaryRow | MxRow | DomainRow],
+    fields: list[str],
+    as_json: bool,
+    csv_path: Path | None,
 ) -> bool:
     """Write ``--csv`` and print ``--json``; True when JSON was printed (then no table)."""
     if csv_path:
@@ -418,6 +432,24 @@ def _export(
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
     return as_json
+
+
+def _summary_by_domain(
+    rows: list[DomainRow], since: dt.date, as_json: bool, csv_path: Path | None
+) -> None:
+    fields = ["domain", "sessions", "failed", "failure_rate", "top_failure", "senders",
+              "previous_sessions", "previous_failed", "trend"]  # fmt: skip
+    if _export(rows, fields, as_json, csv_path):
+        return
+    if not rows:
+        echo(f"no TLS-RPT reports since {since}")
+        return
+    table = Table("domain", "sessions", "failed", "failure %", "top failure type", "senders", "trend",
+                  title=f"TLS-RPT by domain since {since} (trend: failure rate against the period before)")  # fmt: skip
+    for row in rows:
+        table.add_row(shown(row.domain), f"{row.sessions:,}", f"{row.failed:,}", f"{row.failure_rate * 100:.2f}",
+                      shown(row.top_failure or "-"), str(row.senders), row.trend)  # fmt: skip
+    console().print(table)
 
 
 def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> None:
@@ -459,22 +491,43 @@ trust_option = click.option(
 
 
 @reports.command("readiness")
-@click.argument("domain")
+@click.argument("domains", nargs=-1)
 @click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @large_sender_option
 @trust_option
 @db_option
-def readiness_command(domain: str, days: int, as_json: bool, large_senders: tuple[str, ...],
+def readiness_command(domains: tuple[str, ...], days: int, as_json: bool, large_senders: tuple[str, ...],
                       trusted: tuple[str, ...], db: str | None) -> None:  # fmt: skip
-    """Would anything have been blocked under enforce? READY (exit 0) or NOT READY / UNKNOWN (exit 1)."""
-    verdict = readiness(open_report_store(db), domain, days, large_senders=large_senders or LARGE_SENDERS,
-                        trusted=frozenset(Channel(t) for t in trusted), require_all=bool(large_senders))  # fmt: skip
+    """Would anything have been blocked under enforce? READY (exit 0) or NOT READY / UNKNOWN (exit 1).
+
+    With no DOMAIN, every domain with reports in the window is judged, in one call.
+    """
+    store = open_report_store(db)
+    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
+    names = list(domains) or domains_reported(store, since)
+    if not names:
+        echo(f"no TLS-RPT reports in the last {days} days", err=True)
+        sys.exit(1)
+    verdicts = [
+        readiness(store, name, days, large_senders=large_senders or LARGE_SENDERS,
+                  trusted=frozenset(Channel(t) for t in trusted), require_all=bool(large_senders))
+        for name in names
+    ]  # fmt: skip
     if as_json:
-        click.echo(json.dumps(verdict.to_dict(), indent=2))
+        documents = [v.to_dict() for v in verdicts]
+        click.echo(json.dumps(documents[0] if len(domains) == 1 else documents, indent=2))
+    elif len(verdicts) == 1:
+        _render_readiness(verdicts[0])
     else:
-        _render_readiness(verdict)
-    sys.exit(0 if verdict.verdict == "READY" else 1)
+        colours = {"READY": "green", "NOT READY": "red"}
+        out = console()
+        for v in verdicts:
+            colour = colours.get(v.verdict, "yellow")
+            out.print(f"{shown(v.domain)}: [bold {colour}]{v.verdict}[/bold {colour}]: {shown(v.reason)}",
+                      soft_wrap=True)  # fmt: skip
+        out.print(f"details: mtasts reports readiness DOMAIN (last {days} days)")
+    sys.exit(0 if all(v.verdict == "READY" for v in verdicts) else 1)
 
 
 def _render_readiness(verdict: Readiness) -> None:

@@ -89,6 +89,79 @@ def summary(
 
 
 @dataclass(frozen=True)
+class DomainRow:
+    """One domain over a period, beside the period before it: the line to watch over weeks."""
+
+    domain: str
+    sessions: int
+    failed: int
+    top_failure: str | None
+    senders: int
+    previous_sessions: int
+    previous_failed: int
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.sessions if self.sessions else 0.0
+
+    @property
+    def trend(self) -> str:
+        """The failure rate against the previous period of the same length."""
+        if not self.previous_sessions:
+            return "new"
+        before = self.previous_failed / self.previous_sessions
+        change = self.failure_rate - before
+        if abs(change) < 0.0005:  # under 0.05 points: the same
+            return "same"
+        return f"{'+' if change > 0 else '-'}{abs(change) * 100:.1f} pts"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"domain": self.domain, "sessions": self.sessions, "failed": self.failed,
+                "failure_rate": round(self.failure_rate, 6), "top_failure": self.top_failure,
+                "senders": self.senders, "previous_sessions": self.previous_sessions,
+                "previous_failed": self.previous_failed, "trend": self.trend}  # fmt: skip
+
+
+def summary_by_domain(
+    store: ReportStore, since: dt.date, today: dt.date | None = None
+) -> list[DomainRow]:
+    """Per domain since ``since``, and the same for the period of equal length before it."""
+    end = today or dt.datetime.now(dt.UTC).date()
+    before = since - (end - since)
+    current = summary(store, None, since)
+    previous = [r for r in summary(store, None, before) if r.day < since]
+    rows: dict[str, DomainRow] = {}
+    failures: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    senders: dict[str, set[str]] = defaultdict(set)
+    for r in current:
+        old = rows.get(r.domain) or DomainRow(r.domain, 0, 0, None, 0, 0, 0)
+        rows[r.domain] = DomainRow(r.domain, old.sessions + r.successful + r.failed, old.failed + r.failed,
+                                   None, 0, 0, 0)  # fmt: skip
+        senders[r.domain].add(r.submitter)
+        for kind, count in r.failures.items():
+            failures[r.domain][kind] += count
+    totals: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
+    for r in previous:
+        sessions, failed = totals[r.domain]
+        totals[r.domain] = (sessions + r.successful + r.failed, failed + r.failed)
+    out = []
+    for name, row in sorted(rows.items()):
+        kinds = failures.get(name) or {}
+        top = max(sorted(kinds), key=lambda k: kinds[k]) if kinds else None
+        out.append(
+            DomainRow(name, row.sessions, row.failed, top, len(senders[name]), *totals[name])
+        )
+    return out
+
+
+def domains_reported(store: ReportStore, since: dt.date) -> list[str]:
+    """Every policy domain with a report since ``since``."""
+    query = select(PolicyRow.policy_domain).where(PolicyRow.day >= since).distinct()
+    with store.engine.connect() as connection:
+        return sorted(connection.execute(query).scalars())
+
+
+@dataclass(frozen=True)
 class MxRow:
     """Failed sessions per day, sender, receiving MX and address, and result type."""
 
