@@ -88,7 +88,18 @@ class RunningLab:
 def start_lab(state_dir: Path, subnet: str, *extra: str) -> RunningLab:
     ports = [f"--{k}-port={v}" for k, v in LAB_PORTS.items()]
     process = subprocess.Popen(
-        [MTASTS, "lab", "up", "--state-dir", str(state_dir), "--subnet", subnet, *ports, *extra],
+        [
+            MTASTS,
+            "lab",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--subnet",
+            subnet,
+            *ports,
+            "--no-reports",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1"},

@@ -324,3 +324,51 @@ def test_curl_sees_the_remaining_policy_host_faults(tmp_path: Path) -> None:
         assert slow.returncode == 28  # curl's time-out: the body trickles in
     finally:
         stop_lab(running)
+
+
+def test_a_detached_lab_writes_reports_a_user_can_ingest(tmp_path: Path) -> None:
+    """The README's monitoring section, reproducible: the lab writes three weeks of signed
+    report mail, runs in the background, and stops with lab down."""
+    from .conftest import MTASTS, port
+
+    def mtasts(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run(MTASTS, *args, timeout=timeout)
+
+    state = tmp_path / "lab"
+    flags = ["--state-dir", str(state), "--subnet", "127.86", f"--dns-port={port(30)}",
+             f"--https-port={port(31)}", f"--smtp-port={port(32)}"]  # fmt: skip
+    up = mtasts("lab", "up", "--detach", *flags)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "lab running in the background" in up.stdout
+        assert "1134 report mails in" in up.stdout
+        mails = sorted((state / "reports").glob("*.eml"))
+        assert len(mails) == 1134
+        nameserver = json.loads((state / "lab.json").read_text())["nameserver"]
+        db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+        ingest = mtasts(
+            "reports", "ingest", "--nameserver", nameserver, str(state / "reports"), "--db", db
+        )
+        assert "stored 1134, duplicates 0, quarantined 0" in ingest.stdout
+        ready = mtasts("reports", "readiness", "good-testing.example", "--db", db)
+        assert ready.returncode == 0, ready.stdout
+        assert (
+            "senders vouched for: google.com, mail.example-isp.net, microsoft.com" in ready.stdout
+        )
+        again = mtasts(
+            "lab",
+            "reports",
+            "--state-dir",
+            str(state),
+            "--out",
+            str(tmp_path / "more"),
+            "--days",
+            "2",
+        )
+        assert again.stdout.strip().endswith(f"report mails in {tmp_path / 'more'}")
+        assert len(list((tmp_path / "more").glob("*.eml"))) == 108
+    finally:
+        down = mtasts("lab", "down", "--state-dir", str(state))
+    assert down.returncode == 0
+    assert "lab stopped" in down.stdout
+    assert not (state / "lab.json").exists()

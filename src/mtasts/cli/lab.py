@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mtasts.lab.runtime import Lab, LabConfig, run_forever
+from mtasts.lab.dkim import LabSigners
+from mtasts.lab.reports import simulate_mail
+from mtasts.lab.runtime import STATE_FILE, Lab, LabConfig, read_state, run_forever
 from mtasts.lab.scenario import ScenarioError, builtin_scenarios, load_scenario
 
 from .output import EXIT_USAGE, echo
@@ -60,9 +66,22 @@ def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
 @click.option("--dns-port", type=int)
 @click.option("--https-port", type=int)
 @click.option("--smtp-port", type=int)
+@click.option(
+    "--reports/--no-reports",
+    default=True,
+    show_default=True,
+    help="Write three weeks of DKIM-signed TLS-RPT report mail to STATE_DIR/reports/.",
+)
+@click.option(
+    "--detach", "-d", is_flag=True, help="Run in the background; stop it with mtasts lab down."
+)
 def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, ports: str,
-           dns_port: int | None, https_port: int | None, smtp_port: int | None) -> None:  # fmt: skip
-    """Run the lab in the foreground until interrupted; write STATE_DIR/lab.json."""
+           dns_port: int | None, https_port: int | None, smtp_port: int | None, reports: bool,
+           detach: bool) -> None:  # fmt: skip
+    """Run the lab until interrupted (or in the background with --detach); write STATE_DIR/lab.json."""
+    if detach:
+        _detach(state_dir)
+        return
     if not (
         subnet.startswith("127.")
         and subnet.count(".") == 1
@@ -91,6 +110,11 @@ def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, por
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
         if ready.is_set():
+            if reports:
+                written = write_reports(read_state(config.state_dir), config.state_dir / "reports")
+                echo(
+                    f"  reports  {written} report mails in {config.state_dir / 'reports'}", err=True
+                )
             count = len(config.scenario.domains) + generate_count
             echo(f"lab up: {count} domains, scenario {config.scenario.name!r}", bold=True, err=True)
             echo(
@@ -119,6 +143,75 @@ def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, por
             err=True,
         )
         sys.exit(EXIT_USAGE)
+
+
+def _detach(state_dir: Path) -> None:
+    """Start the same ``lab up`` in its own session, wait until it is up, print where."""
+    args = [a for a in sys.argv[1:] if a not in ("--detach", "-d")]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = state_dir / STATE_FILE
+    with contextlib.suppress(FileNotFoundError):
+        state.unlink()
+    log = (state_dir / "lab.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "mtasts", *args], stdout=log, stderr=log,
+                               stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not state.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            echo(f"error: the lab did not start; see {state_dir / 'lab.log'}", fg="red", err=True)
+            sys.exit(EXIT_USAGE)
+        time.sleep(0.1)
+    while process.poll() is None and not (state_dir / "lab.log").read_text().count("client flags"):
+        time.sleep(0.1)  # the reports and the summary are written after lab.json
+    click.echo((state_dir / "lab.log").read_text(), nl=False)
+    echo(
+        f"lab running in the background (pid {process.pid}); stop it with: mtasts lab down --state-dir {state_dir}"
+    )
+
+
+@lab.command("down")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lab-state"),
+              show_default=True, envvar="MTASTS_LAB_STATE")  # fmt: skip
+def lab_down(state_dir: Path) -> None:
+    """Stop a lab started with --detach (or any lab whose state folder this is)."""
+    try:
+        pid = int(read_state(state_dir)["pid"])
+    except (OSError, ValueError, KeyError):
+        echo(f"no lab is running with state in {state_dir}", err=True)
+        sys.exit(1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while (state_dir / STATE_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    echo(f"lab stopped (pid {pid})")
+
+
+@lab.command("reports")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lab-state"),
+              show_default=True, envvar="MTASTS_LAB_STATE")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the report mail (.eml), one file per report.")  # fmt: skip
+@click.option("--days", type=click.IntRange(1, 366), default=21, show_default=True)
+def lab_reports(state_dir: Path, out: Path, days: int) -> None:
+    """Write the running lab's simulated TLS-RPT reports, as DKIM-signed mail, to --out."""
+    try:
+        state = read_state(state_dir)
+    except OSError:
+        echo(f"error: no lab is running with state in {state_dir}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    echo(f"{write_reports(state, out, days)} report mails in {out}")
+
+
+def write_reports(state: dict[str, Any], folder: Path, days: int = 21) -> int:
+    """The lab's simulated senders' reports, one signed mail each (RFC 8460 §5.3, §3)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.eml"):
+        old.unlink()
+    mails = simulate_mail(state["domains"], LabSigners.load(Path(state["dkim_keys"])), days)
+    for n, mail in enumerate(mails):
+        (folder / f"report-{n:05d}.eml").write_bytes(mail)
+    return len(mails)
 
 
 @lab.command("scenarios")
