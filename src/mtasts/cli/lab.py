@@ -110,11 +110,8 @@ def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, por
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
         if ready.is_set():
-            if reports:
-                written = write_reports(read_state(config.state_dir), config.state_dir / "reports")
-                echo(
-                    f"  reports  {written} report mails in {config.state_dir / 'reports'}", err=True
-                )
+            folder = config.state_dir / "reports"
+            written = write_reports(read_state(config.state_dir), folder) if reports else None
             count = len(config.scenario.domains) + generate_count
             echo(f"lab up: {count} domains, scenario {config.scenario.name!r}", bold=True, err=True)
             echo(
@@ -127,6 +124,8 @@ def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, por
                 err=True,
             )
             echo(f"  state    {instance.state_file}", err=True)
+            if written is not None:
+                echo(f"  reports  {written} report mails in {folder}", err=True)
             echo(
                 f"  client flags: {instance.check_flags()}",
                 err=True,
