@@ -177,3 +177,27 @@ def test_config_reader_raises_only_its_own_error(
     path.write_bytes(text.encode("utf-8", errors="replace"))
     with contextlib.suppress(DeployConfigError):
         load_config(path)
+
+
+def test_concurrent_changes_of_one_config_are_all_kept(tmp_path: Path) -> None:
+    """Six max-age commands at once lost updates and 4 of 18 crashed with a traceback: the
+    file was rewritten in place, without a lock."""
+    import tomllib
+
+    names = [f"d{n}.example" for n in range(6)]
+    for name in names:
+        run("init", name, "--mx", f"mx.{name}", cwd=tmp_path)
+    env = {**os.environ, "NO_COLOR": "1", "MTASTS_DB": f"sqlite:///{tmp_path / 'r.sqlite'}"}
+    for seconds in (3600, 7200, 10800):
+        processes = [
+            subprocess.Popen([MTASTS, "max-age", name, str(seconds)], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in names
+        ]  # fmt: skip
+        results = [p.communicate(timeout=120) for p in processes]
+        assert all(p.returncode == 0 for p in processes), results
+        assert not any("Traceback" in err for _, err in results)
+        config = tomllib.loads((tmp_path / "mtasts.toml").read_text())
+        assert {d["name"]: d["max_age"] for d in config["domain"]} == dict.fromkeys(names, seconds)
+    state = json.loads((tmp_path / "mtasts.state.json").read_text())
+    assert all(len(state["domains"][name]["history"]) == 3 for name in names)

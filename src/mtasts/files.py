@@ -10,9 +10,11 @@ half, and a symlink planted at a fixed temporary name cannot redirect the write 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -29,6 +31,22 @@ def masked(url: str, text: str | None = None) -> str:
 
 
 _PASSWORD = re.compile(r"^[a-z0-9+]+://[^:/@]*:([^@]*)@", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``path`` (a ``.lock`` file beside it) for a read-change-write.
+
+    Six ``mtasts max-age`` at once used to lose updates: each read the file, changed its
+    line and wrote it back over the others'. flock(2) is released when the process dies.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def private_dir(path: Path) -> Path:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -33,6 +35,7 @@ from mtasts.deploy.rollout import (
     report_readiness,
 )
 from mtasts.deploy.state import DeployState, state_path
+from mtasts.files import locked, write_atomic
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
@@ -41,6 +44,21 @@ from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
 from .reports import large_sender_option, trust_option
 
 _LARGE_MAX_AGE = 7 * 86400  # past this, a max_age step goes through the enforce gate
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def serialised(command: F) -> F:
+    """One writer of mtasts.toml and its state file at a time: each is read, changed, written."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        path: Path = kwargs["config_path"]
+        with locked(path):
+            command(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
     show_default=True, envvar="MTASTS_CONFIG", help="The configuration file.",
@@ -90,6 +108,7 @@ def publication(config: DeployConfig, domain: DomainConfig) -> Publication:
     help="Start in enforce, or with a max_age over a week, without the gate (says what it skipped).",
 )
 @config_option
+@serialised
 def init(
     domain: str,
     mx: tuple[str, ...],
@@ -122,11 +141,11 @@ def init(
         sys.exit(EXIT_USAGE)
     table = domain_table(DomainConfig(name, patterns, Mode(mode), max_age, rua))
     previous = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
-    config_path.write_text(previous + ("\n" if previous else "") + table, encoding="utf-8")
+    write_atomic(config_path, (previous + ("\n" if previous else "") + table).encode(), 0o644)
     try:
         load_config(config_path)
     except DeployConfigError as exc:
-        config_path.write_text(previous, encoding="utf-8")
+        write_atomic(config_path, previous.encode(), 0o644)
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
     echo(f"added {name} to {config_path} (mode {mode}, max_age {max_age})", fg="green")
@@ -152,6 +171,7 @@ def init(
 @click.option("--nginx", is_flag=True, help="Print an nginx server block that hosts the policy.")
 @click.option("--caddy", is_flag=True, help="Print a Caddy site that hosts the policy.")
 @config_option
+@serialised
 def records(domain: str | None, fmt: str, nginx: bool, caddy: bool, config_path: Path) -> None:
     """Print what to publish: TXT records, the policy host, the policy file (the id changes only with it)."""
     config = _load(config_path)
@@ -339,6 +359,7 @@ def _gate_or_exit(
 @large_sender_option
 @trust_option
 @with_publish
+@serialised
 def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None, nameservers: tuple[str, ...],
                  ca_file: Path | None, timeout: float, force: bool, db: str | None, large_senders: tuple[str, ...],
                  trusted: tuple[str, ...], **publish_to: Any) -> None:  # fmt: skip
@@ -370,6 +391,7 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
 @large_sender_option
 @trust_option
 @with_publish
+@serialised
 def max_age_command(domain: str, seconds: int, config_path: Path, lab_dir: Path | None,
                     nameservers: tuple[str, ...], ca_file: Path | None, timeout: float, force: bool,
                     db: str | None, large_senders: tuple[str, ...], trusted: tuple[str, ...],
@@ -393,6 +415,7 @@ def max_age_command(domain: str, seconds: int, config_path: Path, lab_dir: Path 
 @click.argument("domain")
 @config_option
 @with_publish
+@serialised
 def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
     """Withdraw MTA-STS safely (RFC 8461 §8.3): mode none now, records removed after the old max_age."""
     name = domain.lower().rstrip(".")
@@ -419,6 +442,7 @@ def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
     help="The primary server that accepts dynamic updates.",
 )
 @with_tsig_options
+@serialised
 def publish_command(domain: str | None, config_path: Path, server: str, zone: str | None, tsig_key: str | None,
                     tsig_secret_file: Path | None, tsig_algorithm: str) -> None:  # fmt: skip
     """Publish the _mta-sts and _smtp._tls records by RFC 2136 update with TSIG, then verify them."""
