@@ -201,3 +201,29 @@ def test_concurrent_changes_of_one_config_are_all_kept(tmp_path: Path) -> None:
         assert {d["name"]: d["max_age"] for d in config["domain"]} == dict.fromkeys(names, seconds)
     state = json.loads((tmp_path / "mtasts.state.json").read_text())
     assert all(len(state["domains"][name]["history"]) == 3 for name in names)
+
+
+def test_records_are_never_cut_and_the_policy_can_be_saved_alone(tmp_path: Path) -> None:
+    """At 60 columns the table cut the TXT value to 'rua=mailto:tlsrpt@examp…': a wrong record."""
+    run(
+        "init",
+        "a-rather-long-domain-name.example",
+        "--mx",
+        "mx.a-rather-long-domain-name.example",
+        cwd=tmp_path,
+    )
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "60"}
+    shown = subprocess.run(
+        [MTASTS, "records"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert "v=TLSRPTv1; rua=mailto:tlsrpt@a-rather-long-domain-name.example;" in shown.stdout
+    assert "…" not in shown.stdout
+    policy = subprocess.run(
+        [MTASTS, "records", "--policy"], capture_output=True, cwd=tmp_path, timeout=60
+    )
+    assert policy.stdout == (
+        b"version: STSv1\r\nmode: testing\r\nmx: mx.a-rather-long-domain-name.example\r\nmax_age: 86400\r\n"
+    )
+    both = run("records", "--nginx", "--format", "json", cwd=tmp_path)
+    assert both.returncode == 2
+    assert "--nginx and --format json cannot go together" in both.stderr

@@ -170,15 +170,30 @@ def init(
 )
 @click.option("--nginx", is_flag=True, help="Print an nginx server block that hosts the policy.")
 @click.option("--caddy", is_flag=True, help="Print a Caddy site that hosts the policy.")
+@click.option(
+    "--policy", "policy_only", is_flag=True, help="Print only the policy file (to save it)."
+)
 @config_option
 @serialised
-def records(domain: str | None, fmt: str, nginx: bool, caddy: bool, config_path: Path) -> None:
+def records(domain: str | None, fmt: str, nginx: bool, caddy: bool, policy_only: bool,
+            config_path: Path) -> None:  # fmt: skip
     """Print what to publish: TXT records, the policy host, the policy file (the id changes only with it)."""
+    chosen = [
+        name
+        for name, on in (("--nginx", nginx), ("--caddy", caddy), ("--policy", policy_only))
+        if on
+    ]
+    if len(chosen) > 1 or (chosen and fmt != "table"):
+        given = chosen + ([f"--format {fmt}"] if fmt != "table" else [])
+        raise click.UsageError(f"choose one output: {' and '.join(given)} cannot go together")
     config = _load(config_path)
     domains = [_domain_or_exit(config, domain)] if domain else list(config.domains)
     publications = [publication(config, d) for d in domains]
     for pub in publications:
-        if nginx or caddy:
+        if policy_only:
+            # Byte for byte what the policy host must serve (RFC 8461 §3.2: CRLF lines).
+            sys.stdout.buffer.write(pub.policy_text.encode())
+        elif nginx or caddy:
             click.echo(pub.nginx() if nginx else pub.caddy())
         elif fmt == "bind":
             click.echo(pub.bind())
@@ -189,12 +204,13 @@ def records(domain: str | None, fmt: str, nginx: bool, caddy: bool, config_path:
 
 
 def _table(pub: Publication) -> None:
-    table = Table(
-        "name", "type", "value", title=f"{pub.domain.name}: publish (policy id {pub.policy_id})"
-    )
-    for row in pub.to_json()["records"]:
-        table.add_row(row["name"], row["type"], row["value"])
-    console().print(table)
+    """The records as lines, never a table: a cell cut to the terminal's width ("rua=mailto:
+    tlsrpt@examp…") is a wrong DNS record once copied; a long line wraps whole instead."""
+    click.echo(f"{pub.domain.name}: publish (policy id {pub.policy_id})")
+    rows = pub.to_json()["records"]
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        click.echo(f"  {row['name']:<{width}}  {row['type']}  {row['value']}")
     click.echo(f"policy file, served at https://mta-sts.{pub.domain.name}/.well-known/mta-sts.txt:")
     click.echo(pub.policy_text.replace("\r\n", "\n"))
 

@@ -71,7 +71,7 @@ class Publication:
     def nginx(self) -> str:
         name = self.domain.name
         return f"""# nginx: serve the MTA-STS policy of {name} (RFC 8461 §3.3: HTTPS, 200, text/plain, no redirects)
-# Save the policy printed by `mtasts records {name}` as /var/www/mta-sts.{name}/.well-known/mta-sts.txt
+# mtasts records {name} --policy > /var/www/mta-sts.{name}/.well-known/mta-sts.txt
 server {{
     listen 443 ssl;
     listen [::]:443 ssl;
