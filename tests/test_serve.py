@@ -271,3 +271,67 @@ def test_https_rua_answers_503_when_the_store_cannot_write(tmp_path: Path) -> No
     assert "retry-after: 300" in answer.lower()
     assert "try again later" in answer
     assert b"not stored: the report store failed: attempt to write a readonly database" in log
+
+
+def test_serve_refuses_certificates_senders_would_reject(tmp_path: Path) -> None:
+    """A certificate for another name, an expired one and a key that does not match were
+    served without a word; each makes every sender report sts-webpki-invalid."""
+    ca = _configure(tmp_path)
+    (tmp_path / "example.com.pem").write_bytes(ca.issue(("www.other.example",), Validity.VALID))
+    (tmp_path / "example.org.pem").write_bytes(ca.issue(("mta-sts.example.org",), Validity.EXPIRED))
+    env = {**os.environ, "NO_COLOR": "1"}
+    refused = subprocess.run([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24))], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert refused.returncode == 2
+    lines = refused.stderr.splitlines()
+    assert (
+        "error: example.com: cert_file example.com.pem names www.other.example, not mta-sts.example.com:"
+        " every sender would report sts-webpki-invalid"
+    ) in lines
+    assert any(
+        line.startswith("error: example.org: cert_file example.org.pem expired on")
+        for line in lines
+    )
+    assert lines[-1] == "error: not started (--allow-invalid-certificate starts anyway)"
+    other = LabCA(tmp_path / "other-ca")
+    (tmp_path / "example.org.pem").write_bytes(
+        other.issue(("mta-sts.example.org",), Validity.VALID)
+    )
+    mismatch = subprocess.run([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24))], cwd=tmp_path,
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert (
+        "error: example.org: cert_file example.org.pem and key_file ca/certs/leaf.key: they do not belong together"
+        in mismatch.stderr.splitlines()
+    )
+    started = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24)),
+                                "--allow-invalid-certificate", "--metrics-listen", "none"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for_port(port(24), started)
+    started.send_signal(signal.SIGTERM)
+    _, err = started.communicate(timeout=10)
+    assert "warning: example.com: cert_file example.com.pem names www.other.example" in err.decode()
+
+
+def test_serve_listens_on_ipv6_and_ipv4_and_logs_each_request(tmp_path: Path) -> None:
+    import socket
+
+    _configure(tmp_path)
+    listen = port(25)
+    process = subprocess.Popen([MTASTS, "serve", "--port", str(listen), "--metrics-listen", "none"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_for_port(listen, process)
+        with socket.create_connection(("::1", listen), timeout=5):
+            pass
+        done = subprocess.run([need("curl"), "-s", "-k", "--resolve", f"mta-sts.example.com:{listen}:127.0.0.1",
+                               f"https://mta-sts.example.com:{listen}/.well-known/mta-sts.txt"],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert "mode: testing" in done.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+    log = err.decode()
+    assert f"https://[::] (IPv6 and IPv4):{listen}" in log
+    assert "request client=127.0.0.1 host='mta-sts.example.com:" in log
+    assert "path='/.well-known/mta-sts.txt' status=200" in log
+    assert "Context impl" not in log

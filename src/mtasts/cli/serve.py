@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -16,7 +17,7 @@ import click
 import uvicorn
 
 from mtasts.deploy.config import DeployConfigError
-from mtasts.web.app import create_app, operator_app
+from mtasts.web.app import access_logged, create_app, operator_app
 from mtasts.web.limits import ServeLimits, head_timeout_protocol
 from mtasts.web.site import PolicySite
 
@@ -46,7 +47,10 @@ def _listen(text: str) -> tuple[str, int] | None:
 
 @click.command()
 @config_option
-@click.option("--host", help="Address to listen on (default 0.0.0.0, or 127.0.0.1 with --proxy).")
+@click.option(
+    "--host",
+    help="Address to listen on (default every IPv6 and IPv4 address, or 127.0.0.1 with --proxy).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), help="Default 443, or 8080 with --proxy.")
 @click.option("--proxy", is_flag=True, help="Plain HTTP behind a TLS-terminating proxy.")
 @click.option(
@@ -71,6 +75,8 @@ def _listen(text: str) -> tuple[str, int] | None:
               help="Concurrent connections; past it, new requests get 503.")  # fmt: skip
 @click.option("--posts-per-minute", type=click.IntRange(1, 1_000_000), default=60, show_default=True,
               help="POST /tlsrpt requests per client address per minute; past it, 429.")  # fmt: skip
+@click.option("--allow-invalid-certificate", is_flag=True,
+              help="Start even when a certificate does not cover mta-sts.<domain> or is expired.")  # fmt: skip
 def serve(
     config_path: Path,
     host: str | None,
@@ -83,14 +89,26 @@ def serve(
     body_timeout: float,
     max_connections: int,
     posts_per_minute: int,
+    allow_invalid_certificate: bool,
 ) -> None:
     """Serve /.well-known/mta-sts.txt for every domain in the configuration (SIGHUP reloads)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=_LOG_FORMAT)
+    # ISO time with no space in it, so every line parses as logfmt (key=value).
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its migration chatter is not ours
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=_LOG_FORMAT,
+                        datefmt="%Y-%m-%dT%H:%M:%S%z")  # fmt: skip
     operator = _listen(metrics_listen)
-    host = host or ("127.0.0.1" if proxy else "0.0.0.0")
     site = PolicySite(config_path)
     try:
         site.load()
+        problems = [] if proxy else site.certificate_problems()
+        for problem in problems:  # every sender would fail: refuse to start, naming each
+            echo(f"{'warning' if allow_invalid_certificate else 'error'}: {problem}",
+                 fg="yellow" if allow_invalid_certificate else "red", err=True)  # fmt: skip
+        if problems and not allow_invalid_certificate:
+            echo(
+                "error: not started (--allow-invalid-certificate starts anyway)", fg="red", err=True
+            )
+            sys.exit(EXIT_USAGE)
         context = None if proxy else site.tls_context()
     except (DeployConfigError, OSError, ssl.SSLError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
@@ -100,10 +118,21 @@ def serve(
     factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None
     if context is not None:
         factory = lambda _config, _default: context  # noqa: E731
+    # Default: one dual-stack socket for every IPv6 and IPv4 address (a policy host with an
+    # AAAA record must answer IPv6 senders too).
+    dual = host is None and not proxy
+    port = port or (8080 if proxy else 443)
+    try:
+        listener = _dual_stack(port) if dual else None
+    except OSError as exc:
+        echo(f"error: cannot listen: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    dual = listener is not None
+    host = host or ("127.0.0.1" if proxy else "::" if dual else "0.0.0.0")
     config = uvicorn.Config(
-        create_app(site, store=store, max_report=max_report, limits=limits),
+        access_logged(create_app(site, store=store, max_report=max_report, limits=limits)),
         host=host,
-        port=port or (8080 if proxy else 443),
+        port=port,
         log_level="warning",
         ssl_context_factory=factory,
         proxy_headers=proxy,
@@ -114,13 +143,14 @@ def serve(
         timeout_keep_alive=int(min(header_timeout, 5)),
         limit_concurrency=max_connections,
     )
+    shown_host = "[::] (IPv6 and IPv4)" if dual else (f"[{host}]" if ":" in host else host)
     echo(
-        f"serving {len(site.hosts)} policies on {'http' if proxy else 'https'}://{host}:{config.port}"
+        f"serving {len(site.hosts)} policies on {'http' if proxy else 'https'}://{shown_host}:{config.port}"
         + (f"; /metrics and /healthz on http://{operator[0]}:{operator[1]}" if operator else ""),
         err=True,
     )
     try:
-        asyncio.run(_serve(uvicorn.Server(config), site, operator))
+        asyncio.run(_serve(uvicorn.Server(config), site, operator, listener))
     except OSError as exc:
         echo(f"error: cannot listen: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
@@ -144,7 +174,26 @@ def _operator_socket(operator: tuple[str, int]) -> socket.socket | None:
     return sock
 
 
-async def _serve(main: uvicorn.Server, site: PolicySite, operator: tuple[str, int] | None) -> None:
+def _dual_stack(port: int) -> socket.socket | None:
+    """A listening socket on :: that takes IPv4 too (asyncio would set IPV6_V6ONLY)."""
+    if not socket.has_ipv6:
+        return None
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            return None  # no IPv6 here: uvicorn listens on IPv4 alone
+        raise
+    return sock
+
+
+async def _serve(main: uvicorn.Server, site: PolicySite, operator: tuple[str, int] | None,
+                 listener: socket.socket | None = None) -> None:  # fmt: skip
     side: _OperatorServer | None = None
     task = None
     sock = _operator_socket(operator) if operator is not None else None
@@ -153,7 +202,7 @@ async def _serve(main: uvicorn.Server, site: PolicySite, operator: tuple[str, in
                                               server_header=False, lifespan="off"))  # fmt: skip
         task = asyncio.create_task(side.serve(sockets=[sock]))
     try:
-        await main.serve()
+        await main.serve(sockets=[listener] if listener is not None else None)
     finally:
         if side is not None and task is not None:
             side.should_exit = True

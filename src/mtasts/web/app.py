@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -82,7 +85,7 @@ def create_app(
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_report:
             return PlainTextResponse(f"report over the {max_report:,}-byte limit\n", 413, _HEADERS)
-        client = request.client.host if request.client else "unknown"
+        client = client_address(request.client.host) if request.client else "unknown"
         if not posts.allow(client):
             site.fetches[("tlsrpt", 429)] += 1
             return PlainTextResponse(
@@ -124,6 +127,9 @@ def create_app(
                                      {**_HEADERS, "Retry-After": "300"})  # fmt: skip
         site.fetches[("tlsrpt", 400 if stored.outcome is Outcome.QUARANTINED else 201)] += 1
         created = stored.outcome in (Outcome.STORED, Outcome.CONFLICT)
+        log.info(
+            "tlsrpt POST client=%s outcome=%s detail=%r", client, stored.outcome, stored.detail
+        )
         if stored.outcome is Outcome.QUARANTINED:
             return PlainTextResponse(f"report not accepted: {stored.detail}\n", 400, _HEADERS)
         return PlainTextResponse(
@@ -162,6 +168,55 @@ def create_app(
     return Starlette(
         routes=routes, exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan
     )
+
+
+def client_address(host: str) -> str:
+    """An IPv4 client of the dual-stack listener as its IPv4 address, not ::ffff:a.b.c.d."""
+    try:
+        mapped = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+        return str(mapped.ipv4_mapped)
+    return host
+
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+_access = logging.getLogger("mtasts.web.access")
+
+
+def access_logged(app: ASGIApp) -> ASGIApp:
+    """One key=value line per request: who asked which host for what, and the answer."""
+
+    async def logged(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                     send: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        status = 0
+        started = time.perf_counter()
+
+        async def watched(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, watched)
+        finally:
+            headers = dict(scope.get("headers") or ())
+            client = client_address((scope.get("client") or ("-", 0))[0])
+            _access.info(
+                "request client=%s host=%r method=%s path=%r status=%d seconds=%.3f",
+                client, headers.get(b"host", b"").decode("latin-1"), scope.get("method"),
+                scope.get("path"), status, time.perf_counter() - started,
+            )  # fmt: skip
+
+    return logged
 
 
 def _operator_routes(site: PolicySite) -> list[Route]:

@@ -6,6 +6,7 @@ connection by SNI, so a reload also picks up renewed certificate files.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import ssl
 import threading
@@ -13,7 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from mtasts.deploy.config import DeployConfig, DeployConfigError, load_config
+from mtasts.net.tls import Leaf
+from mtasts.sts import cert_matches
 
 log = logging.getLogger("mtasts.web")
 
@@ -89,6 +95,48 @@ class PolicySite:
             context.load_cert_chain(served.cert_file, served.key_file)
             self._contexts[key] = context
         return context
+
+    def certificate_problems(self, now: dt.datetime | None = None) -> list[str]:
+        """Why a policy host's certificate would fail senders (RFC 8461 §3.3: a certificate valid
+        for mta-sts.<domain>), one line each naming the domain and the file."""
+        now = now or dt.datetime.now(dt.UTC)
+        problems = []
+        for host, served in sorted(self.hosts.items()):
+            if served.cert_file is None or served.key_file is None:
+                continue
+            where = f"{served.domain}: cert_file {served.cert_file}"
+            try:
+                pem = served.cert_file.read_bytes()
+                leaf = Leaf.from_der(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER))
+            except OSError as exc:
+                problems.append(f"{where}: cannot read it ({exc.strerror})")
+                continue
+            except ValueError:
+                problems.append(f"{where}: not a PEM certificate")
+                continue
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                    served.cert_file, served.key_file
+                )
+            except ssl.SSLError as exc:  # before OSError, of which it is a kind
+                reason = (
+                    "they do not belong together"
+                    if "MISMATCH" in str(exc)
+                    else str(exc.reason or exc)
+                )
+                problems.append(f"{where} and key_file {served.key_file}: {reason}")
+            except OSError as exc:
+                problems.append(
+                    f"{served.domain}: key_file {served.key_file}: cannot read it ({exc.strerror})"
+                )
+            if not cert_matches(leaf.dns_ids, host):
+                problems.append(f"{where} names {', '.join(leaf.dns_ids) or 'nothing'}, not {host}:"
+                                " every sender would report sts-webpki-invalid")  # fmt: skip
+            if leaf.not_after <= now:
+                problems.append(f"{where} expired on {leaf.not_after:%Y-%m-%d}")
+            elif leaf.not_before > now:
+                problems.append(f"{where} is valid only from {leaf.not_before:%Y-%m-%d}")
+        return problems
 
     def tls_context(self) -> ssl.SSLContext:
         """The listener's context: the first certificate by default, SNI picks the right one."""
