@@ -324,3 +324,36 @@ mx = [{{ name = "mx.fine.example" }}]
         assert result.returncode == 1
     finally:
         stop_lab(running)
+
+
+def test_ctrl_c_stops_a_long_run_and_keeps_what_was_checked(tmp_path: Path) -> None:
+    """Ctrl-C took 22.7 s to stop check --file of 2,020 domains (longer than the whole run)
+    and kept nothing; with stderr piped there were 18 s of silence."""
+    import os
+    import signal
+    import subprocess
+
+    from .conftest import MTASTS, start_lab, stop_lab
+
+    running = start_lab(tmp_path / "state", "127.87", "--generate", "5000")
+    try:
+        domains = json.loads((running.state_dir / "lab.json").read_text())["domains"]
+        (tmp_path / "many.txt").write_text("\n".join(d["name"] for d in domains))
+        process = subprocess.Popen([MTASTS, "check", "--lab", str(running.state_dir), "--file", str(tmp_path / "many.txt"),
+                                    "--csv", str(tmp_path / "many.csv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+        assert process.stderr is not None
+        progress = process.stderr.readline()  # the first progress line: the run is under way
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
+        _, rest = process.communicate(timeout=60)
+    finally:
+        stop_lab(running)
+    assert progress.startswith("checked ")
+    assert progress.rstrip().endswith(" of 5,020 domains")
+    assert process.returncode == 130
+    line = next(line for line in rest.splitlines() if line.startswith("interrupted: "))
+    checked = int(line.split()[1].replace(",", ""))
+    assert checked < 5020  # it stopped, rather than finishing the run first
+    rows = (tmp_path / "many.csv").read_text().splitlines()
+    assert len(rows) == checked + 1  # the results so far are written, header included
+    assert "Traceback" not in rest

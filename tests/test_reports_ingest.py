@@ -447,3 +447,27 @@ def test_a_piped_report_is_deferred_while_the_store_is_down(tmp_path: Path) -> N
     assert "cannot open the report store" in piped.stderr
     from_file = run("ingest", str(tmp_path / "no-such-folder"), db=down)
     assert from_file.returncode == 2
+
+
+def test_an_interrupted_ingest_says_what_it_stored(tmp_path: Path) -> None:
+    """Ctrl-C printed click's bare 'Aborted!': nothing said what was kept, or what to do."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for n in range(20_000):
+        (inbox / f"{n:05d}.json").write_bytes(report(f"int-{n}"))
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    process = subprocess.Popen([MTASTS, "reports", "ingest", str(inbox), "--batch", "100", "--db", db],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "r.sqlite").exists() or open_store(db).counts()["reports"] < 100:
+        assert process.poll() is None, "the ingest ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    match = re.search(r"interrupted: stored (\d+), duplicates 0", err)
+    assert match, err
+    assert int(match.group(1)) == open_store(db).counts()["reports"] < 20_000
+    assert "run the same command again to go on (nothing is stored twice)" in err

@@ -12,8 +12,10 @@ import functools
 import ipaddress
 import logging
 import multiprocessing
+import signal
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -524,12 +526,27 @@ async def check_many(
     return list(await asyncio.gather(*(one(d) for d in domains)))
 
 
-def _advance(on_done: Callable[[int], None], count: int, _future: object) -> None:
-    on_done(count)
+def _advance(on_done: Callable[[int], None], count: int, future: Future[object]) -> None:
+    if not future.cancelled() and future.exception() is None:  # a chunk really checked
+        on_done(count)
 
 
 def _check_chunk(domains: list[str], options: CheckOptions, concurrency: int) -> list[DomainCheck]:
     return asyncio.run(check_many(domains, options, concurrency))
+
+
+def _ignore_sigint() -> None:
+    """Ignore further SIGINTs: the caller is now reporting the interrupted run's results."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class CheckInterrupted(Exception):
+    """Ctrl-C: ``partial`` holds the domains checked before it, in input order."""
+
+    def __init__(self, partial: list[DomainCheck]) -> None:
+        super().__init__(f"interrupted after {len(partial)} domains")
+        self.partial = partial
 
 
 def check_domains(
@@ -542,16 +559,43 @@ def check_domains(
     """Check many domains, in ``workers`` processes when more than one (results in input order).
 
     TLS handshakes and DNS parsing are CPU work; one asyncio loop uses one core.
-    Must be called with no event loop running (the workers are forked).
+    Must be called with no event loop running (the workers are forked). Ctrl-C stops
+    it at once and raises :class:`CheckInterrupted` with what was checked by then.
     """
     if workers <= 1 or len(domains) < 2 * _CHUNK:
-        done = (lambda _check: on_done(1)) if on_done else None
-        return asyncio.run(check_many(domains, options, concurrency, done))
+        finished: list[DomainCheck] = []
+
+        def done(check: DomainCheck) -> None:
+            finished.append(check)
+            if on_done:
+                on_done(1)
+
+        try:
+            return asyncio.run(check_many(domains, options, concurrency, done))
+        except KeyboardInterrupt:
+            _ignore_sigint()
+            order = {name: n for n, name in enumerate(domains)}
+            raise CheckInterrupted(sorted(finished, key=lambda c: order.get(c.domain, 0))) from None
     chunks = [domains[i : i + _CHUNK] for i in range(0, len(domains), _CHUNK)]
     per_worker = max(1, concurrency // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_check_chunk, chunk, options, per_worker) for chunk in chunks]
-        if on_done is not None:
-            for future, chunk in zip(futures, chunks, strict=True):
-                future.add_done_callback(functools.partial(_advance, on_done, len(chunk)))
-        return [check for future in futures for check in future.result()]
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    futures = [pool.submit(_check_chunk, chunk, options, per_worker) for chunk in chunks]
+    if on_done is not None:
+        for future, chunk in zip(futures, chunks, strict=True):
+            future.add_done_callback(functools.partial(_advance, on_done, len(chunk)))
+    try:
+        results = [check for future in futures for check in future.result()]
+    except KeyboardInterrupt:
+        _ignore_sigint()  # a second Ctrl-C (or timeout(1)'s second signal) must not lose this
+        # Do not wait for the chunks still running: the workers got the same SIGINT.
+        partial = [c for f in futures if f.done() and not f.cancelled() and f.exception() is None
+                   for c in f.result()]  # fmt: skip
+        # No public way to stop running workers before Python 3.14's terminate_workers();
+        # without it the interpreter's exit waits for every chunk in flight.
+        running = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+        raise CheckInterrupted(partial) from None
+    pool.shutdown()
+    return results

@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from rich.table import Table
 
 from mtasts.check.checker import (
     AddressResult,
+    CheckInterrupted,
     CheckOptions,
     DomainCheck,
     check_domains,
@@ -180,6 +183,8 @@ def _configured(config_path: Path) -> dict[str, tuple[str | None, DomainConfig]]
 def _run(
     domains: list[str], options: CheckOptions, concurrency: int, workers: int
 ) -> list[DomainCheck]:
+    if not sys.stderr.isatty() and len(domains) >= _PROGRESS_FROM:
+        return check_domains(domains, options, concurrency, workers, _progress_lines(len(domains)))
     if not sys.stderr.isatty() or len(domains) < 2:
         return check_domains(domains, options, concurrency, workers)
     columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -188,6 +193,24 @@ def _run(
         return check_domains(
             domains, options, concurrency, workers, lambda n: progress.advance(task, n)
         )
+
+
+_PROGRESS_FROM = 100  # domains: below this a run takes a second or two
+_PROGRESS_EVERY = 3.0  # seconds between two progress lines when stderr is not a terminal
+
+
+def _progress_lines(total: int) -> Callable[[int], None]:
+    """A line on stderr every few seconds, for a run whose output is piped or logged."""
+    state = {"done": 0, "said": time.monotonic()}
+
+    def advance(count: int) -> None:
+        state["done"] += count
+        now = time.monotonic()
+        if now - state["said"] >= _PROGRESS_EVERY or state["done"] == total:
+            state["said"] = now
+            echo(f"checked {int(state['done']):,} of {total:,} domains", err=True)
+
+    return advance
 
 
 @click.command()
@@ -318,7 +341,13 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
         timeout=timeout, probes=probes, max_mx=max_mx, max_addresses=max_addresses, **settings
     )
     workers = max(1, min(os.cpu_count() or 1, 4)) if workers_option == 0 else workers_option
-    checks = _run(names, options, concurrency, workers)
+    interrupted = False
+    try:
+        checks = _run(names, options, concurrency, workers)
+    except CheckInterrupted as stop:  # Ctrl-C: say so, and keep what was checked
+        checks, interrupted = stop.partial, True
+        echo(f"interrupted: {len(checks):,} of {len(names):,} domains checked; their results follow",
+             fg="yellow", err=True)  # fmt: skip
     blocked = smtp_blocked(checks)
     if blocked:
         explain_blocked(checks)
@@ -344,6 +373,8 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
             render_adoption(checks)
     if csv_path:
         write_csv(csv_path, checks)
+    if interrupted:
+        sys.exit(130)  # the shell's code for "stopped by SIGINT"
     failed = problems or any(c.verdict == "error" for c in checks)
     sys.exit(EXIT_PROBLEMS if failed else EXIT_OK)
 

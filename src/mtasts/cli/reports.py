@@ -247,6 +247,11 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
     except ImapError as exc:
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # What was committed stays; the batch in flight was not kept, and nothing of it moved.
+        echo(f"interrupted: {_counts(result)} committed before it; run the same command again"
+             " to go on (nothing is stored twice)", fg="yellow", err=True)  # fmt: skip
+        sys.exit(130)
     except SQLAlchemyError as exc:
         # Nothing of the failed batch was kept and none of its messages moved: a re-run redoes it.
         echo(f"error: {store_error(exc)}; nothing of the failed batch was kept or moved, so run"
