@@ -227,3 +227,18 @@ def test_records_are_never_cut_and_the_policy_can_be_saved_alone(tmp_path: Path)
     both = run("records", "--nginx", "--format", "json", cwd=tmp_path)
     assert both.returncode == 2
     assert "--nginx and --format json cannot go together" in both.stderr
+
+
+def test_durations_read_as_people_write_them(tmp_path: Path) -> None:
+    run("init", "example.com", "--mx", "mx.example.com", "--max-age", "1d", cwd=tmp_path)
+    assert "max_age = 86400" in (tmp_path / "mtasts.toml").read_text()
+    env = {"MTASTS_DB": f"sqlite:///{tmp_path / 'r.sqlite'}"}
+    done = subprocess.run([MTASTS, "max-age", "example.com", "2w"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, **env}, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "max_age = 1209600" in (tmp_path / "mtasts.toml").read_text()
+    wrong = run("max-age", "example.com", "2y", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert "'2y': use seconds or a number with s, m, h, d or w (2w)" in wrong.stderr
+    too_long = run("max-age", "example.com", "60w", cwd=tmp_path)
+    assert "over RFC 8461's one year (31557600)" in too_long.stderr

@@ -43,6 +43,31 @@ from mtasts.sts import Mode, MxPattern
 from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
 from .reports import large_sender_option, trust_option
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A max_age: seconds, or a number with s, m, h, d or w (RFC 8461 §3.2: at most a year)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:], 0)
+        number = text[:-1] if unit else text
+        if not number.isdigit():
+            self.fail(f"{value!r}: use seconds or a number with s, m, h, d or w (2w)", param, ctx)
+        seconds = int(number) * (unit or 1)
+        if seconds > 31557600:
+            self.fail(
+                f"{value!r} is {seconds:,} seconds, over RFC 8461's one year (31557600)", param, ctx
+            )
+        return seconds
+
+
+DURATION = Duration()
 _LARGE_MAX_AGE = 7 * 86400  # past this, a max_age step goes through the enforce gate
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -97,10 +122,10 @@ def publication(config: DeployConfig, domain: DomainConfig) -> Publication:
 )
 @click.option(
     "--max-age",
-    type=int,
-    default=86400,
+    type=DURATION,
+    default="86400",
     show_default=True,
-    help="Seconds senders may cache the policy.",
+    help="How long senders may cache the policy: seconds, or 1d, 2w.",
 )
 @click.option(
     "--force",
@@ -399,7 +424,7 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
 
 @click.command("max-age")
 @click.argument("domain")
-@click.argument("seconds", type=click.IntRange(0, 31557600))
+@click.argument("seconds", type=DURATION)
 @config_option
 @with_check_options
 @click.option("--force", is_flag=True, help="Raise past a week without the enforce gate.")
@@ -453,6 +478,8 @@ def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
 @config_option
 @click.option(
     "--server",
+    "--publish",
+    "server",
     required=True,
     metavar="HOST[:PORT]",
     help="The primary server that accepts dynamic updates.",

@@ -55,6 +55,7 @@ def _listen(text: str) -> tuple[str, int] | None:
 @click.option("--proxy", is_flag=True, help="Plain HTTP behind a TLS-terminating proxy.")
 @click.option(
     "--reports",
+    "--db",
     "reports_db",
     metavar="DB_URL",
     envvar="MTASTS_REPORTS_DB",
