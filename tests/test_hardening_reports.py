@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import io
 import json
 import mailbox
 import os
@@ -17,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +25,8 @@ from mtasts.reports.models import FailureRow, Report
 from mtasts.reports.store import open_store
 
 from .conftest import MTASTS
+from .test_mutation import _zip
 from .test_reports_ingest import report, report_mail, run
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return out.getvalue()
 
 
 def _peak_rss_mib(*args: str, db: str) -> tuple[float, str]:

@@ -111,7 +111,12 @@ def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, por
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
         if ready.is_set():
             folder = config.state_dir / "reports"
-            written = write_reports(read_state(config.state_dir), folder) if reports else None
+            # In a thread: signing a thousand mails must not stall the lab's servers meanwhile.
+            written = (
+                await asyncio.to_thread(write_reports, read_state(config.state_dir), folder)
+                if reports
+                else None
+            )
             count = len(config.scenario.domains) + generate_count
             echo(f"lab up: {count} domains, scenario {config.scenario.name!r}", bold=True, err=True)
             echo(
