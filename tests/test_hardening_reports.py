@@ -324,3 +324,27 @@ def test_a_markup_mx_name_is_shown_not_parsed(capsys: Any) -> None:
     assert "[/][2J.victim.example" in out
     assert "[red]offers no STARTTLS" in out
     assert "\x1b" not in out
+
+
+def test_an_unreachable_dns_costs_one_key_lookup_per_run_not_one_per_message(lab: Any) -> None:
+    """DKIM keys come from DNS; with none reachable every message waited for its own timeout."""
+    from mtasts.lab.dkim import LabSigners
+    from mtasts.lab.reports import report_mail as lab_mail
+    from mtasts.lab.runtime import read_state
+    from mtasts.net.dns import Nameserver
+    from mtasts.reports.provenance import DkimVerifier
+
+    signers = LabSigners.load(Path(read_state(lab.state_dir)["dkim_keys"]))
+    mails = [signers.sign(lab_mail(gzip.compress(report(f"k{n}")), submitter="google.com"), "google.com")
+             for n in range(3)]  # fmt: skip
+    asked: list[str] = []
+    verifier = DkimVerifier((Nameserver("127.0.0.1", 9),), timeout=0.5)
+    real = verifier._ask
+
+    async def counted(name: str) -> bytes | None:
+        asked.append(name)
+        return await real(name)
+
+    verifier._ask = counted  # type: ignore[method-assign]
+    assert [verifier.verify(m) for m in mails] == [("temperror", None)] * 3
+    assert asked == ["tlsrpt._domainkey.google.com"]

@@ -24,6 +24,11 @@ import dkim
 from mtasts.net.dns import DnsLookupError, Nameserver, Resolver
 
 log = logging.getLogger("mtasts.reports.provenance")
+# dkimpy logs every failed signature at ERROR: a stranger's bad signature is a result
+# (recorded with the report), not an error of ours.
+_DKIMPY = logging.getLogger("mtasts.reports.provenance.dkimpy")
+_DKIMPY.addHandler(logging.NullHandler())
+_DKIMPY.propagate = False
 
 
 class Channel(StrEnum):
@@ -57,11 +62,19 @@ class DkimVerifier:
     nameservers: tuple[Nameserver, ...] = ()
     timeout: float = 5.0
     _keys: dict[str, bytes | None] = field(default_factory=dict)
+    _failed: dict[str, str] = field(default_factory=dict)
 
     def lookup(self, name: str) -> bytes | None:
         name = name.rstrip(".").lower()
+        if name in self._failed:
+            # Asked once per run: an unreachable DNS must not cost a timeout per message.
+            raise dkim.DnsTimeoutError(self._failed[name])
         if name not in self._keys:
-            self._keys[name] = asyncio.run(self._ask(name))
+            try:
+                self._keys[name] = asyncio.run(self._ask(name))
+            except dkim.DnsTimeoutError as exc:
+                self._failed[name] = str(exc)
+                raise
         return self._keys[name]
 
     async def _ask(self, name: str) -> bytes | None:
@@ -86,21 +99,25 @@ def verify_dkim(message: bytes, lookup: TxtLookup) -> tuple[str, str | None]:
     if not count:
         return "none", None
 
-    def dnsfunc(name: bytes, timeout: float = 5.0) -> bytes | None:
-        return lookup(name.decode("ascii", "replace"))
+    unreachable = False
 
-    result = "fail"
+    def dnsfunc(name: bytes, timeout: float = 5.0) -> bytes | None:
+        nonlocal unreachable
+        try:
+            return lookup(name.decode("ascii", "replace"))
+        except dkim.DnsTimeoutError:
+            unreachable = True  # dkimpy turns this into a plain False: remember why
+            raise
+
     for index in range(min(count, 5)):  # a few signatures at most; each may cost a lookup
-        checker = dkim.DKIM(message, logger=log, minkey=1024)
+        checker = dkim.DKIM(message, logger=_DKIMPY, minkey=1024)
         try:
             if checker.verify(idx=index, dnsfunc=dnsfunc):
                 domain = (checker.domain or b"").decode("ascii", "replace").lower().rstrip(".")
                 return "pass", domain or None
-        except dkim.DnsTimeoutError:
-            result = "temperror"
         except Exception as exc:  # dkimpy raises many kinds on hostile input; none may escape
             log.debug("dkim signature %d unusable: %r", index, exc)
-    return result, None
+    return ("temperror" if unreachable else "fail"), None
 
 
 def claimed_domain(submitter: str | None, contact: str, organization: str) -> str:
