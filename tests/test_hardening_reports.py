@@ -348,3 +348,6 @@ def test_an_unreachable_dns_costs_one_key_lookup_per_run_not_one_per_message(lab
     verifier._ask = counted  # type: ignore[method-assign]
     assert [verifier.verify(m) for m in mails] == [("temperror", None)] * 3
     assert asked == ["tlsrpt._domainkey.google.com"]
+    verifier.retry_after = 0  # later (a watcher runs for months), the key is asked again
+    verifier.verify(mails[0])
+    assert len(asked) == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -62,19 +63,22 @@ class DkimVerifier:
     nameservers: tuple[Nameserver, ...] = ()
     timeout: float = 5.0
     _keys: dict[str, bytes | None] = field(default_factory=dict)
-    _failed: dict[str, str] = field(default_factory=dict)
+    retry_after: float = 300.0  # seconds before a key whose lookup failed is asked again
+    _failed: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def lookup(self, name: str) -> bytes | None:
         name = name.rstrip(".").lower()
-        if name in self._failed:
-            # Asked once per run: an unreachable DNS must not cost a timeout per message.
-            raise dkim.DnsTimeoutError(self._failed[name])
+        failed = self._failed.get(name)
+        if failed is not None and time.monotonic() - failed[0] < self.retry_after:
+            # An unreachable DNS must not cost a timeout per message; a watcher asks again later.
+            raise dkim.DnsTimeoutError(failed[1])
         if name not in self._keys:
             try:
                 self._keys[name] = asyncio.run(self._ask(name))
             except dkim.DnsTimeoutError as exc:
-                self._failed[name] = str(exc)
+                self._failed[name] = (time.monotonic(), str(exc))
                 raise
+            self._failed.pop(name, None)
         return self._keys[name]
 
     async def _ask(self, name: str) -> bytes | None:
