@@ -71,6 +71,8 @@ sts_records = ["v=STSv1; id={ids[name]};"]
     assert early["clean_days"] == 5
     after = (today + dt.timedelta(days=9)).isoformat()
     assert early["next_step"].startswith(f"enforce possible after {after}: 14 clean days (5 so far")
+    assert ready["in_sync"] is True
+    assert unpublished["in_sync"] is False
     assert unpublished["published"] == "not published yet"
     assert unpublished["next_step"].startswith("publish: serve the policy of mtasts.toml")
     text = " ".join(shown.stdout.split())

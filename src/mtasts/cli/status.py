@@ -71,14 +71,14 @@ def status_command(domains: tuple[str, ...], config_path: Path, lab_dir: Path | 
     else:
         for status in statuses:
             _render(status, now)
-    healthy = all(s.published.startswith("id ") and not s.problems for s in statuses)
+    healthy = all(s.in_sync and not s.problems for s in statuses)
     sys.exit(EXIT_OK if healthy else EXIT_PROBLEMS)
 
 
 def _render(status: Status, now: dt.datetime) -> None:
     """A list, not a table: every line survives a narrow terminal and copies whole."""
     out = console()
-    colour = "green" if status.published.startswith("id ") else "yellow"
+    colour = "green" if status.in_sync else "yellow"
     out.print(
         f"[bold]{shown(status.domain)}[/bold]  {status.mode}, max_age {_lifetime(status.max_age)},"
         f" [{colour}]{shown(status.published)}[/{colour}]",

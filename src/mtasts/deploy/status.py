@@ -52,6 +52,7 @@ class Status:
     next_date: dt.date | None = None
     records_removable: dt.datetime | None = None
     problems: list[str] = field(default_factory=list)
+    in_sync: bool = False  # DNS and the policy host serve what mtasts.toml says
 
     def to_dict(self) -> dict[str, Any]:
         def day(value: dt.datetime | dt.date | None) -> str | None:
@@ -72,6 +73,7 @@ class Status:
             "next_date": day(self.next_date),
             "records_removable": day(self.records_removable),
             "problems": self.problems,
+            "in_sync": self.in_sync,
         }
 
 
@@ -130,7 +132,7 @@ def judge(
                 f"the policy host's certificate expires in {left} days: renew it"
                 " (an expired one is sts-webpki-invalid for every sender)"
             )
-    in_sync = _publication(status, domain, configured_id, published)
+    in_sync = status.in_sync = _publication(status, domain, configured_id, published)
     if retired is not None:
         retirement = Retirement(*retired)
         status.records_removable = retirement.removable_at

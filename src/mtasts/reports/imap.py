@@ -24,17 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
-from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult
+from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult, max_message
 from .provenance import Channel, DkimVerifier
 from .store import ReportStore, store_error
 
 _FETCH_CHUNK = 20  # messages per FETCH: few round trips, and at most 20 messages in memory
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
-
-
-def max_message(max_size: int) -> int:
-    """The largest mail read for reports: a report of ``max_size``, base64-encoded, and headers."""
-    return max_size * 4 // 3 + (1 << 20)
 
 
 class ImapError(Exception):

@@ -254,7 +254,7 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
 
         return then
 
-    limit = batch.max_size * 4 // 3 + (1 << 20)  # a report of max_size, base64, and headers
+    limit = max_message(batch.max_size)
     for sub in ("new", "cur"):
         for path in sorted((folder / sub).iterdir()):
             if path.name.startswith("."):
@@ -273,6 +273,11 @@ def ingest_maildir(batch: Batch, folder: Path) -> None:
                 continue
             # unrelated mail stays put
             batch.add(data, f"{folder}/{sub}/{path.name}", move(path), Channel.MAILDIR)
+
+
+def max_message(max_size: int) -> int:
+    """The largest mail read for reports: a report of ``max_size``, base64-encoded, and headers."""
+    return max_size * 4 // 3 + (1 << 20)
 
 
 class _TooBig(OSError):
