@@ -374,7 +374,12 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
     if csv_path:
         write_csv(csv_path, checks)
     if interrupted:
-        sys.exit(130)  # the shell's code for "stopped by SIGINT"
+        # The shell's code for "stopped by SIGINT". os._exit, not sys.exit: the process
+        # pool's exit hook joins its manager thread, which can wait for ever on workers
+        # that were terminated mid-chunk; everything worth keeping is written and flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     failed = problems or any(c.verdict == "error" for c in checks)
     sys.exit(EXIT_PROBLEMS if failed else EXIT_OK)
 
