@@ -78,10 +78,21 @@ def main(count: int = 1000) -> None:
         (netns_etc / "resolv.conf").write_text("nameserver 127.77.0.53\n")
         inside = ["ip", "netns", "exec", NAMESPACE]
         lab = subprocess.Popen(
-            [*inside, str(BIN / "mtasts"), "lab", "up", "--ports", "standard", "--generate", str(count),
-             "--state-dir", str(state)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                *inside,
+                str(BIN / "mtasts"),
+                "lab",
+                "up",
+                "--ports",
+                "standard",
+                "--generate",
+                str(count),
+                "--state-dir",
+                str(state),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while not (state / "lab.json").exists():
             if lab.poll() is not None:
                 raise RuntimeError("the lab did not start in the namespace")
@@ -96,10 +107,36 @@ def main(count: int = 1000) -> None:
             "SSL_CERT_FILE": str(state / "ca.pem"),
         }
         ours_out, theirs_out = state / "ours.jsonl", state / "checkdmarc.json"
-        ours = timed([*inside, str(BIN / "mtasts"), "check", "--lab", str(state), "--file", str(listing),
-                      "--json", "--timeout", "5"], env, ours_out)  # fmt: skip
-        theirs = timed([*inside, str(BIN / "checkdmarc"), "--check-mx-tls", "-n", "127.77.0.53", "-t", "5",
-                        str(listing)], env, theirs_out)  # fmt: skip
+        ours = timed(
+            [
+                *inside,
+                str(BIN / "mtasts"),
+                "check",
+                "--lab",
+                str(state),
+                "--file",
+                str(listing),
+                "--json",
+                "--timeout",
+                "5",
+            ],
+            env,
+            ours_out,
+        )
+        theirs = timed(
+            [
+                *inside,
+                str(BIN / "checkdmarc"),
+                "--check-mx-tls",
+                "-n",
+                "127.77.0.53",
+                "-t",
+                "5",
+                str(listing),
+            ],
+            env,
+            theirs_out,
+        )
         report(expect, ours, theirs, ours_out, theirs_out)
     finally:
         if lab is not None:
@@ -110,8 +147,13 @@ def main(count: int = 1000) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def report(expect: dict[str, list[str]], ours: tuple[float, int, int, float], theirs: tuple[float, int, int, float],
-           ours_out: Path, theirs_out: Path) -> None:  # fmt: skip
+def report(
+    expect: dict[str, list[str]],
+    ours: tuple[float, int, int, float],
+    theirs: tuple[float, int, int, float],
+    ours_out: Path,
+    theirs_out: Path,
+) -> None:
     n = len(expect)
     print(
         f"{'mtasts check':<14} {n} domains in {ours[0]:6.1f} s = {n / ours[0]:7.1f} domains/s, peak {ours[1]} MiB"

@@ -68,9 +68,11 @@ def make_mails(folder: Path, count: int) -> None:
             domain = {
                 "name": f"d{n % 2000:04d}.example",
                 "expect": ["certificate-expired"] if broken else [],
-                "mx": [{"address": "192.0.2.1", "fault": "none"},
-                       {"address": "192.0.2.2", "fault": "certificate-expired" if broken else "none"}],
-            }  # fmt: skip
+                "mx": [
+                    {"address": "192.0.2.1", "fault": "none"},
+                    {"address": "192.0.2.2", "fault": "certificate-expired" if broken else "none"},
+                ],
+            }
             doc = _report(sender, domain, day + dt.timedelta(days=n // 2000), rng)
             doc["report-id"] = f"r{n}"
             (folder / f"{n:06d}.eml").write_bytes(
@@ -96,14 +98,41 @@ def bulk_store(url: str, rows: int, domains: int = 5000) -> None:
         batch = 50_000
         for first in range(0, rows, batch):
             ids = range(first, min(rows, first + batch))
-            session.execute(insert(Report), [
-                {"id": i + 1, "submitter": SENDERS[i % 3][0], "report_id": f"b{i}", "organization": SENDERS[i % 3][0],
-                 "contact": "x", "start": now - dt.timedelta(days=i % 60), "end": now, "raw_id": 1, "warnings": "",
-                 "ingested_at": now} for i in ids])  # fmt: skip
-            session.execute(insert(PolicyRow), [
-                {"report_id": i + 1, "submitter": SENDERS[i % 3][0], "day": today - dt.timedelta(days=i % 60),
-                 "policy_type": "sts", "policy_domain": f"d{i % domains:04d}.example", "policy_string": None,
-                 "mx_host": "", "successful": 100, "failed": 0} for i in ids])  # fmt: skip
+            session.execute(
+                insert(Report),
+                [
+                    {
+                        "id": i + 1,
+                        "submitter": SENDERS[i % 3][0],
+                        "report_id": f"b{i}",
+                        "organization": SENDERS[i % 3][0],
+                        "contact": "x",
+                        "start": now - dt.timedelta(days=i % 60),
+                        "end": now,
+                        "raw_id": 1,
+                        "warnings": "",
+                        "ingested_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+            session.execute(
+                insert(PolicyRow),
+                [
+                    {
+                        "report_id": i + 1,
+                        "submitter": SENDERS[i % 3][0],
+                        "day": today - dt.timedelta(days=i % 60),
+                        "policy_type": "sts",
+                        "policy_domain": f"d{i % domains:04d}.example",
+                        "policy_string": None,
+                        "mx_host": "",
+                        "successful": 100,
+                        "failed": 0,
+                    }
+                    for i in ids
+                ],
+            )
 
 
 def main(mails: int = 100_000, rows: int = 1_000_000) -> None:
@@ -131,8 +160,19 @@ def main(mails: int = 100_000, rows: int = 1_000_000) -> None:
         for message in inbox.iterdir():
             shutil.copyfile(message, box / "new" / message.name)
         start = time.perf_counter()
-        subprocess.run([str(BIN / "mtasts"), "reports", "ingest", "--maildir", str(box), "--db",
-                        f"sqlite:///{folder / 'maildir.sqlite'}"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                str(BIN / "mtasts"),
+                "reports",
+                "ingest",
+                "--maildir",
+                str(box),
+                "--db",
+                f"sqlite:///{folder / 'maildir.sqlite'}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         took = time.perf_counter() - start
         print(
             f"{'mtasts ingest --maildir (+ moves)':<38} {mails:,} mails in {took:6.1f} s = {mails / took:8,.0f}/s"

@@ -24,10 +24,28 @@ def start(generate: int, subnet: str) -> float:
     mtasts = shutil.which("mtasts", path=str(Path(sys.executable).parent)) or "mtasts"
     began = time.perf_counter()
     process = subprocess.Popen(
-        [mtasts, "lab", "up", "--state-dir", str(state), "--ports", "high", "--subnet", subnet,
-         "--generate", str(generate), "--dns-port", "30053", "--https-port", "30443", "--smtp-port", "30025"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            mtasts,
+            "lab",
+            "up",
+            "--state-dir",
+            str(state),
+            "--ports",
+            "high",
+            "--subnet",
+            subnet,
+            "--generate",
+            str(generate),
+            "--dns-port",
+            "30053",
+            "--https-port",
+            "30443",
+            "--smtp-port",
+            "30025",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while not (state / "lab.json").exists():
             if process.poll() is not None:

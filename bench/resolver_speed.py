@@ -36,8 +36,12 @@ def inside(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
 
 
 def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["ip", "netns", "exec", NAMESPACE, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    return subprocess.Popen(
+        ["ip", "netns", "exec", NAMESPACE, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def wait_port(port: int) -> None:
@@ -123,8 +127,21 @@ def main(cached_domains: int = 10000) -> None:
         inside("ip", "link", "set", "lo", "up", check=True)
         etc.mkdir(parents=True)
         (etc / "resolv.conf").write_text("nameserver 127.77.0.53\n")
-        processes.append(spawn([str(BIN / "mtasts"), "lab", "up", "--ports", "standard", "--generate",
-                                str(cached_domains), "--state-dir", str(state / "lab")]))  # fmt: skip
+        processes.append(
+            spawn(
+                [
+                    str(BIN / "mtasts"),
+                    "lab",
+                    "up",
+                    "--ports",
+                    "standard",
+                    "--generate",
+                    str(cached_domains),
+                    "--state-dir",
+                    str(state / "lab"),
+                ]
+            )
+        )
         while not (state / "lab" / "lab.json").exists():
             time.sleep(0.1)
         names = [
@@ -150,8 +167,19 @@ def main(cached_domains: int = 10000) -> None:
             str(everything),
             check=True,
         )
-        ours = spawn([str(BIN / "mtasts"), "resolver", "run", "--lab", str(state / "lab"), "--cache", ":memory:",
-                      "--listen", f"socketmap:inet:127.0.0.1:{OURS}"])  # fmt: skip
+        ours = spawn(
+            [
+                str(BIN / "mtasts"),
+                "resolver",
+                "run",
+                "--lab",
+                str(state / "lab"),
+                "--cache",
+                ":memory:",
+                "--listen",
+                f"socketmap:inet:127.0.0.1:{OURS}",
+            ]
+        )
         (state / "theirs.yml").write_text(
             f"host: 127.0.0.1\nport: {THEIRS}\ncache:\n  type: internal\n  options:\n    cache_size: {cached_domains * 2}\n"
         )

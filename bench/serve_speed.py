@@ -40,8 +40,12 @@ def wrk(port: int, close: bool) -> float:
     args = ["wrk", "-t1", "-c16", "-d5s", "-H", f"Host: {HOST}"]
     if close:
         args += ["-H", "Connection: close"]
-    out = subprocess.run([*args, f"https://127.0.0.1:{port}/.well-known/mta-sts.txt"],
-                         capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        [*args, f"https://127.0.0.1:{port}/.well-known/mta-sts.txt"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None or "Non-2xx" in out:
         raise RuntimeError(out)
@@ -83,11 +87,29 @@ http {{
     }}
 }}
 """)
-        processes.append(subprocess.Popen([str(BIN / "mtasts"), "serve", "--config", str(folder / "mtasts.toml"),
-                                           "--host", "127.0.0.1", "--port", str(OURS)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        processes.append(subprocess.Popen(["nginx", "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "mtasts"),
+                    "serve",
+                    "--config",
+                    str(folder / "mtasts.toml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(OURS),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        processes.append(
+            subprocess.Popen(
+                ["nginx", "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait(OURS)
         wait(NGINX)
         rows = {
@@ -98,8 +120,10 @@ http {{
         for name, (alive, fresh) in rows.items():
             print(f"{name:<14} {alive:>10,.0f}/s {fresh:>24,.0f}/s")
         ours, theirs = rows["mtasts serve"], rows["nginx"]
-        print(f"ratio mtasts/nginx: keep-alive {ours[0] / theirs[0]:.2f}, new connections {ours[1] / theirs[1]:.2f}"
-              " (target: at least 2,000 requests/s on one worker)")  # fmt: skip
+        print(
+            f"ratio mtasts/nginx: keep-alive {ours[0] / theirs[0]:.2f}, new connections {ours[1] / theirs[1]:.2f}"
+            " (target: at least 2,000 requests/s on one worker)"
+        )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

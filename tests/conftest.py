@@ -193,9 +193,16 @@ def postgres_url() -> Iterator[str]:
     )
     assert initialised.returncode == 0, initialised.stderr
     started = as_postgres(
-        str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "start",
-        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-    )  # fmt: skip
+        str(binaries / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(folder / "log"),
+        "-w",
+        "start",
+        "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+    )
     assert started.returncode == 0, started.stderr + (folder / "log").read_text()
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -321,8 +328,13 @@ zone:
     file: dane.example.zone
     dnssec-signing: on
 """)
-    processes = [subprocess.Popen(["knotd", "-c", str(folder / "knot.conf")], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE)]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            ["knotd", "-c", str(folder / "knot.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    ]
     try:
         wait_for_port(knot_port, processes[0])
         # Knot signs on load; the key-signing key is the trust anchor Unbound starts from.
@@ -365,13 +377,22 @@ stub-zone:
   name: "."
   stub-addr: 127.0.0.1@{knot_port}
 """)
-        processes.append(subprocess.Popen(["unbound", "-d", "-c", str(folder / "unbound.conf")],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                ["unbound", "-d", "-c", str(folder / "unbound.conf")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
         deadline = time.monotonic() + 20
         while True:  # Unbound has no TCP-less readiness signal: ask until it answers
             try:
-                dns.query.udp(dns.message.make_query("dane.example", "SOA"), "127.0.0.1", port=unbound_port,
-                              timeout=1)  # fmt: skip
+                dns.query.udp(
+                    dns.message.make_query("dane.example", "SOA"),
+                    "127.0.0.1",
+                    port=unbound_port,
+                    timeout=1,
+                )
                 break
             except (dns.exception.Timeout, OSError):
                 if processes[1].poll() is not None or time.monotonic() > deadline:
@@ -433,8 +454,13 @@ def _imap_certificate(folder: Path) -> None:
 
     now = dt.datetime.now(dt.UTC)
 
-    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-              signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:  # fmt: skip
+    def build(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -473,8 +499,13 @@ def _imap_certificate(folder: Path) -> None:
     leaf = build("127.0.0.1", leaf_key, ca_name, ca_key, False)
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (folder / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(leaf_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    (folder / "key.pem").write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -548,8 +579,15 @@ default_internal_user = nobody
         port, process, lambda: log.read_text() if log.exists() else "dovecot did not start"
     )
     try:
-        yield {"host": "127.0.0.1", "port": port, "tls_port": tls_port, "user": "tlsrpt",
-               "password": "imap-secret-1", "ca_file": folder / "ca.pem", "token": OAUTH_TOKEN}  # fmt: skip
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "tls_port": tls_port,
+            "user": "tlsrpt",
+            "password": "imap-secret-1",
+            "ca_file": folder / "ca.pem",
+            "token": OAUTH_TOKEN,
+        }
     finally:
         introspection.shutdown()
         process.terminate()

@@ -51,7 +51,7 @@ def test_every_lab_domain_gets_exactly_its_expected_findings(
 def test_json_validates_against_the_documented_schema(
     lab_documents: dict[str, dict[str, Any]],
 ) -> None:
-    assert len(lab_documents) == 20
+    assert len(lab_documents) == 21
     for document in lab_documents.values():
         jsonschema.validate(document, SCHEMA)
 
@@ -250,8 +250,12 @@ def test_a_machine_without_dns_servers_gets_a_finding_not_a_traceback() -> None:
     try:
         etc.mkdir(parents=True)
         (etc / "resolv.conf").write_text("# no nameserver lines\n")
-        result = subprocess.run([ip, "netns", "exec", name, MTASTS, "check", "--json", "--timeout", "1", "example.com"],
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [ip, "netns", "exec", name, MTASTS, "check", "--json", "--timeout", "1", "example.com"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         subprocess.run([ip, "netns", "del", name], check=False)
         shutil.rmtree(etc, ignore_errors=True)
@@ -300,8 +304,17 @@ mx = [{{ name = "mx.fine.example" }}]
     )
     running = start_lab(tmp_path / "state", "127.83", "--scenario", str(scenario))
     try:
-        result = check("--lab", str(running.state_dir), "--file", str(partners), "--json",
-                       "--timeout", "5", "--max-mx", "4")  # fmt: skip
+        result = check(
+            "--lab",
+            str(running.state_dir),
+            "--file",
+            str(partners),
+            "--json",
+            "--timeout",
+            "5",
+            "--max-mx",
+            "4",
+        )
         assert "Traceback" not in result.stderr
         documents = {d["domain"]: d for d in map(json.loads, result.stdout.splitlines())}
         assert sorted(documents) == sorted(partners.read_text().split())
@@ -339,9 +352,23 @@ def test_ctrl_c_stops_a_long_run_and_keeps_what_was_checked(tmp_path: Path) -> N
     try:
         domains = json.loads((running.state_dir / "lab.json").read_text())["domains"]
         (tmp_path / "many.txt").write_text("\n".join(d["name"] for d in domains))
-        process = subprocess.Popen([MTASTS, "check", "--lab", str(running.state_dir), "--file", str(tmp_path / "many.txt"),
-                                    "--csv", str(tmp_path / "many.csv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, start_new_session=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+        process = subprocess.Popen(
+            [
+                MTASTS,
+                "check",
+                "--lab",
+                str(running.state_dir),
+                "--file",
+                str(tmp_path / "many.txt"),
+                "--csv",
+                str(tmp_path / "many.csv"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
         assert process.stderr is not None
         progress = process.stderr.readline()  # the first progress line: the run is under way
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group

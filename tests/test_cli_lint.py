@@ -136,8 +136,8 @@ def test_demo_runs_the_lab_and_checks_every_domain() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "lab up in" in result.stdout
-    assert "20 domains" in result.stdout
-    assert "20 of 20 match the lab's expected findings" in result.stdout
+    assert "21 domains" in result.stdout
+    assert "21 of 21 match the lab's expected findings" in result.stdout
     lines = result.stdout.splitlines()
     stripped = next(line for line in lines if "│ stripped.example" in line)
     assert "enforce" in stripped

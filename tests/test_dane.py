@@ -72,8 +72,22 @@ def test_check_says_which_tlsa_records_dnssec_validates(
     from .conftest import MTASTS
 
     def check(server: str) -> dict[str, Any]:
-        out = subprocess.run([MTASTS, "check", "--nameserver", server, "--timeout", "2", "--json", "partial.dane.example"],
-                             capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [
+                MTASTS,
+                "check",
+                "--nameserver",
+                server,
+                "--timeout",
+                "2",
+                "--json",
+                "partial.dane.example",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1"},
+            timeout=60,
+        )
         document: dict[str, Any] = json.loads(out.stdout)
         return document
 

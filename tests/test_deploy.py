@@ -42,8 +42,10 @@ def test_init_then_records_gives_valid_records_and_a_stable_id(tmp_path: Path) -
     assert tlsrpt.parse_record(by_name["_smtp._tls.example.com"]).mailto == ("tlsrpt@example.com",)
     policy = sts.parse_policy(first["policy"])
     assert (policy.mode, policy.max_age, [str(p) for p in policy.mx]) == (
-        Mode.TESTING, 86400, ["mx1.example.com", "*.mail.example.com"],
-    )  # fmt: skip
+        Mode.TESTING,
+        86400,
+        ["mx1.example.com", "*.mail.example.com"],
+    )
     bind = run("records", "example.com", "--format", "bind", cwd=tmp_path).stdout
     assert f'_mta-sts.example.com.   300 IN TXT "v=STSv1; id={first["id"]};"' in bind
 
@@ -156,16 +158,43 @@ def test_config_errors_name_the_file_domain_and_rule(
 
 toml_lines = st.lists(
     st.one_of(
-        st.sampled_from(["[[domain]]", 'name = "example.com"', 'mx = ["mx.example.com"]', 'mode = "enforce"',
-                         "max_age = 86400", 'rua = ["mailto:a@example.com"]', "policy_host = {}", "domain = 1"]),
-        st.builds(lambda k, v: f"{k} = {v}",
-                  st.sampled_from(["name", "mx", "mode", "max_age", "rua", "policy_host", "cert_file", "key_file"]),
-                  st.sampled_from(['""', "-1", "true", "[]", "[1]", '["*"]', "{address = 1}", '{cname = "x"}',
-                                   '"http://x/"', "99999999999", '["bücher.example"]'])),
+        st.sampled_from(
+            [
+                "[[domain]]",
+                'name = "example.com"',
+                'mx = ["mx.example.com"]',
+                'mode = "enforce"',
+                "max_age = 86400",
+                'rua = ["mailto:a@example.com"]',
+                "policy_host = {}",
+                "domain = 1",
+            ]
+        ),
+        st.builds(
+            lambda k, v: f"{k} = {v}",
+            st.sampled_from(
+                ["name", "mx", "mode", "max_age", "rua", "policy_host", "cert_file", "key_file"]
+            ),
+            st.sampled_from(
+                [
+                    '""',
+                    "-1",
+                    "true",
+                    "[]",
+                    "[1]",
+                    '["*"]',
+                    "{address = 1}",
+                    '{cname = "x"}',
+                    '"http://x/"',
+                    "99999999999",
+                    '["bücher.example"]',
+                ]
+            ),
+        ),
         st.text(max_size=30),
     ),
     max_size=10,
-).map("\n".join)  # fmt: skip
+).map("\n".join)
 
 
 @settings(max_examples=300)
@@ -190,10 +219,16 @@ def test_concurrent_changes_of_one_config_are_all_kept(tmp_path: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1", "MTASTS_DB": f"sqlite:///{tmp_path / 'r.sqlite'}"}
     for seconds in (3600, 7200, 10800):
         processes = [
-            subprocess.Popen([MTASTS, "max-age", name, str(seconds)], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [MTASTS, "max-age", name, str(seconds)],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for name in names
-        ]  # fmt: skip
+        ]
         results = [p.communicate(timeout=120) for p in processes]
         assert all(p.returncode == 0 for p in processes), results
         assert not any("Traceback" in err for _, err in results)
@@ -233,8 +268,14 @@ def test_durations_read_as_people_write_them(tmp_path: Path) -> None:
     run("init", "example.com", "--mx", "mx.example.com", "--max-age", "1d", cwd=tmp_path)
     assert "max_age = 86400" in (tmp_path / "mtasts.toml").read_text()
     env = {"MTASTS_DB": f"sqlite:///{tmp_path / 'r.sqlite'}"}
-    done = subprocess.run([MTASTS, "max-age", "example.com", "2w"], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, **env}, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [MTASTS, "max-age", "example.com", "2w"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "max_age = 1209600" in (tmp_path / "mtasts.toml").read_text()
     wrong = run("max-age", "example.com", "2y", cwd=tmp_path)

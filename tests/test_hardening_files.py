@@ -20,8 +20,14 @@ def _mode(path: Path) -> int:
 
 def _mtasts(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("MTASTS_DB", "MTASTS_DB_FILE")}
-    return subprocess.run([MTASTS, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
-                          env={**clean, "NO_COLOR": "1", "XDG_DATA_HOME": str(cwd / "data"), **env})  # fmt: skip
+    return subprocess.run(
+        [MTASTS, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**clean, "NO_COLOR": "1", "XDG_DATA_HOME": str(cwd / "data"), **env},
+    )
 
 
 def test_the_report_store_and_its_folder_are_private(tmp_path: Path) -> None:
@@ -47,8 +53,17 @@ def test_a_maildir_symlink_is_not_followed_and_a_huge_message_is_set_aside(tmp_p
     (tmp_path / "Maildir" / "new" / "1.link").symlink_to(secret)
     (tmp_path / "Maildir" / "new" / "2.huge").write_bytes(b"x" * (3 << 20))
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    done = _mtasts("reports", "ingest", "--maildir", str(tmp_path / "Maildir"), "--max-report-size", "1M",
-                   "--db", db, cwd=tmp_path)  # fmt: skip
+    done = _mtasts(
+        "reports",
+        "ingest",
+        "--maildir",
+        str(tmp_path / "Maildir"),
+        "--max-report-size",
+        "1M",
+        "--db",
+        db,
+        cwd=tmp_path,
+    )
     assert "1.link: a symbolic link, not followed" in done.stdout
     assert "2.huge: 3,145,728 bytes, over the" in done.stdout
     store = open_store(db)
@@ -84,8 +99,13 @@ def test_database_passwords_are_never_printed(tmp_path: Path) -> None:
         assert "postgresql://mtasts:***@127.0.0.1:1/reports" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     (tmp_path / "db-url").write_text(url + "\n")
-    from_file = _mtasts("reports", "ingest", str(tmp_path / "x.json"), cwd=tmp_path,
-                        MTASTS_DB_FILE=str(tmp_path / "db-url"))  # fmt: skip
+    from_file = _mtasts(
+        "reports",
+        "ingest",
+        str(tmp_path / "x.json"),
+        cwd=tmp_path,
+        MTASTS_DB_FILE=str(tmp_path / "db-url"),
+    )
     assert "postgresql://mtasts:***@127.0.0.1:1/reports" in from_file.stderr
     cache = _mtasts(
         "resolver", "run", "--cache", url, "--listen", "socketmap:inet:127.0.0.1:1", cwd=tmp_path

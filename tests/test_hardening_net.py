@@ -53,9 +53,23 @@ def test_a_close_delimited_policy_is_read_to_the_end() -> None:
 
 def _serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
     (tmp_path / "mtasts.toml").write_text("")
-    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--port", str(port), "--metrics-listen", "none",
-                                "--reports", f"sqlite:///{tmp_path / 'r.sqlite'}", *args],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--proxy",
+            "--port",
+            str(port),
+            "--metrics-listen",
+            "none",
+            "--reports",
+            f"sqlite:///{tmp_path / 'r.sqlite'}",
+            *args,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_for_port(port, process)
     return process
 
@@ -88,8 +102,10 @@ def test_serve_bounds_slow_and_idle_clients(tmp_path: Path, free_tcp_port: int) 
         assert _closed_within(trickle, 3), "a trickled request head was held"
         assert time.monotonic() - started < 8
         body = socket.create_connection(("127.0.0.1", free_tcp_port))
-        body.sendall(b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
+        body.sendall(
+            b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
         body.settimeout(6)
         answer = b""
         with contextlib.suppress(OSError):
@@ -117,8 +133,11 @@ def test_the_https_rua_limits_size_and_rate(tmp_path: Path, free_tcp_port: int) 
     process = _serve(tmp_path, free_tcp_port, "--posts-per-minute", "3")
 
     def post(data: bytes) -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{free_tcp_port}/tlsrpt", data,
-                                         {"Content-Type": "application/tlsrpt+gzip"})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{free_tcp_port}/tlsrpt",
+            data,
+            {"Content-Type": "application/tlsrpt+gzip"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return int(response.status), response.headers.get("Retry-After", "")
@@ -129,8 +148,10 @@ def test_the_https_rua_limits_size_and_rate(tmp_path: Path, free_tcp_port: int) 
         big = json.loads(stored_report("big.example", "example.org"))
         big["padding"] = "x" * (3 << 20)
         assert post(gzip.compress(json.dumps(big).encode()))[0] == 400  # inflates past 2 MiB
-        statuses = [post(gzip.compress(stored_report("s.example", "example.org", report_id=f"r{i}")))
-                    for i in range(3)]  # fmt: skip
+        statuses = [
+            post(gzip.compress(stored_report("s.example", "example.org", report_id=f"r{i}")))
+            for i in range(3)
+        ]
         assert [s for s, _ in statuses] == [201, 201, 429]
         assert int(statuses[-1][1]) >= 1
     finally:

@@ -37,8 +37,13 @@ def _peak_rss_mib(*args: str, db: str) -> tuple[float, str]:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "print(p.stdout + p.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, MTASTS, "reports", *args, "--db", db],
-                          capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, MTASTS, "reports", *args, "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     first, _, rest = done.stdout.partition("\n")
     return int(first) / 1024, rest
 
@@ -91,9 +96,24 @@ def _poisoned(report_id: str, org: str, **fields: str) -> bytes:
 
 def _watch(maildir: Path, db: str, wanted: int) -> str:
     """Run the Maildir watcher until ``wanted`` messages left new/; return its log."""
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--maildir", str(maildir), "--watch",
-                                "--interval", "1", "--db", db], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "reports",
+            "ingest",
+            "--maildir",
+            str(maildir),
+            "--watch",
+            "--interval",
+            "1",
+            "--db",
+            db,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     try:
         deadline = time.monotonic() + 30
         while len(list((maildir / "new").iterdir())) > 0 or _moved(maildir) < wanted:
@@ -152,16 +172,25 @@ def test_a_report_the_database_refuses_is_quarantined_alone(db_url: str, tmp_pat
     store = open_store(db_url)
     with store.engine.begin() as connection:
         if store.engine.dialect.name == "sqlite":
-            connection.execute(text(
-                "CREATE TRIGGER refuse BEFORE INSERT ON reports WHEN NEW.report_id = 'refused' "
-                "BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END"))  # fmt: skip
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON reports WHEN NEW.report_id = 'refused' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END"
+                )
+            )
         else:
-            connection.execute(text(
-                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.report_id = 'refused' THEN RAISE EXCEPTION 'refused by a constraint' "
-                "USING ERRCODE = '22000'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))  # fmt: skip
-            connection.execute(text(
-                "CREATE TRIGGER refuse BEFORE INSERT ON reports FOR EACH ROW EXECUTE FUNCTION refuse()"))  # fmt: skip
+            connection.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.report_id = 'refused' THEN RAISE EXCEPTION 'refused by a constraint' "
+                    "USING ERRCODE = '22000'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON reports FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
     inbox = tmp_path / "in"
     inbox.mkdir()
     for name in ("a", "refused", "b"):
@@ -188,8 +217,11 @@ def _lab_signed_mail(lab_state: Path, sender: str, data: bytes, *, tamper: bool 
 def _post(port: int, data: bytes) -> int:
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/tlsrpt", gzip.compress(data),
-                                     {"Content-Type": "application/tlsrpt+gzip"})  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/tlsrpt",
+        gzip.compress(data),
+        {"Content-Type": "application/tlsrpt+gzip"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)
 
@@ -208,11 +240,29 @@ def test_a_forged_post_cannot_hide_the_real_report(
     nameserver = read_state(lab.state_dir)["nameserver"]
     report_id = "2026-12-01_victim.example"
     forged = stored_report("google.com", "victim.example", ok=1000, report_id=report_id)
-    real = stored_report("google.com", "victim.example", ok=0, report_id=report_id,
-                         failures=[("starttls-not-supported", 1000)])  # fmt: skip
+    real = stored_report(
+        "google.com",
+        "victim.example",
+        ok=0,
+        report_id=report_id,
+        failures=[("starttls-not-supported", 1000)],
+    )
     (tmp_path / "mtasts.toml").write_text("")
-    server = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(free_tcp_port),
-                               "--reports", db], cwd=tmp_path, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--proxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_tcp_port),
+            "--reports",
+            db,
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(free_tcp_port, server)
         assert _post(free_tcp_port, forged) == 201
@@ -305,24 +355,30 @@ def test_stranger_text_cannot_break_or_drive_the_terminal(tmp_path: Path) -> Non
 
 def test_a_markup_mx_name_is_shown_not_parsed(capsys: Any) -> None:
     """#21: DNS labels may hold any byte; an MX named ``[/]`` crashed ``render_detail``."""
-    from mtasts.check.checker import AddressResult, DomainCheck, MxResult
+    import datetime as dt
+
+    from mtasts.check.facts import AddressFacts, DomainFacts, MxFacts, TxtFacts
     from mtasts.check.findings import Severity
+    from mtasts.check.judge import judge
     from mtasts.cli.check import render_detail
     from mtasts.net.smtp import SmtpProbe
 
-    check = DomainCheck("victim.example")
     host = "[/]\x1b[2J.victim.example"
-    probe = SmtpProbe(host, "192.0.2.1", 25, connected=True, banner="[bold]x", starttls=False)
-    check.mx.append(
-        MxResult(
-            host, 10, addresses=[AddressResult("192.0.2.1", [probe], "starttls-not-supported")]
-        )
+    probe = SmtpProbe(host, "192.0.2.1", 25, connected=True, banner="[bold]x [red]", starttls=False)
+    facts = DomainFacts(
+        "victim.example",
+        dt.datetime.now(dt.UTC),
+        TxtFacts(),
+        TxtFacts(),
+        mx_listed=1,
+        mx=(MxFacts(host, 10, addresses=(AddressFacts("192.0.2.1", (probe,)),)),),
     )
-    check.add("starttls-not-supported", Severity.ERROR, host, f"{host} [red]offers no STARTTLS")
+    check = judge(facts)
+    assert "starttls-not-supported" in check.codes(*Severity)
     render_detail(check)
     out = capsys.readouterr().out
     assert "[/][2J.victim.example" in out
-    assert "[red]offers no STARTTLS" in out
+    assert "starttls-not-supported [/][2J.victim.example: 192.0.2.1" in out
     assert "\x1b" not in out
 
 
@@ -335,8 +391,10 @@ def test_an_unreachable_dns_costs_one_key_lookup_per_run_not_one_per_message(lab
     from mtasts.reports.provenance import DkimVerifier
 
     signers = LabSigners.load(Path(read_state(lab.state_dir)["dkim_keys"]))
-    mails = [signers.sign(lab_mail(gzip.compress(report(f"k{n}")), submitter="google.com"), "google.com")
-             for n in range(3)]  # fmt: skip
+    mails = [
+        signers.sign(lab_mail(gzip.compress(report(f"k{n}")), submitter="google.com"), "google.com")
+        for n in range(3)
+    ]
     asked: list[str] = []
     verifier = DkimVerifier((Nameserver("127.0.0.1", 9),), timeout=0.5)
     real = verifier._ask

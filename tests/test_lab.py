@@ -121,9 +121,17 @@ def test_dig_reads_the_lab(lab: RunningLab) -> None:
 def curl(lab: RunningLab, domain: str, *extra: str) -> subprocess.CompletedProcess[str]:
     host = f"mta-sts.{domain}"
     return run(
-        need("curl"), "-s", "--max-time", "5", "--cacert", lab.ca_file, "--resolve", f"{host}:{HTTPS_PORT}:{lab.https_address}",
-        *extra, f"https://{host}:{HTTPS_PORT}/.well-known/mta-sts.txt",
-    )  # fmt: skip
+        need("curl"),
+        "-s",
+        "--max-time",
+        "5",
+        "--cacert",
+        lab.ca_file,
+        "--resolve",
+        f"{host}:{HTTPS_PORT}:{lab.https_address}",
+        *extra,
+        f"https://{host}:{HTTPS_PORT}/.well-known/mta-sts.txt",
+    )
 
 
 def test_curl_fetches_policy_and_sees_each_host_fault(lab: RunningLab) -> None:
@@ -143,10 +151,20 @@ def test_curl_fetches_policy_and_sees_each_host_fault(lab: RunningLab) -> None:
 
 def openssl_subject(lab: RunningLab, address: str, servername: str) -> tuple[str, str]:
     out = run(
-        need("openssl"), "s_client", "-starttls", "smtp", "-connect", f"{address}:{SMTP_PORT}",
-        "-servername", servername, "-CAfile", lab.ca_file, "-verify_hostname", servername,
+        need("openssl"),
+        "s_client",
+        "-starttls",
+        "smtp",
+        "-connect",
+        f"{address}:{SMTP_PORT}",
+        "-servername",
+        servername,
+        "-CAfile",
+        lab.ca_file,
+        "-verify_hostname",
+        servername,
         timeout=15,
-    )  # fmt: skip
+    )
     subject = next((line for line in out.stdout.splitlines() if line.startswith("subject=")), "")
     verify = next(
         (line.strip() for line in out.stdout.splitlines() if "Verify return code" in line), ""
@@ -180,17 +198,33 @@ def test_openssl_sees_certificate_faults(lab: RunningLab, domain: str, verify: s
 
 def swaks(lab: RunningLab, address: str, to: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return run(
-        need("swaks"), "--server", f"{address}:{SMTP_PORT}", "--to", to, "--from", "postmaster@sender.example",
-        "--timeout", "10", *extra,
-    )  # fmt: skip
+        need("swaks"),
+        "--server",
+        f"{address}:{SMTP_PORT}",
+        "--to",
+        to,
+        "--from",
+        "postmaster@sender.example",
+        "--timeout",
+        "10",
+        *extra,
+    )
 
 
 def test_swaks_delivers_over_verified_tls(lab: RunningLab) -> None:
     result = swaks(
-        lab, lab.mx_address("good-enforce.example"), "alice@good-enforce.example", "--tls",
-        "--tls-verify", "--tls-ca-path", lab.ca_file, "--tls-sni", "mx1.good-enforce.example",
-        "--header", "Subject: verified-tls-probe",
-    )  # fmt: skip
+        lab,
+        lab.mx_address("good-enforce.example"),
+        "alice@good-enforce.example",
+        "--tls",
+        "--tls-verify",
+        "--tls-ca-path",
+        lab.ca_file,
+        "--tls-sni",
+        "mx1.good-enforce.example",
+        "--header",
+        "Subject: verified-tls-probe",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "TLS started with cipher TLSv1.3" in result.stdout
     entries = [json.loads(line) for line in (lab.state_dir / "mail.log").read_text().splitlines()]
@@ -267,7 +301,7 @@ def test_bad_scenario_is_a_one_line_usage_error(tmp_path: Path) -> None:
 
 def test_every_default_domain_has_an_expect_list(lab: RunningLab) -> None:
     names = {d["name"] for d in lab.state["domains"]}
-    assert len(names) == 20
+    assert len(names) == 21
     assert all(isinstance(d["expect"], list) for d in lab.state["domains"])
     assert lab.domain("stripped.example")["expect"] == ["starttls-not-supported"]
 
@@ -311,16 +345,28 @@ def test_curl_sees_the_remaining_policy_host_faults(tmp_path: Path) -> None:
         assert int(oversized.stdout) > 64 * 1024  # over the limit RFC 8461 §3.3 suggests
         assert curl(running, "expired-policy.example").returncode == 60
         refused = run(
-            need("curl"), "-s", "--max-time", "5", "--cacert", running.ca_file, "--resolve",
+            need("curl"),
+            "-s",
+            "--max-time",
+            "5",
+            "--cacert",
+            running.ca_file,
+            "--resolve",
             f"mta-sts.dead-policy.example:{HTTPS_PORT}:{dead}",
             f"https://mta-sts.dead-policy.example:{HTTPS_PORT}/.well-known/mta-sts.txt",
-        )  # fmt: skip
+        )
         assert refused.returncode == 7  # connection refused: nothing listens there
         slow = run(
-            need("curl"), "-s", "--max-time", "2", "--cacert", running.ca_file, "--resolve",
+            need("curl"),
+            "-s",
+            "--max-time",
+            "2",
+            "--cacert",
+            running.ca_file,
+            "--resolve",
             f"mta-sts.slow-policy.example:{HTTPS_PORT}:{running.https_address}",
             f"https://mta-sts.slow-policy.example:{HTTPS_PORT}/.well-known/mta-sts.txt",
-        )  # fmt: skip
+        )
         assert slow.returncode == 28  # curl's time-out: the body trickles in
     finally:
         stop_lab(running)
@@ -335,8 +381,15 @@ def test_a_detached_lab_writes_reports_a_user_can_ingest(tmp_path: Path) -> None
         return run(MTASTS, *args, timeout=timeout)
 
     state = tmp_path / "lab"
-    flags = ["--state-dir", str(state), "--subnet", "127.86", f"--dns-port={port(30)}",
-             f"--https-port={port(31)}", f"--smtp-port={port(32)}"]  # fmt: skip
+    flags = [
+        "--state-dir",
+        str(state),
+        "--subnet",
+        "127.86",
+        f"--dns-port={port(30)}",
+        f"--https-port={port(31)}",
+        f"--smtp-port={port(32)}",
+    ]
     up = mtasts("lab", "up", "--detach", *flags)
     try:
         assert up.returncode == 0, up.stderr

@@ -42,22 +42,34 @@ POLICIES = [
 ]
 REPORT = {
     "organization-name": "Example Org",
-    "date-range": {"start-datetime": "2026-05-20T00:00:00Z", "end-datetime": "2026-05-20T23:59:59Z"},
+    "date-range": {
+        "start-datetime": "2026-05-20T00:00:00Z",
+        "end-datetime": "2026-05-20T23:59:59Z",
+    },
     "contact-info": "tlsrpt@example.org",
     "report-id": "2026-05-20_example.com",
     "policies": [
         {
-            "policy": {"policy-type": "sts", "policy-string": ["version: STSv1", "mode: enforce"],
-                       "policy-domain": "example.com", "mx-host": ["*.example.com"]},
+            "policy": {
+                "policy-type": "sts",
+                "policy-string": ["version: STSv1", "mode: enforce"],
+                "policy-domain": "example.com",
+                "mx-host": ["*.example.com"],
+            },
             "summary": {"total-successful-session-count": 5, "total-failure-session-count": 2},
             "failure-details": [
-                {"result-type": "certificate-expired", "sending-mta-ip": "192.0.2.1",
-                 "receiving-mx-hostname": "mx.example.com", "receiving-ip": "2001:db8::25",
-                 "failed-session-count": 2, "failure-reason-code": "X509_V_ERR_CERT_HAS_EXPIRED"}
+                {
+                    "result-type": "certificate-expired",
+                    "sending-mta-ip": "192.0.2.1",
+                    "receiving-mx-hostname": "mx.example.com",
+                    "receiving-ip": "2001:db8::25",
+                    "failed-session-count": 2,
+                    "failure-reason-code": "X509_V_ERR_CERT_HAS_EXPIRED",
+                }
             ],
         }
     ],
-}  # fmt: skip
+}
 REPORT_TEXT = json.dumps(REPORT, indent=1)
 
 

@@ -81,16 +81,24 @@ def test_responses_decode_as_dnspython_reads_them(
     query = dns.message.make_query(qname, qtype)
     response = dns.message.make_response(query)
     for owner, kind, value in answer:
-        rrset = response.find_rrset(response.answer, dns.name.from_text(owner), dns.rdataclass.IN,
-                                    dns.rdatatype.from_text(kind), create=True)  # fmt: skip
+        rrset = response.find_rrset(
+            response.answer,
+            dns.name.from_text(owner),
+            dns.rdataclass.IN,
+            dns.rdatatype.from_text(kind),
+            create=True,
+        )
         rrset.update_ttl(300)
         rrset.add(_to_rdata(kind, value))
     wire = response.to_wire()  # with name compression, as servers send it
     decoded = dnswire.decode_response(wire)
     assert decoded.id == query.id
     assert decoded.question == (qname.lower(), dnswire.TYPES[qtype])
-    expected = sorted((rr.name.to_text(omit_final_dot=True).lower(), rr.rdtype, _value(rr.rdtype, rd))
-                      for rr in dns.message.from_wire(wire).answer for rd in rr)  # fmt: skip
+    expected = sorted(
+        (rr.name.to_text(omit_final_dot=True).lower(), rr.rdtype, _value(rr.rdtype, rd))
+        for rr in dns.message.from_wire(wire).answer
+        for rd in rr
+    )
     ours = sorted((r.name, r.rtype, _same(r.rtype, r.value)) for r in decoded.answers)
     assert ours == expected
 

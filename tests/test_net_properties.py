@@ -40,11 +40,23 @@ def _replying(data: bytes) -> Handler:
 smtp_like = st.one_of(
     st.binary(max_size=300),
     st.lists(
-        st.sampled_from([b"220 mx ESMTP\r\n", b"250-mx\r\n", b"250-STARTTLS\r\n", b"250 OK\r\n", b"220 go\r\n",
-                         b"421 bye\r\n", b"25", b"\r\n", b"\xff\xfe", b"250 STARTTLS\r\n"]),
+        st.sampled_from(
+            [
+                b"220 mx ESMTP\r\n",
+                b"250-mx\r\n",
+                b"250-STARTTLS\r\n",
+                b"250 OK\r\n",
+                b"220 go\r\n",
+                b"421 bye\r\n",
+                b"25",
+                b"\r\n",
+                b"\xff\xfe",
+                b"250 STARTTLS\r\n",
+            ]
+        ),
         max_size=8,
     ).map(b"".join),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,17 +79,46 @@ def test_scenario_parser_raises_only_scenario_error(text: str) -> None:
 
 
 scenario_values = st.one_of(
-    st.integers(), st.text(max_size=10), st.booleans(), st.lists(st.text(max_size=5), max_size=3),
-    st.lists(st.dictionaries(st.sampled_from(["name", "fault", "cert_name", "addresses", "cname", "preference"]),
-                             st.one_of(st.text(max_size=8), st.integers(), st.lists(st.dictionaries(st.text(max_size=4), st.text(max_size=4)), max_size=2))),
-             max_size=3),
-)  # fmt: skip
+    st.integers(),
+    st.text(max_size=10),
+    st.booleans(),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["name", "fault", "cert_name", "addresses", "cname", "preference"]),
+            st.one_of(
+                st.text(max_size=8),
+                st.integers(),
+                st.lists(st.dictionaries(st.text(max_size=4), st.text(max_size=4)), max_size=2),
+            ),
+        ),
+        max_size=3,
+    ),
+)
 
 
 @settings(max_examples=300)
-@given(st.dictionaries(st.sampled_from(["name", "mx", "mode", "max_age", "policy_host", "sts_records",
-                                        "tlsrpt_records", "dns_faults", "records", "expect", "mx_patterns"]),
-                       scenario_values, max_size=6))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "mx",
+                "mode",
+                "max_age",
+                "policy_host",
+                "sts_records",
+                "tlsrpt_records",
+                "dns_faults",
+                "records",
+                "expect",
+                "mx_patterns",
+            ]
+        ),
+        scenario_values,
+        max_size=6,
+    )
+)
 def test_scenario_domains_of_any_shape_raise_only_scenario_error(domain: dict[str, object]) -> None:
     import tomllib  # noqa: F401  (the parser reads TOML; build the table directly)
 
@@ -105,13 +146,26 @@ class _FixedResolver:
 http_like = st.one_of(
     st.binary(max_size=400),
     st.lists(
-        st.sampled_from([b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 301 Moved\r\n", b"Content-Type: text/plain\r\n",
-                         b"Content-Length: 5\r\n", b"Content-Length: x\r\n", b"Transfer-Encoding: chunked\r\n",
-                         b"Location: https://x/\r\n", b"\r\n", b"5\r\nhello\r\n", b"zz\r\n", b"0\r\n\r\n",
-                         b"version: STSv1\r\n", b"\x00\xff"]),
+        st.sampled_from(
+            [
+                b"HTTP/1.1 200 OK\r\n",
+                b"HTTP/1.1 301 Moved\r\n",
+                b"Content-Type: text/plain\r\n",
+                b"Content-Length: 5\r\n",
+                b"Content-Length: x\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"Location: https://x/\r\n",
+                b"\r\n",
+                b"5\r\nhello\r\n",
+                b"zz\r\n",
+                b"0\r\n\r\n",
+                b"version: STSv1\r\n",
+                b"\x00\xff",
+            ]
+        ),
         max_size=10,
     ).map(b"".join),
-)  # fmt: skip
+)
 
 
 def test_fetcher_survives_any_https_response(tmp_path_factory: object) -> None:

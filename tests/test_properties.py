@@ -216,13 +216,25 @@ def test_report_parser_raises_only_report_error_on_json_shapes(
 mime_like = st.one_of(
     st.binary(max_size=600),
     st.lists(
-        st.sampled_from([b"Content-Type: multipart/report; report-type=tlsrpt; boundary=b\r\n", b"\r\n", b"--b\r\n",
-                         b"Content-Type: application/tlsrpt+gzip\r\n", b"Content-Transfer-Encoding: base64\r\n",
-                         b"H4sIAAAAAAAA\r\n", b"--b--\r\n", b"Content-Type: application/json; name=r.json\r\n", b"{}",
-                         b"Content-Disposition: attachment; filename=\"x.json.gz\"\r\n", b"\xff\xfe", b"=?utf-8?q?x?="]),
+        st.sampled_from(
+            [
+                b"Content-Type: multipart/report; report-type=tlsrpt; boundary=b\r\n",
+                b"\r\n",
+                b"--b\r\n",
+                b"Content-Type: application/tlsrpt+gzip\r\n",
+                b"Content-Transfer-Encoding: base64\r\n",
+                b"H4sIAAAAAAAA\r\n",
+                b"--b--\r\n",
+                b"Content-Type: application/json; name=r.json\r\n",
+                b"{}",
+                b'Content-Disposition: attachment; filename="x.json.gz"\r\n',
+                b"\xff\xfe",
+                b"=?utf-8?q?x?=",
+            ]
+        ),
         max_size=12,
     ).map(b"".join),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300)

@@ -17,8 +17,14 @@ from .conftest import KNOT_PORT, MTASTS
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MTASTS, *args], capture_output=True, text=True, cwd=cwd, timeout=60,
-                          env={**os.environ, "NO_COLOR": "1", **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [MTASTS, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
 
 
 def served_ids(server: str) -> list[str]:
@@ -43,8 +49,16 @@ def test_publish_replaces_both_records_and_verifies(
     run("init", "example.com", "--mx", "mx.example.com", cwd=tmp_path)
     secret = tmp_path / "tsig.secret"
     secret.write_text(str(knot["secret"]))
-    result = run("publish", "--server", str(knot["server"]), "--tsig-key", str(knot["key"]),
-                 "--tsig-secret-file", str(secret), cwd=tmp_path)  # fmt: skip
+    result = run(
+        "publish",
+        "--server",
+        str(knot["server"]),
+        "--tsig-key",
+        str(knot["key"]),
+        "--tsig-secret-file",
+        str(secret),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     new_id = (
         run("records", "--format", "json", cwd=tmp_path).stdout.split('"id": "')[1].split('"')[0]
@@ -60,8 +74,15 @@ def test_publish_replaces_both_records_and_verifies(
 def test_a_wrong_key_is_refused_and_said_so(knot: dict[str, object], tmp_path: Path) -> None:
     run("init", "example.com", "--mx", "mx.example.com", cwd=tmp_path)
     wrong = "c2VjcmV0IHRoYXQgaXMgbm90IHRoZSBzZXJ2ZXIncw=="
-    result = run("publish", "--server", str(knot["server"]), "--tsig-key", str(knot["key"]), cwd=tmp_path,
-                 env={"MTASTS_TSIG_SECRET": wrong})  # fmt: skip
+    result = run(
+        "publish",
+        "--server",
+        str(knot["server"]),
+        "--tsig-key",
+        str(knot["key"]),
+        cwd=tmp_path,
+        env={"MTASTS_TSIG_SECRET": wrong},
+    )
     assert result.returncode == 1
     assert "example.com: error:" in result.stdout
     unsigned = run("publish", "--server", str(knot["server"]), cwd=tmp_path)
@@ -86,8 +107,17 @@ def test_missing_secret_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_a_mode_change_can_publish_directly(knot: dict[str, object], tmp_path: Path) -> None:
     run("init", "example.com", "--mx", "mx.example.com", cwd=tmp_path)
-    result = run("max-age", "example.com", "3600", "--publish", str(knot["server"]), "--tsig-key", str(knot["key"]),
-                 cwd=tmp_path, env={"MTASTS_TSIG_SECRET": str(knot["secret"])})  # fmt: skip
+    result = run(
+        "max-age",
+        "example.com",
+        "3600",
+        "--publish",
+        str(knot["server"]),
+        "--tsig-key",
+        str(knot["key"]),
+        cwd=tmp_path,
+        env={"MTASTS_TSIG_SECRET": str(knot["secret"])},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     new_id = (
         run("records", "--format", "json", cwd=tmp_path).stdout.split('"id": "')[1].split('"')[0]
@@ -107,8 +137,17 @@ def test_mode_change_publishes_with_publish(knot: dict[str, object], tmp_path: P
         "--force",
         cwd=tmp_path,
     )
-    result = run("mode", "example.com", "testing", "--publish", str(knot["server"]), "--tsig-key", str(knot["key"]),
-                 cwd=tmp_path, env={"MTASTS_TSIG_SECRET": str(knot["secret"])})  # fmt: skip
+    result = run(
+        "mode",
+        "example.com",
+        "testing",
+        "--publish",
+        str(knot["server"]),
+        "--tsig-key",
+        str(knot["key"]),
+        cwd=tmp_path,
+        env={"MTASTS_TSIG_SECRET": str(knot["secret"])},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     new_id = (
         run("records", "--format", "json", cwd=tmp_path).stdout.split('"id": "')[1].split('"')[0]

@@ -17,25 +17,57 @@ from mtasts.reports.store import open_store
 from .conftest import MTASTS
 
 
-def stored_report(sender: str, domain: str, *, ok: int = 100, failures: list[tuple[str, int]] | None = None,
-                  day: dt.date | None = None, report_id: str | None = None) -> bytes:  # fmt: skip
+def stored_report(
+    sender: str,
+    domain: str,
+    *,
+    ok: int = 100,
+    failures: list[tuple[str, int]] | None = None,
+    day: dt.date | None = None,
+    report_id: str | None = None,
+) -> bytes:
     start = dt.datetime.combine(
         day or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1), dt.time(), dt.UTC
     )
-    details = [{"result-type": kind, "sending-mta-ip": "192.0.2.1", "receiving-mx-hostname": f"mx.{domain}",
-                "receiving-ip": "198.51.100.7", "failed-session-count": count} for kind, count in failures or []]  # fmt: skip
+    details = [
+        {
+            "result-type": kind,
+            "sending-mta-ip": "192.0.2.1",
+            "receiving-mx-hostname": f"mx.{domain}",
+            "receiving-ip": "198.51.100.7",
+            "failed-session-count": count,
+        }
+        for kind, count in failures or []
+    ]
     doc: dict[str, Any] = {
         "organization-name": sender,
-        "date-range": {"start-datetime": start.isoformat(), "end-datetime": (start + dt.timedelta(hours=23, minutes=59)).isoformat()},
+        "date-range": {
+            "start-datetime": start.isoformat(),
+            "end-datetime": (start + dt.timedelta(hours=23, minutes=59)).isoformat(),
+        },
         "contact-info": f"tlsrpt@{sender}",
         "report-id": report_id or f"{sender}-{domain}-{start:%Y%m%d}",
-        "policies": [{
-            "policy": {"policy-type": "sts", "policy-string": ["version: STSv1", "mode: testing", f"mx: mx.{domain}", "max_age: 86400"],
-                       "policy-domain": domain, "mx-host": [f"mx.{domain}"]},
-            "summary": {"total-successful-session-count": ok, "total-failure-session-count": sum(c for _, c in failures or [])},
-            "failure-details": details,
-        }],
-    }  # fmt: skip
+        "policies": [
+            {
+                "policy": {
+                    "policy-type": "sts",
+                    "policy-string": [
+                        "version: STSv1",
+                        "mode: testing",
+                        f"mx: mx.{domain}",
+                        "max_age: 86400",
+                    ],
+                    "policy-domain": domain,
+                    "mx-host": [f"mx.{domain}"],
+                },
+                "summary": {
+                    "total-successful-session-count": ok,
+                    "total-failure-session-count": sum(c for _, c in failures or []),
+                },
+                "failure-details": details,
+            }
+        ],
+    }
     return json.dumps(doc).encode()
 
 
@@ -57,8 +89,13 @@ def test_clean_reports_from_the_large_senders_are_ready(tmp_path: Path) -> None:
     assert verdict.verdict == "READY"
     assert verdict.sessions == 1200
     assert verdict.vouched == ["google.com", "microsoft.com"]
-    each = readiness(store, "example.com", trusted=frozenset({Channel.FILE}),
-                     large_senders=("google.com", "yahoo.com"), require_all=True)  # fmt: skip
+    each = readiness(
+        store,
+        "example.com",
+        trusted=frozenset({Channel.FILE}),
+        large_senders=("google.com", "yahoo.com"),
+        require_all=True,
+    )
     assert each.verdict == "UNKNOWN"
     assert (
         each.reason == "no report from the largest senders (yahoo.com) in 14 days: too little data"
@@ -79,8 +116,11 @@ def test_negotiation_failures_are_what_enforce_would_defer(tmp_path: Path) -> No
     assert verdict.reason == "enforce would have deferred 42 of 247 sessions"
     (deferred,) = verdict.would_defer
     assert (deferred.submitter, deferred.result_type, deferred.receiving_mx, deferred.sessions) == (
-        "google.com", "certificate-host-mismatch", "mx.example.com", 42,
-    )  # fmt: skip
+        "google.com",
+        "certificate-host-mismatch",
+        "mx.example.com",
+        42,
+    )
     assert deferred.explained_by == "mtasts check: certificate-host-mismatch"
     assert [g.result_type for g in verdict.unaffected] == ["sts-policy-fetch-error"]
 
@@ -110,8 +150,13 @@ def test_cli_summary_json_csv_and_readiness_exit_status(tmp_path: Path) -> None:
         stored_report("google.com", "example.com", failures=[("certificate-expired", 7)]), "t"
     )
     env = {**os.environ, "NO_COLOR": "1"}
-    out = subprocess.run([MTASTS, "reports", "summary", "--db", db, "--json", "--csv", str(tmp_path / "s.csv")],
-                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [MTASTS, "reports", "summary", "--db", db, "--json", "--csv", str(tmp_path / "s.csv")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     rows = json.loads(out.stdout)
     assert rows[0]["failures"] == {"certificate-expired": 7}
     with (tmp_path / "s.csv").open(newline="") as handle:
@@ -244,14 +289,27 @@ def test_summary_by_domain_and_readiness_of_every_domain(tmp_path: Path) -> None
     for back in range(1, 29):  # four weeks: this fortnight against the one before
         day = today - dt.timedelta(days=back)
         worse = back <= 14
-        store.ingest(stored_report("google.com", "a.example", ok=90 if worse else 95, day=day,
-                                   failures=[("certificate-expired", 10 if worse else 5)]), "t")  # fmt: skip
+        store.ingest(
+            stored_report(
+                "google.com",
+                "a.example",
+                ok=90 if worse else 95,
+                day=day,
+                failures=[("certificate-expired", 10 if worse else 5)],
+            ),
+            "t",
+        )
         store.ingest(stored_report("google.com", "b.example", ok=100, day=day), "t")
     env = {**os.environ, "NO_COLOR": "1"}
 
     def reports(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([MTASTS, "reports", *args, "--db", db], capture_output=True, text=True,
-                              env=env, timeout=60)  # fmt: skip
+        return subprocess.run(
+            [MTASTS, "reports", *args, "--db", db],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
 
     rows = {
         r["domain"]: r

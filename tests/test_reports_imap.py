@@ -27,8 +27,9 @@ def count(client: imaplib.IMAP4, folder: str) -> int:
     return int(data[0]) if status == "OK" else -1
 
 
-def ingest_command(server: dict[str, object], *args: str, folder: str = "INBOX", tls: bool = False,
-                   ca: bool = True) -> list[str]:  # fmt: skip
+def ingest_command(
+    server: dict[str, object], *args: str, folder: str = "INBOX", tls: bool = False, ca: bool = True
+) -> list[str]:
     """``mtasts reports ingest --imap-url`` for ``folder`` of the test Dovecot (STARTTLS, or imaps)."""
     scheme, port = ("imaps", server["tls_port"]) if tls else ("imap", server["port"])
     url = f"{scheme}://{server['user']}@{server['host']}:{port}/{folder}"
@@ -44,10 +45,22 @@ def imap_env(server: dict[str, object], password: str | None = None) -> dict[str
     }
 
 
-def run(*args: str, server: dict[str, object], db: str, password: str | None = None, folder: str = "INBOX",
-        tls: bool = False, ca: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run(ingest_command(server, "--db", db, *args, folder=folder, tls=tls, ca=ca),
-                          capture_output=True, text=True, env=imap_env(server, password), timeout=120)  # fmt: skip
+def run(
+    *args: str,
+    server: dict[str, object],
+    db: str,
+    password: str | None = None,
+    folder: str = "INBOX",
+    tls: bool = False,
+    ca: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ingest_command(server, "--db", db, *args, folder=folder, tls=tls, ca=ca),
+        capture_output=True,
+        text=True,
+        env=imap_env(server, password),
+        timeout=120,
+    )
 
 
 def test_imap_ingest_moves_reports_and_leaves_other_mail(
@@ -73,8 +86,12 @@ def test_imap_ingest_moves_reports_and_leaves_other_mail(
 
 def test_watch_picks_up_new_mail(dovecot: dict[str, object], tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    process = subprocess.Popen(ingest_command(dovecot, "--db", db, "--watch", "--interval", "1"),
-                               env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        ingest_command(dovecot, "--db", db, "--watch", "--interval", "1"),
+        env=imap_env(dovecot),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         client = mailbox(dovecot)
         client.append("INBOX", None, None, report_mail(report("watched")))
@@ -104,10 +121,20 @@ def test_watch_is_woken_by_idle_long_before_its_interval(
     client.create("Idle")
     client.append("Idle", None, None, b"From: a@example.com\r\nSubject: not a report\r\n\r\nhi\r\n")
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    command = ingest_command(dovecot, "--db", db, "--watch", "--interval", "600", "--imap-processed", "Idle-done",
-                             folder="Idle")  # fmt: skip
-    process = subprocess.Popen(command, env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+    command = ingest_command(
+        dovecot,
+        "--db",
+        db,
+        "--watch",
+        "--interval",
+        "600",
+        "--imap-processed",
+        "Idle-done",
+        folder="Idle",
+    )
+    process = subprocess.Popen(
+        command, env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(2)  # the first round finds the folder empty and starts waiting
         client.append("Idle", None, None, report_mail(report("idled")))
@@ -128,8 +155,11 @@ def test_watch_is_woken_by_idle_long_before_its_interval(
     # unrelated mail is neither logged every round nor fetched again once seen.
     lines = [line for line in log.splitlines() if " stored " in line]
     assert len(lines) == 1, log
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ stored 1, duplicates 0, quarantined 0, "
-                        r"unrelated mail skipped 0", lines[0]), log  # fmt: skip
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ stored 1, duplicates 0, quarantined 0, "
+        r"unrelated mail skipped 0",
+        lines[0],
+    ), log
     client.logout()
 
 
@@ -147,8 +177,17 @@ def test_a_large_folder_is_read_and_moved_in_sets(
         )
     client.append("Bulk", None, None, report_mail(report("bulk-7")))  # the same report again
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    result = run("--batch", "40", "--imap-processed", "Bulk-done", "--imap-failed", "Bulk-failed",
-                 server=dovecot, db=db, folder="Bulk")  # fmt: skip
+    result = run(
+        "--batch",
+        "40",
+        "--imap-processed",
+        "Bulk-done",
+        "--imap-failed",
+        "Bulk-failed",
+        server=dovecot,
+        db=db,
+        folder="Bulk",
+    )
     assert result.returncode == 0, result.stderr
     assert "stored 230, duplicates 1, quarantined 0, unrelated mail skipped 5" in result.stdout
     assert (count(client, "Bulk"), count(client, "Bulk-done"), count(client, "Bulk-failed")) == (
@@ -168,10 +207,18 @@ def test_watch_outlives_a_failing_store_and_moves_nothing_meanwhile(
     client.append("Outage", None, None, report_mail(report("outage")))
     path = tmp_path / "r.sqlite"
     open_store(f"sqlite:///{path}")
-    command = ingest_command(dovecot, "--watch", "--interval", "1", "--db", f"sqlite:///file:{path}?mode=ro&uri=true",
-                             folder="Outage")  # fmt: skip
-    process = subprocess.Popen(command, env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+    command = ingest_command(
+        dovecot,
+        "--watch",
+        "--interval",
+        "1",
+        "--db",
+        f"sqlite:///file:{path}?mode=ro&uri=true",
+        folder="Outage",
+    )
+    process = subprocess.Popen(
+        command, env=imap_env(dovecot), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(3)  # two or three rounds, each failing to store
         assert process.poll() is None, "the watcher died with the store"
@@ -218,8 +265,15 @@ def test_without_move_a_copy_and_uid_expunge_leave_the_users_deleted_mail_alone(
     client.append(
         "Plain", "(\\Deleted)", None, b"Subject: the user's, marked deleted\r\n\r\nkeep\r\n"
     )
-    source = ImapSource(str(dovecot["host"]), int(str(dovecot["port"])), str(dovecot["user"]), "Plain", False,
-                        str(dovecot["password"]), ca_file=Path(str(dovecot["ca_file"])))  # fmt: skip
+    source = ImapSource(
+        str(dovecot["host"]),
+        int(str(dovecot["port"])),
+        str(dovecot["user"]),
+        "Plain",
+        False,
+        str(dovecot["password"]),
+        ca_file=Path(str(dovecot["ca_file"])),
+    )
     mover = _connect(source)
     assert {"MOVE", "UIDPLUS"} <= set(mover.capabilities)  # as announced after login
     mover.capabilities = tuple(c for c in mover.capabilities if c != "MOVE")
@@ -263,8 +317,14 @@ def test_oauth2_mailboxes_log_in_with_an_access_token(
 
     def ingest() -> subprocess.CompletedProcess[str]:
         # A wrong password in the environment too: the token, not the password, logs in.
-        return run("--imap-token-file", str(token), server=dovecot, db=f"sqlite:///{tmp_path / 'r.sqlite'}",
-                   folder="Workspace", password="not-the-password")  # fmt: skip
+        return run(
+            "--imap-token-file",
+            str(token),
+            server=dovecot,
+            db=f"sqlite:///{tmp_path / 'r.sqlite'}",
+            folder="Workspace",
+            password="not-the-password",
+        )
 
     token.write_text("expired-or-wrong\n")
     refused = ingest()

@@ -41,8 +41,15 @@ def report_mail(
 def run(
     *args: str, db: str, stdin: bytes | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([MTASTS, "reports", *args, "--db", db], input=stdin.decode() if stdin else None,
-                          capture_output=True, text=True, timeout=120, cwd=cwd, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    return subprocess.run(
+        [MTASTS, "reports", *args, "--db", db],
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
 
 
 def test_every_file_shape_is_stored_once(db_url: str, tmp_path: Path) -> None:
@@ -129,8 +136,11 @@ def test_killed_mid_batch_loses_and_duplicates_nothing(db_url: str, tmp_path: Pa
     inbox.mkdir()
     for n in range(400):
         (inbox / f"{n:04d}.json").write_bytes(report(f"k{n}"))
-    process = subprocess.Popen([MTASTS, "reports", "ingest", str(inbox), "--db", db_url, "--batch", "10"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [MTASTS, "reports", "ingest", str(inbox), "--db", db_url, "--batch", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     store = open_store(db_url)
     while store.counts()["reports"] < 20:  # wait until it is well into the batch
@@ -187,9 +197,15 @@ def test_two_ingests_at_once_store_each_report_once(db_url: str, tmp_path: Path)
         Path(files[-1]).write_bytes(report(f"race-{n}"))
     open_store(db_url)
     # Small batches: each racer takes long enough that they overlap even if one starts late.
-    racers = [subprocess.Popen([MTASTS, "reports", "ingest", *order, "--db", db_url, "--batch", "2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for order in (files, files[::-1])]  # fmt: skip
+    racers = [
+        subprocess.Popen(
+            [MTASTS, "reports", "ingest", *order, "--db", db_url, "--batch", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for order in (files, files[::-1])
+    ]
     outputs = [racer.communicate(timeout=120) for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0], outputs
     counts = []
@@ -204,8 +220,15 @@ def test_two_ingests_at_once_store_each_report_once(db_url: str, tmp_path: Path)
 
 
 def test_two_processes_can_create_a_new_store_at_once(db_url: str) -> None:
-    racers = [subprocess.Popen([MTASTS, "reports", "summary", "--db", db_url], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    racers = [
+        subprocess.Popen(
+            [MTASTS, "reports", "summary", "--db", db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outputs = [racer.communicate(timeout=60) for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0, 0], outputs
 
@@ -249,8 +272,21 @@ def test_a_maildir_killed_mid_batch_keeps_every_message_in_exactly_one_place(
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     for n in range(400):
         box.add(report_mail(report(f"mk{n}")))
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--maildir", str(tmp_path / "Maildir"), "--db", db_url,
-                                "--batch", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "reports",
+            "ingest",
+            "--maildir",
+            str(tmp_path / "Maildir"),
+            "--db",
+            db_url,
+            "--batch",
+            "10",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     store = open_store(db_url)
     while store.counts()["reports"] < 20:
@@ -280,10 +316,12 @@ def test_each_kind_of_bad_report_names_its_rule_and_the_good_one_still_lands(
     bad = {
         "nested.json": b"[" * 200_000 + b"]" * 200_000,
         "latin1.json": report("latin").replace(b"Example Mail", "Exämple".encode("latin-1")),
-        "absurd.json": report("absurd").replace(b'"failed-session-count": 100', b'"failed-session-count": 10000000000000000'),
+        "absurd.json": report("absurd").replace(
+            b'"failed-session-count": 100', b'"failed-session-count": 10000000000000000'
+        ),
         "date.json": report("date").replace(b"2016-04-01T00:00:00Z", b"01/04/2016"),
         "truncated.json.gz": gzip.compress(report("cut"))[:-12],
-    }  # fmt: skip
+    }
     for name, data in bad.items():
         (inbox / name).write_bytes(data)
     # A message whose MIME is broken (no closing boundary) but whose report part is whole.
@@ -298,7 +336,12 @@ def test_each_kind_of_bad_report_names_its_rule_and_the_good_one_still_lands(
         assert any(f"{inbox / name}:" in line for line in lines), name
     # Each line ends with the rule broken, the same code the quarantine lists.
     assert sorted(line.rsplit("[", 1)[1].rstrip("]") for line in lines) == [
-        "report.count-absurd", "report.date", "report.encoding", "report.gzip", "report.json"]  # fmt: skip
+        "report.count-absurd",
+        "report.date",
+        "report.encoding",
+        "report.gzip",
+        "report.json",
+    ]
     held = run("quarantine", db=db_url).stdout
     for rule in (
         "report.json",
@@ -372,9 +415,24 @@ def test_prune_drops_old_reports_with_their_rows_and_raw_bytes(db_url: str, tmp_
 def test_watch_keeps_reading_a_maildir(tmp_path: Path) -> None:
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", "--maildir", str(tmp_path / "Maildir"), "--watch",
-                                "--interval", "1", "--db", db], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "reports",
+            "ingest",
+            "--maildir",
+            str(tmp_path / "Maildir"),
+            "--watch",
+            "--interval",
+            "1",
+            "--db",
+            db,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     try:
         time.sleep(1.5)  # a round or two over the empty Maildir
         box.add(report_mail(report("delivered-later")))
@@ -456,9 +514,14 @@ def test_an_interrupted_ingest_says_what_it_stored(tmp_path: Path) -> None:
     for n in range(20_000):
         (inbox / f"{n:05d}.json").write_bytes(report(f"int-{n}"))
     db = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    process = subprocess.Popen([MTASTS, "reports", "ingest", str(inbox), "--batch", "100", "--db", db],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, "NO_COLOR": "1"})  # fmt: skip
+    process = subprocess.Popen(
+        [MTASTS, "reports", "ingest", str(inbox), "--batch", "100", "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     deadline = time.monotonic() + 60
     while not (tmp_path / "r.sqlite").exists() or open_store(db).counts()["reports"] < 100:
         assert process.poll() is None, "the ingest ended before it could be interrupted"

@@ -34,11 +34,24 @@ class Daemon:
 def start_daemon(tmp: Path, *args: str) -> Daemon:
     unix = tmp / "resolver.sock"
     process = subprocess.Popen(
-        [MTASTS, "resolver", "run", "--listen", f"socketmap:inet:127.0.0.1:{SOCKETMAP_PORT}",
-         "--listen", f"tcp:inet:127.0.0.1:{TCP_TABLE_PORT}", "--listen", f"socketmap:unix:{unix}",
-         "--metrics", f"127.0.0.1:{METRICS_PORT}", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
-    )  # fmt: skip
+        [
+            MTASTS,
+            "resolver",
+            "run",
+            "--listen",
+            f"socketmap:inet:127.0.0.1:{SOCKETMAP_PORT}",
+            "--listen",
+            f"tcp:inet:127.0.0.1:{TCP_TABLE_PORT}",
+            "--listen",
+            f"socketmap:unix:{unix}",
+            "--metrics",
+            f"127.0.0.1:{METRICS_PORT}",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     wait_for_port(SOCKETMAP_PORT, process)
     return Daemon(process, unix)
 
@@ -88,7 +101,11 @@ def test_socketmap_answers_like_postfix_mta_sts_resolver(daemon: Daemon) -> None
         assert ask(sock, "no-sts.example") == "NOTFOUND "
         assert ask(sock, "policy-404.example") == "NOTFOUND "
         assert ask(sock, ".good-enforce.example") == "NOTFOUND "  # no parent-zone lookups (§3.4)
-        assert ask(sock, "[mx1.good-enforce.example]:25") == "NOTFOUND "
+        # RFC 8461 §3.4: a smart host's own domain is the policy domain, bracketed or not.
+        assert ask(sock, "[mx1.good-enforce.example]:25") == "NOTFOUND "  # that name has no policy
+        assert ask(sock, "[good-enforce.example]:587").startswith("OK secure match=")
+        assert ask(sock, "[good-enforce.example]").startswith("OK secure match=")
+        assert ask(sock, "[127.0.0.1]:25") == "NOTFOUND "  # an address literal has no domain
 
 
 def test_unix_socket_and_tcp_table(daemon: Daemon) -> None:
@@ -154,9 +171,16 @@ def test_cache_survives_restart_and_outlives_dns_failure(lab: RunningLab, tmp_pa
     first.stop()
     # Restart with DNS pointing nowhere: RFC 8461 §5.1, the cached unexpired policy still applies.
     second = start_daemon(
-        tmp_path, "--cache", str(cache), "--nameserver", "127.0.0.1:9", "--timeout", "1",
-        "--ca-file", lab.ca_file,
-    )  # fmt: skip
+        tmp_path,
+        "--cache",
+        str(cache),
+        "--nameserver",
+        "127.0.0.1:9",
+        "--timeout",
+        "1",
+        "--ca-file",
+        lab.ca_file,
+    )
     try:
         with socket.create_connection(("127.0.0.1", SOCKETMAP_PORT), timeout=10) as sock:
             assert ask(sock, "good-enforce.example").startswith(
@@ -231,11 +255,13 @@ def test_zones_pick_settings_by_the_postfix_map_name(lab: RunningLab, tmp_path: 
     ("config_text", "message"),
     [
         ('[resolver]\ntesting = "sometimes"\n', " [resolver]: testing = 'sometimes'"),
-        ('[resolver.zones.strict]\nlisten = ["socketmap:inet:127.0.0.1:1"]\n',
-         " [resolver] zones.strict: 'listen' cannot be set per zone (only testing, tlsrpt_attributes, request_timeout)"),
+        (
+            '[resolver.zones.strict]\nlisten = ["socketmap:inet:127.0.0.1:1"]\n',
+            " [resolver] zones.strict: 'listen' cannot be set per zone (only testing, tlsrpt_attributes, request_timeout)",
+        ),
         ("[resolver]\ncolour = 1\n", ": [resolver] unknown key 'colour'"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_is_a_one_line_usage_error(
     tmp_path: Path, config_text: str, message: str
 ) -> None:

@@ -36,8 +36,9 @@ class FakeResolver:
         return Answer()
 
 
-def engine_with(tlsa: dict[str, bool], monkeypatch: Any, clock: list[float],
-                trust_ad: bool = True) -> PolicyEngine:  # fmt: skip
+def engine_with(
+    tlsa: dict[str, bool], monkeypatch: Any, clock: list[float], trust_ad: bool = True
+) -> PolicyEngine:
     async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
         return PolicyFetch(
             "https://mta-sts.example.net/.well-known/mta-sts.txt",
@@ -86,8 +87,10 @@ def test_the_ad_bit_counts_only_from_a_trusted_resolver(monkeypatch: Any) -> Non
 
 def test_unsigned_or_partial_tlsa_keeps_the_mta_sts_answer(monkeypatch: Any) -> None:
     clock = [1000.0]
-    for tlsa in ({"_25._tcp.mx1.example.net": False, "_25._tcp.mx2.example.net": False},
-                 {"_25._tcp.mx1.example.net": True}):  # fmt: skip
+    for tlsa in (
+        {"_25._tcp.mx1.example.net": False, "_25._tcp.mx2.example.net": False},
+        {"_25._tcp.mx1.example.net": True},
+    ):
         lookup = asyncio.run(engine_with(tlsa, monkeypatch, clock).lookup("example.net"))
         assert lookup.dane is False
         assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane) == (

@@ -34,10 +34,22 @@ class Site:
         self, host: str, path: str = "/.well-known/mta-sts.txt", *extra: str
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [need("curl"), "-s", "--max-time", "5", "--cacert", str(self.ca.ca_file), "--resolve",
-             f"{host}:{PORT}:127.0.0.1", *extra, f"https://{host}:{PORT}{path}"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                need("curl"),
+                "-s",
+                "--max-time",
+                "5",
+                "--cacert",
+                str(self.ca.ca_file),
+                "--resolve",
+                f"{host}:{PORT}:127.0.0.1",
+                *extra,
+                f"https://{host}:{PORT}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
@@ -53,8 +65,13 @@ def _configure(folder: Path) -> LabCA:
         ("example.org", ["--mode", "enforce", "--max-age", "604800", "--force"]),
     ):
         (folder / f"{domain}.pem").write_bytes(ca.issue((f"mta-sts.{domain}",), Validity.VALID))
-        subprocess.run([MTASTS, "init", domain, "--mx", f"mx.{domain}", *extra], cwd=folder, env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [MTASTS, "init", domain, "--mx", f"mx.{domain}", *extra],
+            cwd=folder,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     text = (folder / "mtasts.toml").read_text()
     for domain in ("example.com", "example.org"):
         text = text.replace(
@@ -68,9 +85,21 @@ def _configure(folder: Path) -> LabCA:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     ca = _configure(tmp_path)
-    process = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(PORT),
-                                "--metrics-listen", f"127.0.0.1:{METRICS}"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--metrics-listen",
+            f"127.0.0.1:{METRICS}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_for_port(PORT, process)
     running = Site(tmp_path, ca, process)
     yield running
@@ -119,11 +148,19 @@ def test_unknown_hosts_and_paths_get_404_never_a_redirect(site: Site) -> None:
         public = site.curl("mta-sts.example.com", path, "-o", "/dev/null", "-w", "%{http_code}")
         assert public.stdout == "404"
     wait_for_port(METRICS, site.process)
-    health = subprocess.run(["curl", "-s", f"http://127.0.0.1:{METRICS}/healthz"],
-                            capture_output=True, text=True, timeout=10)  # fmt: skip
+    health = subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{METRICS}/healthz"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert health.stdout == "ok 2 domains\n"
-    metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{METRICS}/metrics"],
-                             capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+    metrics = subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{METRICS}/metrics"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
     assert 'mtasts_policy_fetches_total{domain="unknown",status="404"} 1' in metrics
 
 
@@ -163,12 +200,26 @@ def test_sighup_and_an_edited_file_reload_without_a_restart(site: Site) -> None:
 
 def test_proxy_mode_serves_plain_http(tmp_path: Path) -> None:
     _configure(tmp_path)
-    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(PORT + 1)],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(PORT + 1)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(PORT + 1, process)
-        out = subprocess.run([need("curl"), "-s", "-H", "Host: mta-sts.example.org", f"http://127.0.0.1:{PORT + 1}/.well-known/mta-sts.txt"],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        out = subprocess.run(
+            [
+                need("curl"),
+                "-s",
+                "-H",
+                "Host: mta-sts.example.org",
+                f"http://127.0.0.1:{PORT + 1}/.well-known/mta-sts.txt",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert "mode: enforce" in out.stdout
     finally:
         process.send_signal(signal.SIGTERM)
@@ -203,9 +254,24 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
     _configure(tmp_path)
     db = f"sqlite:///{tmp_path / 'reports.sqlite'}"
     port = PORT + 3
-    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port), "--reports", db,
-                                "--max-report-size", "1M"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--proxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reports",
+            db,
+            "--max-report-size",
+            "1M",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(port, process)
         (tmp_path / "r.json.gz").write_bytes(
@@ -220,10 +286,23 @@ def test_https_rua_endpoint_stores_reports_once_and_refuses_bad_ones(tmp_path: P
 
         def post(path: str, media: str) -> str:
             return subprocess.run(
-                [need("curl"), "-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", f"@{tmp_path / path}",
-                 "-H", f"Content-Type: {media}", f"http://127.0.0.1:{port}/tlsrpt"],
-                capture_output=True, text=True, timeout=60,
-            ).stdout  # fmt: skip
+                [
+                    need("curl"),
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--data-binary",
+                    f"@{tmp_path / path}",
+                    "-H",
+                    f"Content-Type: {media}",
+                    f"http://127.0.0.1:{port}/tlsrpt",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
 
         assert post("r.json.gz", "application/tlsrpt+gzip") == "201"
         assert (
@@ -251,19 +330,43 @@ def test_https_rua_answers_503_when_the_store_cannot_write(tmp_path: Path) -> No
     path = tmp_path / "reports.sqlite"
     open_store(f"sqlite:///{path}")
     port = PORT + 3
-    process = subprocess.Popen([MTASTS, "serve", "--proxy", "--host", "127.0.0.1", "--port", str(port),
-                                "--reports", f"sqlite:///file:{path}?mode=ro&uri=true"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--proxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reports",
+            f"sqlite:///file:{path}?mode=ro&uri=true",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(port, process)
         (tmp_path / "r.json.gz").write_bytes(
             gzip.compress(stored_report("google.com", "example.org"))
         )
         answer = subprocess.run(
-            [need("curl"), "-s", "-D", "-", "--data-binary", f"@{tmp_path / 'r.json.gz'}",
-             "-H", "Content-Type: application/tlsrpt+gzip", f"http://127.0.0.1:{port}/tlsrpt"],
-            capture_output=True, text=True, timeout=60,
-        ).stdout  # fmt: skip
+            [
+                need("curl"),
+                "-s",
+                "-D",
+                "-",
+                "--data-binary",
+                f"@{tmp_path / 'r.json.gz'}",
+                "-H",
+                "Content-Type: application/tlsrpt+gzip",
+                f"http://127.0.0.1:{port}/tlsrpt",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
     finally:
         process.send_signal(signal.SIGTERM)
         _, log = process.communicate(timeout=10)
@@ -280,8 +383,14 @@ def test_serve_refuses_certificates_senders_would_reject(tmp_path: Path) -> None
     (tmp_path / "example.com.pem").write_bytes(ca.issue(("www.other.example",), Validity.VALID))
     (tmp_path / "example.org.pem").write_bytes(ca.issue(("mta-sts.example.org",), Validity.EXPIRED))
     env = {**os.environ, "NO_COLOR": "1"}
-    refused = subprocess.run([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24))], cwd=tmp_path,
-                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    refused = subprocess.run(
+        [MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert refused.returncode == 2
     lines = refused.stderr.splitlines()
     assert (
@@ -297,15 +406,34 @@ def test_serve_refuses_certificates_senders_would_reject(tmp_path: Path) -> None
     (tmp_path / "example.org.pem").write_bytes(
         other.issue(("mta-sts.example.org",), Validity.VALID)
     )
-    mismatch = subprocess.run([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24))], cwd=tmp_path,
-                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    mismatch = subprocess.run(
+        [MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert (
         "error: example.org: cert_file example.org.pem and key_file ca/certs/leaf.key: they do not belong together"
         in mismatch.stderr.splitlines()
     )
-    started = subprocess.Popen([MTASTS, "serve", "--host", "127.0.0.1", "--port", str(port(24)),
-                                "--allow-invalid-certificate", "--metrics-listen", "none"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    started = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port(24)),
+            "--allow-invalid-certificate",
+            "--metrics-listen",
+            "none",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_for_port(port(24), started)
     started.send_signal(signal.SIGTERM)
     _, err = started.communicate(timeout=10)
@@ -317,15 +445,29 @@ def test_serve_listens_on_ipv6_and_ipv4_and_logs_each_request(tmp_path: Path) ->
 
     _configure(tmp_path)
     listen = port(25)
-    process = subprocess.Popen([MTASTS, "serve", "--port", str(listen), "--metrics-listen", "none"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [MTASTS, "serve", "--port", str(listen), "--metrics-listen", "none"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(listen, process)
         with socket.create_connection(("::1", listen), timeout=5):
             pass
-        done = subprocess.run([need("curl"), "-s", "-k", "--resolve", f"mta-sts.example.com:{listen}:127.0.0.1",
-                               f"https://mta-sts.example.com:{listen}/.well-known/mta-sts.txt"],
-                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        done = subprocess.run(
+            [
+                need("curl"),
+                "-s",
+                "-k",
+                "--resolve",
+                f"mta-sts.example.com:{listen}:127.0.0.1",
+                f"https://mta-sts.example.com:{listen}/.well-known/mta-sts.txt",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert "mode: testing" in done.stdout
     finally:
         process.send_signal(signal.SIGTERM)

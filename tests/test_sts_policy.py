@@ -144,14 +144,28 @@ def test_every_error_is_collected_not_just_the_first() -> None:
     assert [e.line for e in diagnosis.errors] == [1, 2, 3, 4]
 
 
-def test_notes_for_duplicates_unknown_fields_and_blank_lines() -> None:
-    diagnosis = diagnose_policy(BASE + "\nmode: testing\nmx-host: x\n")
+def test_notes_for_duplicates_and_unknown_fields() -> None:
+    diagnosis = diagnose_policy(BASE + "mode: testing\nmx-host: x\n")
     assert diagnosis.policy is not None
-    assert {n.rule for n in diagnosis.notes} == {
-        "policy.blank",
-        "policy.duplicate-field",
-        "policy.unknown-field",
-    }
+    assert {n.rule for n in diagnosis.notes} == {"policy.duplicate-field", "policy.unknown-field"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        BASE.replace("\n", "\r\n") + "\r\n",  # the final empty line mox and mimecast reject
+        BASE + "\n",
+        BASE.replace("mode: enforce\n", "mode: enforce\n\n"),
+    ],
+    ids=["final-crlf-crlf", "final-lf-lf", "inner"],
+)
+def test_an_empty_line_is_an_error_strict_senders_reject(text: str) -> None:
+    # RFC 8461 §3.2: the grammar has no empty line; at most one line break ends the file.
+    diagnosis = diagnose_policy(text)
+    assert diagnosis.policy is None
+    assert [e.rule for e in diagnosis.errors] == ["policy.blank"]
+    assert diagnosis.errors[0].fix
+    assert "remove the empty line" in diagnosis.errors[0].fix
 
 
 def test_canonical_serialisation() -> None:

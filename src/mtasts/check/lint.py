@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from mtasts import sts, tlsrpt
 from mtasts.sts import Mode, Policy
 
+from .findings import Severity
+
 DAY = 86400
 WEEK = 7 * DAY
 TIMESTAMP_ID = re.compile(r"(19|20)\d{6}(T?\d{2,6})?\d*\Z")
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    NOTE = "note"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +132,7 @@ def policy_advice(policy: Policy) -> list[LintMessage]:
     if policy.mode is Mode.NONE:
         advice.append(
             LintMessage(
-                Severity.NOTE,
+                Severity.INFO,
                 "advice.mode-none",
                 "RFC 8461 §8.3",
                 "mode none withdraws MTA-STS: keep serving it with a new id for at least the"
@@ -173,7 +168,7 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
 def lint_policy(data: str | bytes, name: str) -> LintResult:
     diagnosis = sts.diagnose_policy(data)
     messages = [_from_sts(e, Severity.ERROR) for e in diagnosis.errors]
-    messages += [_from_sts(n, Severity.NOTE) for n in diagnosis.notes]
+    messages += [_from_sts(n, Severity.INFO) for n in diagnosis.notes]
     messages.sort(key=lambda m: m.line or 0)
     policy = diagnosis.policy
     if policy is None:
@@ -189,14 +184,14 @@ def lint_policy(data: str | bytes, name: str) -> LintResult:
 def lint_sts_record(text: str, name: str = "sts-record") -> LintResult:
     diagnosis = sts.diagnose_record(text)
     messages = [_from_sts(e, Severity.ERROR) for e in diagnosis.errors]
-    messages += [_from_sts(n, Severity.NOTE) for n in diagnosis.notes]
+    messages += [_from_sts(n, Severity.INFO) for n in diagnosis.notes]
     record = diagnosis.record
     if record is None:
         return LintResult(name, "sts-record", tuple(messages))
     if not TIMESTAMP_ID.match(record.id):
         messages.append(
             LintMessage(
-                Severity.NOTE,
+                Severity.INFO,
                 "advice.id-not-timestamp",
                 "RFC 8461 §3.1",
                 f"id {record.id!r} is not a timestamp: a UTC timestamp (20260521T101500)"
@@ -211,7 +206,7 @@ def lint_sts_record(text: str, name: str = "sts-record") -> LintResult:
 def lint_tlsrpt_record(text: str, name: str = "tlsrpt-record") -> LintResult:
     diagnosis = tlsrpt.diagnose_record(text)
     messages = [_from_tlsrpt(e, Severity.ERROR) for e in diagnosis.errors]
-    messages += [_from_tlsrpt(n, Severity.NOTE) for n in diagnosis.notes]
+    messages += [_from_tlsrpt(n, Severity.INFO) for n in diagnosis.notes]
     record = diagnosis.record
     if record is None:
         return LintResult(name, "tlsrpt-record", tuple(messages))

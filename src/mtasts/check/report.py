@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from mtasts.net.tls import Leaf
 
-from .checker import AddressResult, DomainCheck, MxResult
 from .findings import Severity
+from .judge import AddressResult, DomainCheck, MxResult, PolicyHostResult
 
 SCHEMA_VERSION = 1
 
 
-def _certificate(leaf: Leaf | None) -> dict[str, Any] | None:
+def _certificate(leaf: Leaf | None, now: dt.datetime) -> dict[str, Any] | None:
     if leaf is None:
         return None
     return {
@@ -20,11 +21,22 @@ def _certificate(leaf: Leaf | None) -> dict[str, Any] | None:
         "issuer": leaf.issuer,
         "not_before": leaf.not_before.isoformat(),
         "not_after": leaf.not_after.isoformat(),
-        "days_left": leaf.days_left(),
+        "days_left": leaf.days_left(now),
     }
 
 
-def _address(result: AddressResult) -> dict[str, Any]:
+def _policy_address(host: PolicyHostResult) -> dict[str, Any]:
+    fetch, failure = host.fetch, host.verdict.first_failure
+    return {
+        "address": fetch.address,
+        "status": fetch.status,
+        "result": str(failure.kind) if failure else None,
+        "detail": failure.detail if failure else None,
+        "policy": str(host.verdict.policy) if host.verdict.policy else None,
+    }
+
+
+def _address(result: AddressResult, now: dt.datetime) -> dict[str, Any]:
     probe = result.last
     return {
         "address": result.address,
@@ -34,14 +46,14 @@ def _address(result: AddressResult) -> dict[str, Any]:
         "starttls": probe.starttls,
         "tls_version": probe.tls_version,
         "cipher": probe.cipher,
-        "certificate": _certificate(probe.leaf),
+        "certificate": _certificate(probe.leaf, now),
         "error": probe.error,
         "probes": len(result.probes),
         "seconds": round(sum(p.seconds for p in result.probes), 4),
     }
 
 
-def _mx(mx: MxResult) -> dict[str, Any]:
+def _mx(mx: MxResult, now: dt.datetime) -> dict[str, Any]:
     return {
         "host": mx.host,
         "preference": mx.preference,
@@ -50,7 +62,7 @@ def _mx(mx: MxResult) -> dict[str, Any]:
         "tlsa": mx.tlsa,
         "tlsa_validated": mx.tlsa_validated,
         "action": mx.action,
-        "addresses": [_address(a) for a in mx.addresses],
+        "addresses": [_address(a, now) for a in mx.addresses],
     }
 
 
@@ -65,11 +77,12 @@ def adoption_row(check: DomainCheck) -> dict[str, Any]:
     }
 
 
-def to_json(check: DomainCheck, *, smtp_reachable: bool = True) -> dict[str, Any]:
-    """The document; ``smtp_reachable`` False says port 25 was blocked where the check ran."""
+def to_json(check: DomainCheck, *, with_facts: bool = False) -> dict[str, Any]:
+    """The document; ``with_facts`` adds what was observed, which ``--from-facts`` reads back."""
     fetch = check.fetch
     policy = check.policy
-    return {
+    now = check.facts.observed_at
+    document = {
         "schema": SCHEMA_VERSION,
         "domain": check.domain,
         "verdict": check.verdict,
@@ -86,18 +99,23 @@ def to_json(check: DomainCheck, *, smtp_reachable: bool = True) -> dict[str, Any
             "content_type": fetch.content_type,
             "location": fetch.location,
             "error": fetch.error,
-            "certificate": _certificate(fetch.leaf),
+            "certificate": _certificate(fetch.leaf, now),
             "mode": str(policy.mode) if policy else None,
             "max_age": policy.max_age if policy else None,
             "mx": [str(p) for p in policy.mx] if policy else [],
             "text": fetch.body.decode("utf-8", "replace") if fetch.body is not None else None,
+            "addresses": [_policy_address(h) for h in check.policy_hosts],
         },
         "tlsrpt": {
             "txt": check.tlsrpt_txt,
             "rua": list(check.tlsrpt_record.rua) if check.tlsrpt_record else None,
         },
-        "mx": [_mx(m) for m in check.mx],
+        "mx": [_mx(m, now) for m in check.mx],
         "findings": [f.to_dict() for f in check.findings],
         "summary": adoption_row(check),
-        "smtp_reachable_from_here": smtp_reachable,
+        "smtp_reachable_from_here": check.smtp_reachable,
+        "observed_at": now.isoformat(),
     }
+    if with_facts:
+        document["facts"] = check.facts.to_dict()
+    return document

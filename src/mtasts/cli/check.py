@@ -21,14 +21,14 @@ from mtasts.check.checker import (
     CheckInterrupted,
     CheckOptions,
     DomainCheck,
-    check_domains,
-    explain_blocked,
-    smtp_blocked,
+    gather_domains,
+    judge_all,
 )
-from mtasts.check.findings import EXPLANATIONS, Severity
+from mtasts.check.facts import DomainFacts, FactsError
+from mtasts.check.findings import EXPLANATIONS, CheckCode, Severity
+from mtasts.check.judge import Expected
 from mtasts.check.report import adoption_row, to_json
-from mtasts.deploy.config import DeployConfigError, DomainConfig, load_config
-from mtasts.deploy.rollout import drift
+from mtasts.deploy.config import DeployConfigError, load_config
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
@@ -42,6 +42,7 @@ _VERDICT = {
     "ok": "[green]OK[/green]",
     "warning": "[yellow]WARNING[/yellow]",
     "error": "[red]ERROR[/red]",
+    "unknown": "[yellow]UNKNOWN[/yellow]",
 }
 
 
@@ -89,10 +90,14 @@ def render_detail(check: DomainCheck) -> None:
     out = console()
     errors = sum(f.severity is Severity.ERROR for f in check.findings)
     warnings = sum(f.severity is Severity.WARNING for f in check.findings)
-    out.print(f"[bold]{escape(check.domain)}[/bold]: {_VERDICT[check.verdict]}  MTA-STS {check.mode}, "
-              f"TLS-RPT {'yes' if check.tlsrpt_record else 'no'}, {errors} error(s), {warnings} warning(s)")  # fmt: skip
+    out.print(
+        f"[bold]{escape(check.domain)}[/bold]: {_VERDICT[check.verdict]}  MTA-STS {check.mode}, "
+        f"TLS-RPT {'yes' if check.tlsrpt_record else 'no'}, {errors} error(s), {warnings} warning(s)"
+    )
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     for finding in sorted(check.findings, key=lambda f: order[f.severity]):
+        if finding.code is CheckCode.OUTBOUND_PORT_25_BLOCKED:
+            continue  # said once for the whole run, above the domains
         style = _STYLE[finding.severity]
         out.print(
             f"  [{style}]{finding.severity:<7}[/{style}] [bold]{finding.code}[/bold] {escape(finding.subject)}: {escape(finding.message)}",
@@ -152,8 +157,14 @@ def render_adoption(checks: list[DomainCheck]) -> None:
     )
     for check in checks:
         row = adoption_row(check)
-        table.add_row(escape(row["domain"]), row["mta_sts"], "yes" if row["tlsrpt"] else "no",
-                      str(row["errors"]), str(row["warnings"]), _VERDICT[row["verdict"]])  # fmt: skip
+        table.add_row(
+            escape(row["domain"]),
+            row["mta_sts"],
+            "yes" if row["tlsrpt"] else "no",
+            str(row["errors"]),
+            str(row["warnings"]),
+            _VERDICT[row["verdict"]],
+        )
     console().print(table)
 
 
@@ -167,8 +178,8 @@ def write_csv(path: Path, checks: list[DomainCheck]) -> None:
             writer.writerow({k: csv_cell(v) for k, v in adoption_row(check).items()})
 
 
-def _configured(config_path: Path) -> dict[str, tuple[str | None, DomainConfig]]:
-    """The domains of ``mtasts.toml`` with the id their configured policy was given, if any."""
+def _configured(config_path: Path) -> dict[str, Expected]:
+    """The domains of ``mtasts.toml``: each one's policy and the id it was given, if any."""
     if not config_path.exists():
         return {}
     try:
@@ -177,22 +188,59 @@ def _configured(config_path: Path) -> dict[str, tuple[str | None, DomainConfig]]
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
     state = DeployState(state_path(config_path))
-    return {d.name: (state.recorded_id(d.name, d.policy), d) for d in config.domains}
+    return {d.name: Expected(d.policy, state.recorded_id(d.name, d.policy)) for d in config.domains}
 
 
 def _run(
     domains: list[str], options: CheckOptions, concurrency: int, workers: int
-) -> list[DomainCheck]:
+) -> list[DomainFacts]:
     if not sys.stderr.isatty() and len(domains) >= _PROGRESS_FROM:
-        return check_domains(domains, options, concurrency, workers, _progress_lines(len(domains)))
+        return gather_domains(domains, options, concurrency, workers, _progress_lines(len(domains)))
     if not sys.stderr.isatty() or len(domains) < 2:
-        return check_domains(domains, options, concurrency, workers)
+        return gather_domains(domains, options, concurrency, workers)
     columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(stderr=True), transient=True) as progress:
         task = progress.add_task("check", total=len(domains))
-        return check_domains(
+        return gather_domains(
             domains, options, concurrency, workers, lambda n: progress.advance(task, n)
         )
+
+
+def read_facts(source: str) -> tuple[list[DomainFacts], list[str]]:
+    """Facts documents from a file (or ``-``): one JSON document, an array, or JSON lines;
+    each a facts document or a ``check --json --facts`` document holding one. A document
+    that cannot be read is one line naming where, and the rest is still judged."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(
+            f"cannot read {source}: {exc}", param_hint="--from-facts"
+        ) from None
+    try:
+        whole = json.loads(text)
+        items: list[tuple[str, Any]] = [
+            (f"{source}[{n}]", d)
+            for n, d in enumerate(whole if isinstance(whole, list) else [whole])
+        ]
+    except json.JSONDecodeError:
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append((f"{source}:{number}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    items.append((f"{source}:{number}", exc))
+    facts, problems = [], []
+    for where, item in items:
+        try:
+            if isinstance(item, Exception):
+                raise FactsError(f"not JSON ({item})")
+            if not isinstance(item, dict):
+                raise FactsError("not a JSON object")
+            facts.append(DomainFacts.from_dict(item.get("facts", item)))
+        except FactsError as exc:
+            problems.append(f"error: {where}: {exc}")
+    return facts, problems
 
 
 _PROGRESS_FROM = 100  # domains: below this a run takes a second or two
@@ -211,6 +259,73 @@ def _progress_lines(total: int) -> Callable[[int], None]:
             echo(f"checked {int(state['done']):,} of {total:,} domains", err=True)
 
     return advance
+
+
+def _check_live(
+    domains: tuple[str, ...],
+    domain_file: Path | None,
+    config_path: Path,
+    nameservers: tuple[str, ...],
+    ca_file: Path | None,
+    smtp_port: int,
+    https_port: int,
+    timeout: float,
+    probes: int,
+    max_mx: int,
+    max_addresses: int,
+    lab_dir: Path | None,
+    concurrency: int,
+    workers_option: int,
+) -> tuple[list[DomainCheck], list[str], bool]:
+    """Gather and judge the domains asked for (or configured): checks, bad names, interrupted."""
+    given = [(d, "") for d in domains if d.strip()]
+    if domain_file:
+        given += read_domain_file(domain_file)
+    configured = _configured(config_path) if not given else {}
+    given += [(name, "") for name in configured]
+    if not given:
+        raise click.UsageError(
+            f"give at least one DOMAIN or --file (or configure domains in {config_path})"
+        )
+    names, problems = domain_names(given)
+    for problem in problems:  # the rest of the batch goes on
+        echo(problem, fg="red", err=True)
+    if not names:
+        sys.exit(EXIT_USAGE)
+    try:
+        flags: dict[str, Any] = {
+            "ca_file": ca_file,
+            "smtp_port": smtp_port,
+            "https_port": https_port,
+            "nameservers": tuple(Nameserver.parse(n) for n in nameservers),
+        }
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nameserver") from None
+    # The lab's values are the base; a flag the user typed (or set by env) still wins.
+    settings = _options_from_lab(lab_dir) if lab_dir is not None else {}
+    context = click.get_current_context()
+    for key, value in flags.items():
+        source = context.get_parameter_source(key)
+        if key not in settings or source in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
+            settings[key] = value
+    options = CheckOptions(
+        timeout=timeout, probes=probes, max_mx=max_mx, max_addresses=max_addresses, **settings
+    )
+    workers = max(1, min(os.cpu_count() or 1, 4)) if workers_option == 0 else workers_option
+    interrupted = False
+    try:
+        gathered = _run(names, options, concurrency, workers)
+    except CheckInterrupted as stop:  # Ctrl-C: say so, and keep what was checked
+        gathered, interrupted = stop.partial, True
+        echo(
+            f"interrupted: {len(gathered):,} of {len(names):,} domains checked; their results follow",
+            fg="yellow",
+            err=True,
+        )
+    return judge_all(gathered, configured), problems, interrupted
 
 
 @click.command()
@@ -287,14 +402,47 @@ def _progress_lines(total: int) -> Callable[[int], None]:
 )
 @click.option("--explain", "explain_code", help="Print the explanation of a finding code and exit.")
 @click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
-    show_default=True, envvar="MTASTS_CONFIG",
+    "--facts",
+    "with_facts",
+    is_flag=True,
+    help="With --json: add what was observed (the facts the findings were judged from).",
+)
+@click.option(
+    "--from-facts",
+    "facts_source",
+    metavar="FILE",
+    help="Judge saved facts (from --json --facts; '-' reads stdin) instead of checking live.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("mtasts.toml"),
+    show_default=True,
+    envvar="MTASTS_CONFIG",
     help="With no DOMAIN: check every domain configured here, and what differs from what is published.",
-)  # fmt: skip
-def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv_path: Path | None, concurrency: int,
-          nameservers: tuple[str, ...], ca_file: Path | None, smtp_port: int, https_port: int, timeout: float,
-          probes: int, max_mx: int, max_addresses: int, lab_dir: Path | None, explain_code: str | None,
-          workers_option: int, config_path: Path) -> None:  # fmt: skip
+)
+def check(
+    domains: tuple[str, ...],
+    domain_file: Path | None,
+    as_json: bool,
+    csv_path: Path | None,
+    concurrency: int,
+    nameservers: tuple[str, ...],
+    ca_file: Path | None,
+    smtp_port: int,
+    https_port: int,
+    timeout: float,
+    probes: int,
+    max_mx: int,
+    max_addresses: int,
+    lab_dir: Path | None,
+    explain_code: str | None,
+    workers_option: int,
+    config_path: Path,
+    with_facts: bool,
+    facts_source: str | None,
+) -> None:
     """Check DOMAINS end to end as a sending MTA would (exit 0 clean, 1 errors, 2 usage)."""
     if explain_code:
         text = EXPLANATIONS.get(explain_code)
@@ -304,67 +452,51 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
             )
         click.echo(f"{explain_code}: {text}")
         return
-    given = [(d, "") for d in domains if d.strip()]
-    if domain_file:
-        given += read_domain_file(domain_file)
-    configured = _configured(config_path) if not given else {}
-    given += [(name, "") for name in configured]
-    if not given:
-        raise click.UsageError(
-            f"give at least one DOMAIN or --file (or configure domains in {config_path})"
+    if with_facts and not as_json:
+        raise click.UsageError("--facts goes with --json")
+    if facts_source is not None:
+        if domains or domain_file:
+            raise click.UsageError("--from-facts judges saved facts: give no DOMAIN or --file")
+        gathered, problems = read_facts(facts_source)
+        for problem in problems:
+            echo(problem, fg="red", err=True)
+        if not gathered:
+            sys.exit(EXIT_USAGE)
+        checks, interrupted = judge_all(gathered), False
+    else:
+        checks, problems, interrupted = _check_live(
+            domains,
+            domain_file,
+            config_path,
+            nameservers,
+            ca_file,
+            smtp_port,
+            https_port,
+            timeout,
+            probes,
+            max_mx,
+            max_addresses,
+            lab_dir,
+            concurrency,
+            workers_option,
         )
-    names, problems = domain_names(given)
-    for problem in problems:  # the rest of the batch goes on
-        echo(problem, fg="red", err=True)
-    if not names:
-        sys.exit(EXIT_USAGE)
-    try:
-        flags: dict[str, Any] = {
-            "ca_file": ca_file,
-            "smtp_port": smtp_port,
-            "https_port": https_port,
-            "nameservers": tuple(Nameserver.parse(n) for n in nameservers),
-        }
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--nameserver") from None
-    # The lab's values are the base; a flag the user typed (or set by env) still wins.
-    settings = _options_from_lab(lab_dir) if lab_dir is not None else {}
-    context = click.get_current_context()
-    for key, value in flags.items():
-        source = context.get_parameter_source(key)
-        if key not in settings or source in (
-            ParameterSource.COMMANDLINE,
-            ParameterSource.ENVIRONMENT,
-        ):
-            settings[key] = value
-    options = CheckOptions(
-        timeout=timeout, probes=probes, max_mx=max_mx, max_addresses=max_addresses, **settings
-    )
-    workers = max(1, min(os.cpu_count() or 1, 4)) if workers_option == 0 else workers_option
-    interrupted = False
-    try:
-        checks = _run(names, options, concurrency, workers)
-    except CheckInterrupted as stop:  # Ctrl-C: say so, and keep what was checked
-        checks, interrupted = stop.partial, True
-        echo(f"interrupted: {len(checks):,} of {len(names):,} domains checked; their results follow",
-             fg="yellow", err=True)  # fmt: skip
-    blocked = smtp_blocked(checks)
-    if blocked:
-        explain_blocked(checks)
-    for result in checks:
-        if result.domain in configured:
-            recorded, domain = configured[result.domain]
-            for line in drift(result, domain, recorded):
-                result.add("config-drift", Severity.WARNING, result.domain, line,
-                           f"publish what mtasts.toml says: mtasts records {result.domain} (or --publish SERVER)")  # fmt: skip
+    blocked = any(not c.smtp_reachable for c in checks)
     if as_json:
         for result in checks:
-            document = to_json(result, smtp_reachable=not blocked)
+            document = to_json(result, with_facts=with_facts)
             click.echo(json.dumps(document, indent=2 if len(checks) == 1 else None))
     else:
         if blocked:
-            echo("note: no MX address of any domain accepted a TCP connection on port "
-                 f"{smtp_port}: outbound SMTP is probably blocked where this runs, so SMTP results are unknown.", fg="yellow")  # fmt: skip
+            port = next(
+                (p.port for c in checks for m in c.facts.mx for a in m.addresses for p in a.probes),
+                smtp_port,
+            )
+            echo(
+                f"{CheckCode.OUTBOUND_PORT_25_BLOCKED}: no MX address of any domain accepted a TCP"
+                f" connection on port {port}: outbound SMTP is probably blocked where this runs, so"
+                " the SMTP results are unknown.",
+                fg="yellow",
+            )
         detailed = checks if not domain_file and len(checks) <= 5 else []
         for result in detailed:
             render_detail(result)
@@ -380,7 +512,7 @@ def check(domains: tuple[str, ...], domain_file: Path | None, as_json: bool, csv
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
-    failed = problems or any(c.verdict == "error" for c in checks)
+    failed = problems or any(c.verdict in ("error", "unknown") for c in checks)
     sys.exit(EXIT_PROBLEMS if failed else EXIT_OK)
 
 

@@ -41,10 +41,24 @@ _SUBNETS = ("127.77", "127.177", "127.187", "127.197")
 def _launch(state_dir: Path, subnet: str) -> subprocess.Popen[bytes] | str:
     """A running lab process, or why it did not start."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mtasts", "lab", "up", "--no-reports", "--state-dir", str(state_dir),
-         "--ports", "high", "--subnet", subnet],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mtasts",
+            "lab",
+            "up",
+            "--no-reports",
+            "--state-dir",
+            str(state_dir),
+            "--ports",
+            "high",
+            "--subnet",
+            subnet,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     deadline = time.monotonic() + 30
     while not (state_dir / "lab.json").exists():
         if process.poll() is not None or time.monotonic() > deadline:

@@ -85,9 +85,14 @@ def serialised(command: F) -> F:
 
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("mtasts.toml"),
-    show_default=True, envvar="MTASTS_CONFIG", help="The configuration file.",
-)  # fmt: skip
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("mtasts.toml"),
+    show_default=True,
+    envvar="MTASTS_CONFIG",
+    help="The configuration file.",
+)
 
 
 def _load(path: Path) -> DeployConfig:
@@ -147,13 +152,21 @@ def init(
     name = domain.lower().rstrip(".")
     if (mode == "enforce" or max_age > _LARGE_MAX_AGE) and not force:
         # Nothing is published or proven yet: the enforce gate could only refuse.
-        echo(f"error: {name}: a new domain starts in testing with a short max_age; enforce and"
-             " long max_age come after `mtasts mode DOMAIN enforce` and `mtasts max-age`, whose"
-             " gate proves the MX hosts and reports first (--force skips this)", fg="red", err=True)  # fmt: skip
+        echo(
+            f"error: {name}: a new domain starts in testing with a short max_age; enforce and"
+            " long max_age come after `mtasts mode DOMAIN enforce` and `mtasts max-age`, whose"
+            " gate proves the MX hosts and reports first (--force skips this)",
+            fg="red",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     if force and (mode == "enforce" or max_age > _LARGE_MAX_AGE):
-        echo(f"warning: {name}: skipped (--force): the enforce gate (live MX check, published"
-             " policy, TLS-RPT readiness)", fg="yellow", err=True)  # fmt: skip
+        echo(
+            f"warning: {name}: skipped (--force): the enforce gate (live MX check, published"
+            " policy, TLS-RPT readiness)",
+            fg="yellow",
+            err=True,
+        )
     existing = _load(config_path) if config_path.exists() else DeployConfig(config_path)
     if any(d.name == name for d in existing.domains):
         echo(f"error: {config_path}: {name} is already configured", fg="red", err=True)
@@ -200,8 +213,9 @@ def init(
 )
 @config_option
 @serialised
-def records(domain: str | None, fmt: str, nginx: bool, caddy: bool, policy_only: bool,
-            config_path: Path) -> None:  # fmt: skip
+def records(
+    domain: str | None, fmt: str, nginx: bool, caddy: bool, policy_only: bool, config_path: Path
+) -> None:
     """Print what to publish: TXT records, the policy host, the policy file (the id changes only with it)."""
     chosen = [
         name
@@ -278,14 +292,23 @@ def _fields(text: str) -> str:
 with_tsig_options = options(
     click.option("--zone", help="The zone to update (default: the domain)."),
     click.option("--tsig-key", help="TSIG key name."),
-    click.option("--tsig-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                 help="File holding the base64 TSIG secret (or set MTASTS_TSIG_SECRET)."),
+    click.option(
+        "--tsig-secret-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="File holding the base64 TSIG secret (or set MTASTS_TSIG_SECRET).",
+    ),
     click.option("--tsig-algorithm", default="hmac-sha256", show_default=True),
-)  # fmt: skip
+)
 
 
-def _target(server: str, domain: str, zone: str | None, tsig_key: str | None, tsig_secret_file: Path | None,
-            tsig_algorithm: str) -> PublishTarget:  # fmt: skip
+def _target(
+    server: str,
+    domain: str,
+    zone: str | None,
+    tsig_key: str | None,
+    tsig_secret_file: Path | None,
+    tsig_algorithm: str,
+) -> PublishTarget:
     try:
         address = Nameserver.parse(server)
     except ValueError as exc:
@@ -401,9 +424,20 @@ def _gate_or_exit(
 @trust_option
 @with_publish
 @serialised
-def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None, nameservers: tuple[str, ...],
-                 ca_file: Path | None, timeout: float, force: bool, db: str | None, large_senders: tuple[str, ...],
-                 trusted: tuple[str, ...], **publish_to: Any) -> None:  # fmt: skip
+def mode_command(
+    domain: str,
+    mode: str,
+    config_path: Path,
+    lab_dir: Path | None,
+    nameservers: tuple[str, ...],
+    ca_file: Path | None,
+    timeout: float,
+    force: bool,
+    db: str | None,
+    large_senders: tuple[str, ...],
+    trusted: tuple[str, ...],
+    **publish_to: Any,
+) -> None:
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -415,9 +449,14 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
         )
         sys.exit(EXIT_USAGE)
     if mode == "enforce" and current.mode is not Mode.ENFORCE:
-        _gate_or_exit(config_path, current, "enforce", force,
-                      _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
-                      report_readiness(name, db, large_senders=large_senders, trusted=trusted))  # fmt: skip
+        _gate_or_exit(
+            config_path,
+            current,
+            "enforce",
+            force,
+            _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
+            report_readiness(name, db, large_senders=large_senders, trusted=trusted),
+        )
     set_domain_value(config_path, name, "mode", f'"{mode}"')
     _republish(config_path, name, f"mode {mode}" + (" (forced)" if force else ""), publish_to)
 
@@ -433,10 +472,20 @@ def mode_command(domain: str, mode: str, config_path: Path, lab_dir: Path | None
 @trust_option
 @with_publish
 @serialised
-def max_age_command(domain: str, seconds: int, config_path: Path, lab_dir: Path | None,
-                    nameservers: tuple[str, ...], ca_file: Path | None, timeout: float, force: bool,
-                    db: str | None, large_senders: tuple[str, ...], trusted: tuple[str, ...],
-                    **publish_to: Any) -> None:  # fmt: skip
+def max_age_command(
+    domain: str,
+    seconds: int,
+    config_path: Path,
+    lab_dir: Path | None,
+    nameservers: tuple[str, ...],
+    ca_file: Path | None,
+    timeout: float,
+    force: bool,
+    db: str | None,
+    large_senders: tuple[str, ...],
+    trusted: tuple[str, ...],
+    **publish_to: Any,
+) -> None:
     """Ramp DOMAIN's max_age (warns when it is premature; past a week, the enforce gate decides)."""
     name = domain.lower().rstrip(".")
     config = _load(config_path)
@@ -445,9 +494,14 @@ def max_age_command(domain: str, seconds: int, config_path: Path, lab_dir: Path 
         echo(f"warning: {warning}", fg="yellow", err=True)
     if current.mode is Mode.ENFORCE and seconds > max(current.max_age, _LARGE_MAX_AGE):
         # A long max_age under enforce is how long a mistake stays cached by every sender.
-        _gate_or_exit(config_path, current, f"max_age {seconds}", force,
-                      _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
-                      report_readiness(name, db, large_senders=large_senders, trusted=trusted))  # fmt: skip
+        _gate_or_exit(
+            config_path,
+            current,
+            f"max_age {seconds}",
+            force,
+            _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
+            report_readiness(name, db, large_senders=large_senders, trusted=trusted),
+        )
     set_domain_value(config_path, name, "max_age", str(seconds))
     _republish(config_path, name, f"max_age {seconds}", publish_to)
 
@@ -486,8 +540,15 @@ def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
 )
 @with_tsig_options
 @serialised
-def publish_command(domain: str | None, config_path: Path, server: str, zone: str | None, tsig_key: str | None,
-                    tsig_secret_file: Path | None, tsig_algorithm: str) -> None:  # fmt: skip
+def publish_command(
+    domain: str | None,
+    config_path: Path,
+    server: str,
+    zone: str | None,
+    tsig_key: str | None,
+    tsig_secret_file: Path | None,
+    tsig_algorithm: str,
+) -> None:
     """Publish the _mta-sts and _smtp._tls records by RFC 2136 update with TSIG, then verify them."""
     config = _load(config_path)
     domains = [_domain_or_exit(config, domain)] if domain else list(config.domains)

@@ -75,9 +75,18 @@ def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
 @click.option(
     "--detach", "-d", is_flag=True, help="Run in the background; stop it with mtasts lab down."
 )
-def lab_up(scenario: str, generate_count: int, state_dir: Path, subnet: str, ports: str,
-           dns_port: int | None, https_port: int | None, smtp_port: int | None, reports: bool,
-           detach: bool) -> None:  # fmt: skip
+def lab_up(
+    scenario: str,
+    generate_count: int,
+    state_dir: Path,
+    subnet: str,
+    ports: str,
+    dns_port: int | None,
+    https_port: int | None,
+    smtp_port: int | None,
+    reports: bool,
+    detach: bool,
+) -> None:
     """Run the lab until interrupted (or in the background with --detach); write STATE_DIR/lab.json."""
     if detach:
         _detach(state_dir)
@@ -157,8 +166,13 @@ def _detach(state_dir: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         state.unlink()
     log = (state_dir / "lab.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "mtasts", *args], stdout=log, stderr=log,
-                               stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtasts", *args],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while not state.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -174,8 +188,13 @@ def _detach(state_dir: Path) -> None:
 
 
 @lab.command("down")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lab-state"),
-              show_default=True, envvar="MTASTS_LAB_STATE")  # fmt: skip
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("lab-state"),
+    show_default=True,
+    envvar="MTASTS_LAB_STATE",
+)
 def lab_down(state_dir: Path) -> None:
     """Stop a lab started with --detach (or any lab whose state folder this is)."""
     try:
@@ -192,10 +211,19 @@ def lab_down(state_dir: Path) -> None:
 
 
 @lab.command("reports")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("lab-state"),
-              show_default=True, envvar="MTASTS_LAB_STATE")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the report mail (.eml), one file per report.")  # fmt: skip
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("lab-state"),
+    show_default=True,
+    envvar="MTASTS_LAB_STATE",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the report mail (.eml), one file per report.",
+)
 @click.option("--days", type=click.IntRange(1, 366), default=21, show_default=True)
 def lab_reports(state_dir: Path, out: Path, days: int) -> None:
     """Write the running lab's simulated TLS-RPT reports, as DKIM-signed mail, to --out."""

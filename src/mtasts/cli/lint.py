@@ -7,10 +7,10 @@ from collections.abc import Iterable
 
 import click
 
+from mtasts.check.findings import Severity
 from mtasts.check.lint import (
     LintMessage,
     LintResult,
-    Severity,
     lint_policy,
     lint_report,
     lint_sts_record,
@@ -19,7 +19,7 @@ from mtasts.check.lint import (
 
 from .output import EXIT_OK, EXIT_PROBLEMS, echo, print_json
 
-_COLOURS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.NOTE: "cyan"}
+_COLOURS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
 def format_message(name: str, msg: LintMessage) -> str:

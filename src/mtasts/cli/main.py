@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from mtasts import __version__
+from mtasts.config import ConfigError
+from mtasts.errors import MtastsError
 
 from .check import check
 from .demo import demo
@@ -19,6 +23,7 @@ from .deploy import (
 )
 from .lab import lab
 from .lint import lint
+from .output import EXIT_PROBLEMS, EXIT_USAGE, echo
 from .reports import reports
 from .resolver import resolver
 from .serve import serve
@@ -58,4 +63,10 @@ cli.add_command(reports)
 
 
 def main() -> None:
-    cli(prog_name="mtasts")
+    try:
+        cli(prog_name="mtasts")
+    except MtastsError as exc:
+        # An error raised on purpose is one line naming the input and the rule; anything
+        # else keeps its traceback, because it is a bug to report.
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_PROBLEMS)

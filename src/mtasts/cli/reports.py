@@ -179,10 +179,24 @@ def reports() -> None:
 )
 @max_report_option
 @db_option
-def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path, ...], imap_url: str | None,
-           imap_password_file: Path | None, imap_token_file: Path | None, imap_ca_file: Path | None,
-           imap_processed: str, imap_failed: str, watch: bool, interval: float, batch_size: int,
-           dkim: bool, nameservers: tuple[str, ...], max_report: int, db: str | None) -> None:  # fmt: skip
+def ingest(
+    paths: tuple[Path, ...],
+    maildir: tuple[Path, ...],
+    mbox: tuple[Path, ...],
+    imap_url: str | None,
+    imap_password_file: Path | None,
+    imap_token_file: Path | None,
+    imap_ca_file: Path | None,
+    imap_processed: str,
+    imap_failed: str,
+    watch: bool,
+    interval: float,
+    batch_size: int,
+    dkim: bool,
+    nameservers: tuple[str, ...],
+    max_report: int,
+    db: str | None,
+) -> None:
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
     Exits 0 whenever every input was kept (stored, duplicate or quarantined), so
@@ -204,8 +218,9 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         )
         try:
             source = ImapSource.parse(imap_url, password, imap_ca_file)
-            source = dataclasses.replace(source, processed=imap_processed, failed=imap_failed,
-                                         token_file=imap_token_file)  # fmt: skip
+            source = dataclasses.replace(
+                source, processed=imap_processed, failed=imap_failed, token_file=imap_token_file
+            )
         except ImapError as exc:
             raise click.BadParameter(str(exc), param_hint="--imap-url") from None
     try:
@@ -249,13 +264,21 @@ def ingest(paths: tuple[Path, ...], maildir: tuple[Path, ...], mbox: tuple[Path,
         sys.exit(1)
     except KeyboardInterrupt:
         # What was committed stays; the batch in flight was not kept, and nothing of it moved.
-        echo(f"interrupted: {_counts(result)} committed before it; run the same command again"
-             " to go on (nothing is stored twice)", fg="yellow", err=True)  # fmt: skip
+        echo(
+            f"interrupted: {_counts(result)} committed before it; run the same command again"
+            " to go on (nothing is stored twice)",
+            fg="yellow",
+            err=True,
+        )
         sys.exit(130)
     except SQLAlchemyError as exc:
         # Nothing of the failed batch was kept and none of its messages moved: a re-run redoes it.
-        echo(f"error: {store_error(exc)}; nothing of the failed batch was kept or moved, so run"
-             f" again once it is fixed (before it: {_counts(result)})", fg="red", err=True)  # fmt: skip
+        echo(
+            f"error: {store_error(exc)}; nothing of the failed batch was kept or moved, so run"
+            f" again once it is fixed (before it: {_counts(result)})",
+            fg="red",
+            err=True,
+        )
         sys.exit(EX_TEMPFAIL if piped else 1)
     for problem in result.problems:
         echo(problem, fg="yellow")
@@ -311,11 +334,26 @@ def quarantine(retry: bool, max_report: int, db: str | None) -> None:
         return
     conflicts = store.conflicts()
     if conflicts:
-        table = Table("report", "submitter", "report-id", "channel", "DKIM", "source", "ingested (UTC)",
-                      title="conflicting reports: one submitter and report-id, different content")  # fmt: skip
+        table = Table(
+            "report",
+            "submitter",
+            "report-id",
+            "channel",
+            "DKIM",
+            "source",
+            "ingested (UTC)",
+            title="conflicting reports: one submitter and report-id, different content",
+        )
         for c in conflicts:
-            table.add_row(str(c.id), shown(c.submitter), shown(c.report_id), c.channel,
-                          shown(c.dkim_domain or "none"), shown(c.source), f"{c.ingested_at:%Y-%m-%d %H:%M}")  # fmt: skip
+            table.add_row(
+                str(c.id),
+                shown(c.submitter),
+                shown(c.report_id),
+                c.channel,
+                shown(c.dkim_domain or "none"),
+                shown(c.source),
+                f"{c.ingested_at:%Y-%m-%d %H:%M}",
+            )
         console().print(table)
     rows = store.quarantine()
     if not rows:
@@ -323,8 +361,13 @@ def quarantine(retry: bool, max_report: int, db: str | None) -> None:
         return
     table = Table("id", "when (UTC)", "source", "rule", "reason")
     for row in rows:
-        table.add_row(str(row.id), f"{row.at:%Y-%m-%d %H:%M}", shown(row.source), shown(row.rule),
-                      shown(row.reason))  # fmt: skip
+        table.add_row(
+            str(row.id),
+            f"{row.at:%Y-%m-%d %H:%M}",
+            shown(row.source),
+            shown(row.rule),
+            shown(row.reason),
+        )
     console().print(table)
 
 
@@ -344,8 +387,11 @@ def prune(older_than: str, dry_run: bool, db: str | None) -> None:
     before = dt.datetime.combine(day, dt.time(), dt.UTC)
     pruned = open_report_store(db).prune(before, dry_run=dry_run)
     verb = "would prune" if dry_run else "pruned"
-    echo(f"{verb} {pruned.reports:,} reports from before {day} ({pruned.policy_rows:,} policy rows,"
-         f" {pruned.raw:,} raw reports)", bold=True)  # fmt: skip
+    echo(
+        f"{verb} {pruned.reports:,} reports from before {day} ({pruned.policy_rows:,} policy rows,"
+        f" {pruned.raw:,} raw reports)",
+        bold=True,
+    )
 
 
 def _since(text: str | None, option: str = "--since") -> dt.date | None:
@@ -377,8 +423,9 @@ def _since(text: str | None, option: str = "--since") -> dt.date | None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-def summary_command(domain: str | None, since: str, group: str, as_json: bool, csv_path: Path | None,
-                    db: str | None) -> None:  # fmt: skip
+def summary_command(
+    domain: str | None, since: str, group: str, as_json: bool, csv_path: Path | None, db: str | None
+) -> None:
     """Sessions per day, sender and policy (or failures per MX and address), with the result types."""
     if group == "mx":
         _summary_by_mx(
@@ -388,17 +435,23 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
     if group == "domain":
         start = _since(since)
         assert start is not None
-        rows_by_domain = [r for r in summary_by_domain(open_report_store(db), start) if not domain
-                          or r.domain == domain.lower().rstrip(".")]  # fmt: skip
+        rows_by_domain = [
+            r
+            for r in summary_by_domain(open_report_store(db), start)
+            if not domain or r.domain == domain.lower().rstrip(".")
+        ]
         _summary_by_domain(rows_by_domain, start, as_json, csv_path)
         return
     store = open_report_store(db)
     rows = summary(store, domain, _since(since))
     conflicts = len(store.conflicts())
     if conflicts:  # on stderr, so --json and --csv stay clean
-        echo(f"warning: {conflicts} stored reports conflict (one submitter and report-id, different"
-             " content; a forged report?): the sums below hold both; see `mtasts reports quarantine`",
-             fg="yellow", err=True)  # fmt: skip
+        echo(
+            f"warning: {conflicts} stored reports conflict (one submitter and report-id, different"
+            " content; a forged report?): the sums below hold both; see `mtasts reports quarantine`",
+            fg="yellow",
+            err=True,
+        )
     if _export(rows, list(SummaryRow.__dataclass_fields__), as_json, csv_path):
         return
     table = Table(
@@ -413,9 +466,15 @@ def summary_command(domain: str | None, since: str, group: str, as_json: bool, c
     )
     for row in rows:
         failures = ", ".join(f"{k} {v}" for k, v in sorted(row.failures.items()))
-        table.add_row(row.day.isoformat(), shown(row.submitter), shown(row.domain), shown(row.policy_type),
-                      f"{row.successful:,}", f"[red]{row.failed:,}[/red]" if row.failed else "0",
-                      shown(failures))  # fmt: skip
+        table.add_row(
+            row.day.isoformat(),
+            shown(row.submitter),
+            shown(row.domain),
+            shown(row.policy_type),
+            f"{row.successful:,}",
+            f"[red]{row.failed:,}[/red]" if row.failed else "0",
+            shown(failures),
+        )
     console().print(table)
 
 
@@ -432,8 +491,16 @@ def _export(
             writer.writeheader()
             for row in rows:
                 # A cell holds one value: the failure counts become "type=sessions type=sessions".
-                writer.writerow({key: csv_cell(" ".join(f"{k}={v}" for k, v in value.items())
-                                 if isinstance(value, dict) else value) for key, value in row.to_dict().items()})  # fmt: skip
+                writer.writerow(
+                    {
+                        key: csv_cell(
+                            " ".join(f"{k}={v}" for k, v in value.items())
+                            if isinstance(value, dict)
+                            else value
+                        )
+                        for key, value in row.to_dict().items()
+                    }
+                )
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
     return as_json
@@ -442,18 +509,42 @@ def _export(
 def _summary_by_domain(
     rows: list[DomainRow], since: dt.date, as_json: bool, csv_path: Path | None
 ) -> None:
-    fields = ["domain", "sessions", "failed", "failure_rate", "top_failure", "senders",
-              "previous_sessions", "previous_failed", "trend"]  # fmt: skip
+    fields = [
+        "domain",
+        "sessions",
+        "failed",
+        "failure_rate",
+        "top_failure",
+        "senders",
+        "previous_sessions",
+        "previous_failed",
+        "trend",
+    ]
     if _export(rows, fields, as_json, csv_path):
         return
     if not rows:
         echo(f"no TLS-RPT reports since {since}")
         return
-    table = Table("domain", "sessions", "failed", "failure %", "top failure type", "senders", "trend",
-                  title=f"TLS-RPT by domain since {since} (trend: failure rate against the period before)")  # fmt: skip
+    table = Table(
+        "domain",
+        "sessions",
+        "failed",
+        "failure %",
+        "top failure type",
+        "senders",
+        "trend",
+        title=f"TLS-RPT by domain since {since} (trend: failure rate against the period before)",
+    )
     for row in rows:
-        table.add_row(shown(row.domain), f"{row.sessions:,}", f"{row.failed:,}", f"{row.failure_rate * 100:.2f}",
-                      shown(row.top_failure or "-"), str(row.senders), row.trend)  # fmt: skip
+        table.add_row(
+            shown(row.domain),
+            f"{row.sessions:,}",
+            f"{row.failed:,}",
+            f"{row.failure_rate * 100:.2f}",
+            shown(row.top_failure or "-"),
+            str(row.senders),
+            row.trend,
+        )
     console().print(table)
 
 
@@ -471,8 +562,15 @@ def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> N
         title="failed TLS sessions by MX",
     )
     for row in rows:
-        table.add_row(row.day.isoformat(), shown(row.submitter), shown(row.domain), shown(row.receiving_mx or "-"),
-                      shown(row.receiving_ip or "-"), shown(row.result_type), f"{row.sessions:,}")  # fmt: skip
+        table.add_row(
+            row.day.isoformat(),
+            shown(row.submitter),
+            shown(row.domain),
+            shown(row.receiving_mx or "-"),
+            shown(row.receiving_ip or "-"),
+            shown(row.result_type),
+            f"{row.sessions:,}",
+        )
     console().print(table)
 
 
@@ -502,8 +600,14 @@ trust_option = click.option(
 @large_sender_option
 @trust_option
 @db_option
-def readiness_command(domains: tuple[str, ...], days: int, as_json: bool, large_senders: tuple[str, ...],
-                      trusted: tuple[str, ...], db: str | None) -> None:  # fmt: skip
+def readiness_command(
+    domains: tuple[str, ...],
+    days: int,
+    as_json: bool,
+    large_senders: tuple[str, ...],
+    trusted: tuple[str, ...],
+    db: str | None,
+) -> None:
     """Would anything have been blocked under enforce? READY (exit 0) or NOT READY / UNKNOWN (exit 1).
 
     With no DOMAIN, every domain with reports in the window is judged, in one call.
@@ -515,10 +619,16 @@ def readiness_command(domains: tuple[str, ...], days: int, as_json: bool, large_
         echo(f"no TLS-RPT reports in the last {days} days", err=True)
         sys.exit(1)
     verdicts = [
-        readiness(store, name, days, large_senders=large_senders or LARGE_SENDERS,
-                  trusted=frozenset(Channel(t) for t in trusted), require_all=bool(large_senders))
+        readiness(
+            store,
+            name,
+            days,
+            large_senders=large_senders or LARGE_SENDERS,
+            trusted=frozenset(Channel(t) for t in trusted),
+            require_all=bool(large_senders),
+        )
         for name in names
-    ]  # fmt: skip
+    ]
     if as_json:
         documents = [v.to_dict() for v in verdicts]
         click.echo(json.dumps(documents[0] if len(domains) == 1 else documents, indent=2))
@@ -529,8 +639,10 @@ def readiness_command(domains: tuple[str, ...], days: int, as_json: bool, large_
         out = console()
         for v in verdicts:
             colour = colours.get(v.verdict, "yellow")
-            out.print(f"{shown(v.domain)}: [bold {colour}]{v.verdict}[/bold {colour}]: {shown(v.reason)}",
-                      soft_wrap=True)  # fmt: skip
+            out.print(
+                f"{shown(v.domain)}: [bold {colour}]{v.verdict}[/bold {colour}]: {shown(v.reason)}",
+                soft_wrap=True,
+            )
         out.print(f"details: mtasts reports readiness DOMAIN (last {days} days)")
     sys.exit(0 if all(v.verdict == "READY" for v in verdicts) else 1)
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
+from mtasts.config import ConfigError
 from mtasts.files import masked
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
-from mtasts.resolver.config import ConfigError, ResolverConfig, load
+from mtasts.resolver.config import ResolverConfig, load
 from mtasts.resolver.daemon import build, serve
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.server import Listen, policy_domain
@@ -121,9 +122,10 @@ def resolver() -> None:
 def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> None:
     """Run the policy daemon in the foreground (SIGHUP reloads the --config file)."""
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )  # fmt: skip
+    )
     config = _config(config_file, lab_dir, **flags)
 
     def reload() -> ResolverConfig:

@@ -68,16 +68,39 @@ def _listen(text: str) -> tuple[str, int] | None:
     show_default=True,
     help="HOST:PORT for /metrics and /healthz (they name the served domains), or none.",
 )
-@click.option("--header-timeout", type=click.FloatRange(1, 300), default=10, show_default=True,
-              help="Seconds a client has for its request head (and an idle connection before it).")  # fmt: skip
-@click.option("--body-timeout", type=click.FloatRange(1, 600), default=30, show_default=True,
-              help="Seconds a client has to send a POST /tlsrpt body.")  # fmt: skip
-@click.option("--max-connections", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
-              help="Concurrent connections; past it, new requests get 503.")  # fmt: skip
-@click.option("--posts-per-minute", type=click.IntRange(1, 1_000_000), default=60, show_default=True,
-              help="POST /tlsrpt requests per client address per minute; past it, 429.")  # fmt: skip
-@click.option("--allow-invalid-certificate", is_flag=True,
-              help="Start even when a certificate does not cover mta-sts.<domain> or is expired.")  # fmt: skip
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(1, 300),
+    default=10,
+    show_default=True,
+    help="Seconds a client has for its request head (and an idle connection before it).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(1, 600),
+    default=30,
+    show_default=True,
+    help="Seconds a client has to send a POST /tlsrpt body.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Concurrent connections; past it, new requests get 503.",
+)
+@click.option(
+    "--posts-per-minute",
+    type=click.IntRange(1, 1_000_000),
+    default=60,
+    show_default=True,
+    help="POST /tlsrpt requests per client address per minute; past it, 429.",
+)
+@click.option(
+    "--allow-invalid-certificate",
+    is_flag=True,
+    help="Start even when a certificate does not cover mta-sts.<domain> or is expired.",
+)
 def serve(
     config_path: Path,
     host: str | None,
@@ -95,16 +118,20 @@ def serve(
     """Serve /.well-known/mta-sts.txt for every domain in the configuration (SIGHUP reloads)."""
     # ISO time with no space in it, so every line parses as logfmt (key=value).
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its migration chatter is not ours
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=_LOG_FORMAT,
-                        datefmt="%Y-%m-%dT%H:%M:%S%z")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=_LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"
+    )
     operator = _listen(metrics_listen)
     site = PolicySite(config_path)
     try:
         site.load()
         problems = [] if proxy else site.certificate_problems()
         for problem in problems:  # every sender would fail: refuse to start, naming each
-            echo(f"{'warning' if allow_invalid_certificate else 'error'}: {problem}",
-                 fg="yellow" if allow_invalid_certificate else "red", err=True)  # fmt: skip
+            echo(
+                f"{'warning' if allow_invalid_certificate else 'error'}: {problem}",
+                fg="yellow" if allow_invalid_certificate else "red",
+                err=True,
+            )
         if problems and not allow_invalid_certificate:
             echo(
                 "error: not started (--allow-invalid-certificate starts anyway)", fg="red", err=True
@@ -169,8 +196,12 @@ def _operator_socket(operator: tuple[str, int]) -> socket.socket | None:
         sock.listen(64)
     except OSError as exc:
         sock.close()
-        echo(f"warning: /metrics and /healthz not served: cannot listen on {operator[0]}:{operator[1]}:"
-             f" {exc.strerror or exc}", fg="yellow", err=True)  # fmt: skip
+        echo(
+            f"warning: /metrics and /healthz not served: cannot listen on {operator[0]}:{operator[1]}:"
+            f" {exc.strerror or exc}",
+            fg="yellow",
+            err=True,
+        )
         return None
     return sock
 
@@ -193,14 +224,21 @@ def _dual_stack(port: int) -> socket.socket | None:
     return sock
 
 
-async def _serve(main: uvicorn.Server, site: PolicySite, operator: tuple[str, int] | None,
-                 listener: socket.socket | None = None) -> None:  # fmt: skip
+async def _serve(
+    main: uvicorn.Server,
+    site: PolicySite,
+    operator: tuple[str, int] | None,
+    listener: socket.socket | None = None,
+) -> None:
     side: _OperatorServer | None = None
     task = None
     sock = _operator_socket(operator) if operator is not None else None
     if sock is not None:
-        side = _OperatorServer(uvicorn.Config(operator_app(site), log_level="warning",
-                                              server_header=False, lifespan="off"))  # fmt: skip
+        side = _OperatorServer(
+            uvicorn.Config(
+                operator_app(site), log_level="warning", server_header=False, lifespan="off"
+            )
+        )
         task = asyncio.create_task(side.serve(sockets=[sock]))
     try:
         await main.serve(sockets=[listener] if listener is not None else None)

@@ -37,9 +37,18 @@ def _lifetime(seconds: int) -> str:
 @large_sender_option
 @trust_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per domain.")
-def status_command(domains: tuple[str, ...], config_path: Path, lab_dir: Path | None,
-                   nameservers: tuple[str, ...], ca_file: Path | None, timeout: float, db: str | None,
-                   large_senders: tuple[str, ...], trusted: tuple[str, ...], as_json: bool) -> None:  # fmt: skip
+def status_command(
+    domains: tuple[str, ...],
+    config_path: Path,
+    lab_dir: Path | None,
+    nameservers: tuple[str, ...],
+    ca_file: Path | None,
+    timeout: float,
+    db: str | None,
+    large_senders: tuple[str, ...],
+    trusted: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Where each domain of mtasts.toml stands: published id, reports, the next step and when.
 
     Exit 0 when every domain is published as configured and has no problem, else 1.

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtasts import sts, tlsrpt
+from mtasts.config import ConfigError, read_toml
 from mtasts.files import write_atomic
 from mtasts.sts import Mode, MxPattern, Policy
 from mtasts.sts.domain import domain_problem
 
-
-class DeployConfigError(ValueError):
-    """The configuration is unusable; the message names the file, the domain, the key and the rule."""
+# One error type for all of mtasts.toml; the old name stays for library callers.
+DeployConfigError = ConfigError
 
 
 @dataclass(frozen=True)
@@ -155,23 +154,21 @@ def _domain(raw: Any, where: str, base: Path) -> DomainConfig:
         files[key] = (base / value) if value else None
     if (files["cert_file"] is None) != (files["key_file"] is None):
         raise DeployConfigError(f"{where}: cert_file and key_file go together")
-    return DomainConfig(name, tuple(mx), mode, max_age, tuple(rua), tuple(addresses), host.get("cname"),
-                        files["cert_file"], files["key_file"])  # fmt: skip
+    return DomainConfig(
+        name,
+        tuple(mx),
+        mode,
+        max_age,
+        tuple(rua),
+        tuple(addresses),
+        host.get("cname"),
+        files["cert_file"],
+        files["key_file"],
+    )
 
 
 def load_config(path: Path) -> DeployConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DeployConfigError(
-            f"{path}: cannot read ({exc.strerror}); create it with `mtasts init DOMAIN --mx ...`"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DeployConfigError(
-            f"{path}: not UTF-8 (byte {exc.start}), which TOML requires"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DeployConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path, missing_hint="create it with `mtasts init DOMAIN --mx ...`")
     tables = raw.get("domain", [])
     if not isinstance(tables, list):
         raise DeployConfigError(f"{path}: domains are [[domain]] tables")

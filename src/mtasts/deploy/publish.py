@@ -19,12 +19,13 @@ import dns.tsigkeyring
 import dns.update
 
 from mtasts import sts, tlsrpt
+from mtasts.errors import MtastsError
 from mtasts.net.dns import Nameserver
 
 from .records import Publication
 
 
-class PublishError(Exception):
+class PublishError(MtastsError):
     """The update was refused or could not be verified; the message says which and why."""
 
 
@@ -67,9 +68,11 @@ def publish(publication: Publication, target: PublishTarget) -> list[str]:
         except (ValueError, dns.exception.DNSException) as exc:
             raise PublishError(f"TSIG key {target.key_name!r}: {exc}") from None
     update = dns.update.UpdateMessage(
-        zone, keyring=keyring, keyname=dns.name.from_text(target.key_name) if keyring and target.key_name else None,
+        zone,
+        keyring=keyring,
+        keyname=dns.name.from_text(target.key_name) if keyring and target.key_name else None,
         keyalgorithm=target.algorithm,
-    )  # fmt: skip
+    )
     sts_name, rpt_name = f"_mta-sts.{domain}.", f"_smtp._tls.{domain}."
     if not sts_name.endswith("." + zone) and sts_name != zone:
         raise PublishError(f"{sts_name} is not inside the zone {zone}")

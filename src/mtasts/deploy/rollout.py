@@ -12,6 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from mtasts.check.checker import DomainCheck
+from mtasts.check.judge import Expected
+from mtasts.check.judge import drift as judge_drift
 from mtasts.sts import Mode
 
 from .config import DomainConfig
@@ -61,8 +63,14 @@ def report_readiness(
         return Readiness(
             "UNKNOWN", f"the report store cannot be opened ({str(exc).splitlines()[0]})"
         )
-    verdict = readiness(store, domain, days, large_senders=large_senders or LARGE_SENDERS,
-                        trusted=frozenset(Channel(t) for t in trusted), require_all=bool(large_senders))  # fmt: skip
+    verdict = readiness(
+        store,
+        domain,
+        days,
+        large_senders=large_senders or LARGE_SENDERS,
+        trusted=frozenset(Channel(t) for t in trusted),
+        require_all=bool(large_senders),
+    )
     return Readiness(verdict.verdict, verdict.reason)
 
 
@@ -103,26 +111,8 @@ def publication_blockers(
 
 def drift(check: DomainCheck, configured: DomainConfig, configured_id: str | None) -> list[str]:
     """Where what DNS and the policy host serve differs from ``mtasts.toml`` and its state."""
-    lines = []
-    if configured_id is None:
-        lines.append(
-            f"the policy in mtasts.toml is not published yet (mtasts records {configured.name}"
-            " gives it its id)"
-        )
-    elif check.sts_record is None:
-        lines.append(
-            f"DNS serves no valid _mta-sts record; mtasts.toml's policy has id {configured_id}"
-        )
-    elif check.sts_record.id != configured_id:
-        lines.append(
-            f"drift: DNS serves id {check.sts_record.id}, mtasts.toml's policy has id {configured_id}"
-        )
-    if check.policy is not None and check.policy != configured.policy:
-        lines.append(
-            f"drift: mta-sts.{configured.name} serves another policy than mtasts.toml"
-            f" (served: {'; '.join(str(check.policy).splitlines())})"
-        )
-    return lines
+    expected = Expected(configured.policy, configured_id)
+    return judge_drift(configured.name, check.sts_record, check.policy, expected)
 
 
 def enforce_gate(

@@ -119,10 +119,18 @@ def judge(
 ) -> Status:
     """One domain's status and its next step, from facts; ``now`` is the clock."""
     status = Status(
-        domain.name, str(domain.mode), domain.max_age, configured_id, "",
-        published.certificate_expires, mode_since(history, domain.mode), clean_days,
-        readiness[0], readiness[1], "",
-    )  # fmt: skip
+        domain.name,
+        str(domain.mode),
+        domain.max_age,
+        configured_id,
+        "",
+        published.certificate_expires,
+        mode_since(history, domain.mode),
+        clean_days,
+        readiness[0],
+        readiness[1],
+        "",
+    )
     if published.problem:
         status.problems.append(published.problem)
     if published.certificate_expires is not None:

@@ -18,8 +18,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 SELECTOR = "tlsrpt"
-SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"tls-report-domain",
-                  b"tls-report-submitter", b"content-type", b"mime-version"]  # fmt: skip
+SIGNED_HEADERS = [
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"tls-report-domain",
+    b"tls-report-submitter",
+    b"content-type",
+    b"mime-version",
+]
 
 
 class LabSigners:
@@ -59,8 +68,13 @@ class LabSigners:
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """``message`` with a DKIM-Signature of ``domain`` prepended."""
-        header = dkim.sign(message, SELECTOR.encode(), domain.encode(), self.keys[domain],
-                           include_headers=SIGNED_HEADERS)  # fmt: skip
+        header = dkim.sign(
+            message,
+            SELECTOR.encode(),
+            domain.encode(),
+            self.keys[domain],
+            include_headers=SIGNED_HEADERS,
+        )
         return bytes(header) + message
 
 

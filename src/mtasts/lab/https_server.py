@@ -4,13 +4,15 @@ Routing is by the Host header. Each site can carry a fault: 404 or 500, a 301
 redirect (RFC 8461 §3.3 forbids following it), a ``text/html`` media type, a
 body over the 64 KiB limit senders apply, a body that trickles in, or a
 certificate that is for another name or expired. A site marked ``no-listener``
-resolves to an address where nothing listens.
+resolves to an address where nothing listens; one marked ``bad-backend`` resolves
+to two addresses, the second an old server still serving last year's policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 
@@ -54,13 +56,22 @@ def _response(status: str, content_type: str, body: bytes, extra: str = "") -> b
     return head.encode() + body
 
 
-def render(site: PolicySite | None, path: str) -> tuple[bytes, bytes | None]:
-    """The response head+body for a request, and a body to trickle for the slow fault."""
+def stale_policy(policy: str) -> str:
+    """What a forgotten backend still serves: the policy before the MX move, in testing."""
+    lines = [line for line in policy.splitlines() if not line.startswith(("mx:", "mode:"))]
+    return "\r\n".join([lines[0], "mode: testing", "mx: old-mx.lab.invalid", *lines[1:]]) + "\r\n"
+
+
+def render(site: PolicySite | None, path: str, stale: bool = False) -> tuple[bytes, bytes | None]:
+    """The response head+body for a request, and a body to trickle for the slow fault;
+    ``stale`` is the answer of the bad-backend fault's second address."""
     not_found = _response("404 Not Found", "text/plain", b"not found\n")
     if site is None or path != WELL_KNOWN or site.policy is None:
         return not_found, None
     body = site.policy.encode()
     fault = site.fault
+    if fault is HostFault.BAD_BACKEND and stale:
+        return _response("200 OK", "text/plain", stale_policy(site.policy).encode()), None
     if fault is HostFault.STATUS_404:
         return not_found, None
     if fault is HostFault.STATUS_500:
@@ -82,7 +93,10 @@ def render(site: PolicySite | None, path: str) -> tuple[bytes, bytes | None]:
 
 
 async def _client(
-    topology: Topology, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    topology: Topology,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stale: bool = False,
 ) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -96,7 +110,7 @@ async def _client(
                 host = (
                     value.strip().lower().rsplit(":", 1)[0] if "]" not in value else value.strip()
                 )
-        data, slow = render(topology.sites.get(host), path)
+        data, slow = render(topology.sites.get(host), path, stale)
         writer.write(data)
         await writer.drain()
         if slow is not None:
@@ -119,10 +133,12 @@ async def _client(
             await writer.wait_closed()
 
 
-async def serve_https(ca: LabCA, topology: Topology, port: int) -> asyncio.AbstractServer:
-    return await asyncio.start_server(
-        lambda r, w: _client(topology, r, w),
-        topology.https_address,
-        port,
-        ssl=listener_context(ca, topology),
-    )
+async def serve_https(ca: LabCA, topology: Topology, port: int) -> list[asyncio.AbstractServer]:
+    """The policy hosts' listener, and the stale second backend of the bad-backend fault."""
+    servers: list[asyncio.AbstractServer] = []
+    for address, stale in ((topology.https_address, False), (topology.stale_https_address, True)):
+        handler = functools.partial(_client, topology, stale=stale)
+        servers.append(
+            await asyncio.start_server(handler, address, port, ssl=listener_context(ca, topology))
+        )
+    return servers

@@ -48,9 +48,15 @@ def _report(
         # One bad address among n fails about 1/n of the sessions.
         rate = len(faulty) / max(1, len(domain["mx"]))
         failed = int(sessions * rate)
-        failures = [{"result-type": mx_faults[0], "receiving-mx-hostname": f"mx.{domain['name']}",
-                     "receiving-ip": faulty[0]["address"], "sending-mta-ip": "192.0.2.25",
-                     "failed-session-count": failed}]  # fmt: skip
+        failures = [
+            {
+                "result-type": mx_faults[0],
+                "receiving-mx-hostname": f"mx.{domain['name']}",
+                "receiving-ip": faulty[0]["address"],
+                "sending-mta-ip": "192.0.2.25",
+                "failed-session-count": failed,
+            }
+        ]
     elif codes & _POLICY_FAULTS:
         failures = [
             {
@@ -61,17 +67,35 @@ def _report(
     failed_total = sum(f["failed-session-count"] for f in failures)
     return {
         "organization-name": sender,
-        "date-range": {"start-datetime": start.isoformat().replace("+00:00", "Z"),
-                       "end-datetime": (start + dt.timedelta(days=1, seconds=-1)).isoformat().replace("+00:00", "Z")},
+        "date-range": {
+            "start-datetime": start.isoformat().replace("+00:00", "Z"),
+            "end-datetime": (start + dt.timedelta(days=1, seconds=-1))
+            .isoformat()
+            .replace("+00:00", "Z"),
+        },
         "contact-info": f"smtp-tls-reporting@{sender.split()[0].lower()}",
         "report-id": f"{day:%Y-%m-%d}_{domain['name']}_{sender.split()[0].lower()}",
-        "policies": [{
-            "policy": {"policy-type": "sts", "policy-domain": domain["name"], "mx-host": [f"mx.{domain['name']}"],
-                       "policy-string": ["version: STSv1", "mode: testing", f"mx: mx.{domain['name']}", "max_age: 86400"]},
-            "summary": {"total-successful-session-count": sessions - failed_total, "total-failure-session-count": failed_total},
-            "failure-details": failures,
-        }],
-    }  # fmt: skip
+        "policies": [
+            {
+                "policy": {
+                    "policy-type": "sts",
+                    "policy-domain": domain["name"],
+                    "mx-host": [f"mx.{domain['name']}"],
+                    "policy-string": [
+                        "version: STSv1",
+                        "mode: testing",
+                        f"mx: mx.{domain['name']}",
+                        "max_age: 86400",
+                    ],
+                },
+                "summary": {
+                    "total-successful-session-count": sessions - failed_total,
+                    "total-failure-session-count": failed_total,
+                },
+                "failure-details": failures,
+            }
+        ],
+    }
 
 
 def simulate(
@@ -112,8 +136,13 @@ def simulate_mail(
     ]
 
 
-def report_mail(report_gz: bytes, submitter: str = "mail.example", domain: str = "company-y.example",
-                filename: str | None = None, media: str = "application/tlsrpt+gzip") -> bytes:  # fmt: skip
+def report_mail(
+    report_gz: bytes,
+    submitter: str = "mail.example",
+    domain: str = "company-y.example",
+    filename: str | None = None,
+    media: str = "application/tlsrpt+gzip",
+) -> bytes:
     """A report mail as RFC 8460 §5.3 describes it: multipart/report, base64 gzip attachment."""
     import base64
 

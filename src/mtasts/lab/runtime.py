@@ -105,7 +105,7 @@ class Lab:
             )
         mail_log = state / "mail.log"
         self._servers += await serve_dns(topo, self.ports["dns"])
-        self._servers.append(await serve_https(self.ca, topo, self.ports["https"]))
+        self._servers += await serve_https(self.ca, topo, self.ports["https"])
         for endpoint in topo.smtp.values():
             if endpoint.fault is MxFault.STRIP and endpoint.backend:
                 server = await serve_attacker(

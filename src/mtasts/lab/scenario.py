@@ -17,8 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mtasts.errors import MtastsError
 
-class ScenarioError(ValueError):
+
+class ScenarioError(MtastsError, ValueError):
     """The scenario file is unusable; the message names the key and the rule."""
 
 
@@ -52,6 +54,8 @@ class HostFault(StrEnum):
     WRONG_CERT = "wrong-cert"
     EXPIRED_CERT = "expired-cert"
     NO_LISTENER = "no-listener"
+    # Two addresses; the second, a forgotten old server, still serves last year's policy.
+    BAD_BACKEND = "bad-backend"
 
 
 class DnsFault(StrEnum):
@@ -201,9 +205,20 @@ def _mx(raw: Any, where: str) -> MxHost:
 
 
 _DOMAIN_KEYS = {
-    "name", "mx", "mode", "max_age", "mx_patterns", "policy", "sts_records", "tlsrpt_records",
-    "policy_host", "dns_faults", "records", "expect", "explain",
-}  # fmt: skip
+    "name",
+    "mx",
+    "mode",
+    "max_age",
+    "mx_patterns",
+    "policy",
+    "sts_records",
+    "tlsrpt_records",
+    "policy_host",
+    "dns_faults",
+    "records",
+    "expect",
+    "explain",
+}
 
 
 def _domain(raw: Any, index: int) -> LabDomain:

@@ -85,8 +85,10 @@ class PostfixStage:
         # script(1) gives Postfix commands a terminal, so their errors reach us instead of syslog.
         return subprocess.run(
             ["ip", "netns", "exec", self.namespace, "script", "-qec", command, "/dev/null"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def _spawn(self, *args: str) -> None:
         log = (self.root / f"{args[1]}.log").open("wb")
@@ -103,8 +105,13 @@ class PostfixStage:
 
     def _listening(self, port: int) -> bool:
         probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
-        return subprocess.run(["ip", "netns", "exec", self.namespace, sys.executable, "-c", probe],
-                              capture_output=True).returncode == 0  # fmt: skip
+        return (
+            subprocess.run(
+                ["ip", "netns", "exec", self.namespace, sys.executable, "-c", probe],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
 
     def start(self) -> None:
         subprocess.run(["ip", "netns", "add", self.namespace], check=True)
@@ -123,11 +130,29 @@ class PostfixStage:
         for folder, owner in (("spool", "root"), ("data", "postfix")):
             (self.root / folder).mkdir()
             shutil.chown(self.root / folder, owner, owner)
-        self._spawn(self.mtasts, "lab", "up", "--ports", "standard", "--scenario", str(self.scenario),
-                    "--state-dir", str(self.root / "lab"))  # fmt: skip
+        self._spawn(
+            self.mtasts,
+            "lab",
+            "up",
+            "--ports",
+            "standard",
+            "--scenario",
+            str(self.scenario),
+            "--state-dir",
+            str(self.root / "lab"),
+        )
         self._wait((self.root / "lab" / "lab.json").exists, "the lab")
-        self._spawn(self.mtasts, "resolver", "run", "--lab", str(self.root / "lab"), "--cache",
-                    str(self.root / "cache.sqlite"), "--listen", f"socketmap:inet:127.0.0.1:{RESOLVER_PORT}")  # fmt: skip
+        self._spawn(
+            self.mtasts,
+            "resolver",
+            "run",
+            "--lab",
+            str(self.root / "lab"),
+            "--cache",
+            str(self.root / "cache.sqlite"),
+            "--listen",
+            f"socketmap:inet:127.0.0.1:{RESOLVER_PORT}",
+        )
         self._wait(lambda: self._listening(RESOLVER_PORT), "the resolver")
         # Postfix's daemons must not chroot: resolv.conf lives at /etc in the namespace.
         self.inside("postconf -F '*/*/chroot = n'")
@@ -138,9 +163,21 @@ class PostfixStage:
     def send(self, recipient: str, subject: str | None = None) -> None:
         message = f"Subject: {subject or 'to ' + recipient}\nFrom: alice@sender.example\nTo: {recipient}\n\nhello\n"
         subprocess.run(
-            ["ip", "netns", "exec", self.namespace, "sendmail", "-f", "alice@sender.example", recipient],
-            input=message, text=True, check=True, timeout=30,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.namespace,
+                "sendmail",
+                "-f",
+                "alice@sender.example",
+                recipient,
+            ],
+            input=message,
+            text=True,
+            check=True,
+            timeout=30,
+        )
 
     def outcome(self, recipient: str, timeout: float = 60) -> str:
         """Postfix's log line with this recipient's delivery status."""

@@ -172,9 +172,12 @@ class _Session:
 
 
 async def _client(
-    endpoint: SmtpEndpoint, context: ssl.SSLContext, log_path: Path,
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-) -> None:  # fmt: skip
+    endpoint: SmtpEndpoint,
+    context: ssl.SSLContext,
+    log_path: Path,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
     session = _Session(endpoint, context, log_path, reader, writer)
     try:
         await session.run()

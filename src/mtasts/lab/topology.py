@@ -60,6 +60,7 @@ class Topology:
     dns_address: str
     https_address: str
     dead_address: str
+    stale_https_address: str  # the policy hosts' forgotten second backend (bad-backend)
     records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     dns_faults: dict[str, str] = field(default_factory=dict)
     smtp: dict[str, SmtpEndpoint] = field(default_factory=dict)
@@ -78,7 +79,7 @@ def txt_value(strings: tuple[str, ...]) -> str:
 def build(
     domains: tuple[LabDomain, ...], generated: tuple[LabDomain, ...], subnet: str
 ) -> Topology:
-    topo = Topology(subnet, f"{subnet}.0.53", f"{subnet}.0.1", f"{subnet}.0.2")
+    topo = Topology(subnet, f"{subnet}.0.53", f"{subnet}.0.1", f"{subnet}.0.2", f"{subnet}.0.3")
     addresses = _Addresses(subnet)
     for domain in domains:
         _publish(topo, domain)
@@ -114,6 +115,8 @@ def _publish(topo: Topology, domain: LabDomain) -> None:
         host = f"mta-sts.{name}"
         dead = domain.policy_host is HostFault.NO_LISTENER
         topo.add(host, "A", topo.dead_address if dead else topo.https_address)
+        if domain.policy_host is HostFault.BAD_BACKEND:
+            topo.add(host, "A", topo.stale_https_address)
         topo.sites[host] = PolicySite(domain, policy, domain.policy_host)
     for owner, rdtype, value in domain.records:
         topo.add(owner, rdtype.upper(), value)

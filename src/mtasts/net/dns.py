@@ -22,6 +22,8 @@ from typing import cast
 
 import dns.resolver
 
+from mtasts.errors import MtastsError
+
 from . import dnswire
 
 _PER_TRY = 2.0  # seconds before asking again (or asking the next server), as dnspython does
@@ -29,7 +31,7 @@ _SOCKET_USES = 500  # queries per UDP socket before a new one (and a new source 
 _MAX_CNAMES = 16
 
 
-class DnsLookupError(Exception):
+class DnsLookupError(MtastsError):
     """The lookup itself failed (SERVFAIL, timeout): unlike NXDOMAIN, this says nothing about the data."""
 
 
@@ -61,6 +63,7 @@ class Answer:
     canonical: str | None = None
     authenticated: bool = False
     values: tuple[dnswire.Value, ...] = ()
+    nxdomain: bool = False  # the name does not exist (RFC 8020: nor does anything below it)
 
 
 class _Channel(asyncio.DatagramProtocol):
@@ -236,7 +239,7 @@ class Resolver:
         finally:
             self.seconds += time.perf_counter() - started
         if response.rcode == dnswire.NXDOMAIN:
-            return Answer()
+            return Answer(nxdomain=True)
         # Follow the CNAME chain the recursive server put in the answer (RFC 1034 §3.6.2).
         current = name.lower().rstrip(".")
         found: list[dnswire.Record] = []

@@ -14,12 +14,28 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from mtasts.errors import MtastsError
+
 A, NS, CNAME, SOA, MX, TXT, AAAA, OPT, TLSA = 1, 2, 5, 6, 15, 16, 28, 41, 52
-TYPES = {"A": A, "NS": NS, "CNAME": CNAME, "SOA": SOA, "MX": MX, "TXT": TXT, "AAAA": AAAA,
-         "TLSA": TLSA}  # fmt: skip
+TYPES = {
+    "A": A,
+    "NS": NS,
+    "CNAME": CNAME,
+    "SOA": SOA,
+    "MX": MX,
+    "TXT": TXT,
+    "AAAA": AAAA,
+    "TLSA": TLSA,
+}
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = range(6)
-RCODES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
-          NOTIMP: "NOTIMP", REFUSED: "REFUSED"}  # fmt: skip
+RCODES = {
+    NOERROR: "NOERROR",
+    FORMERR: "FORMERR",
+    SERVFAIL: "SERVFAIL",
+    NXDOMAIN: "NXDOMAIN",
+    NOTIMP: "NOTIMP",
+    REFUSED: "REFUSED",
+}
 
 # Header flag bits (RFC 1035 §4.1.1; AD from RFC 4035 §3.2.3).
 QR, TC, RD, AD = 0x8000, 0x0200, 0x0100, 0x0020
@@ -33,7 +49,7 @@ _PLAIN = frozenset(
 )
 
 
-class WireError(ValueError):
+class WireError(MtastsError, ValueError):
     """The bytes are not a DNS message we can read, or a name cannot be put on the wire."""
 
 
@@ -288,8 +304,14 @@ def _label_lengths(question: bytes) -> Iterator[int]:
 Wire = tuple[str, int, int, bytes]  # owner, type, TTL, record data on the wire
 
 
-def encode_response(query: Query, rcode: int, answers: Sequence[Wire], authority: Sequence[Wire] = (),
-                    *, limit: int | None = None) -> bytes:  # fmt: skip
+def encode_response(
+    query: Query,
+    rcode: int,
+    answers: Sequence[Wire],
+    authority: Sequence[Wire] = (),
+    *,
+    limit: int | None = None,
+) -> bytes:
     """An authoritative answer (names uncompressed); past ``limit`` octets, an empty one with TC set."""
     flags = QR | 0x0400 | (query.flags & (RD | 0x0010)) | (rcode & 0xF)  # AA, and RD and CD echoed
     extra = 1 if query.payload is not None else 0

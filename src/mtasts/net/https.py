@@ -1,10 +1,11 @@
-"""The one HTTPS policy fetcher, following RFC 8461 §3.3 to the letter.
+"""The one HTTPS policy fetcher (RFC 8461 §3.3): facts only, judged by ``sts.judge_response``.
 
-GET ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` with a certificate
-that must verify and name the policy host (§3.3 and RFC 6125), no redirect
-followed (where it pointed is reported), a body limit (64 KiB, as §3.3
-suggests) and a time limit. Status, media type and body are returned as facts;
-judging them is the checker's job.
+GET ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` over a handshake that
+verifies the chain (the name is matched by the judge, RFC 6125 rules), with no
+redirect followed (where it pointed is reported), a body limit (64 KiB, as §3.3
+suggests) and a time limit. HTTP/1.1 is parsed by h11. :func:`fetch_policies`
+asks every address of the policy host, since a load-balanced policy host fails
+intermittently exactly like a load-balanced MX.
 """
 
 from __future__ import annotations
@@ -12,26 +13,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtasts.sts import cert_matches
+import h11
+
+from mtasts.sts.names import MAX_POLICY_SIZE, WELL_KNOWN_PATH
 
 from .dns import DnsLookupError, Resolver
 from .tls import Leaf, Trust, client_context, trust_from_error
 
 log = logging.getLogger("mtasts.net.https")
-WELL_KNOWN = "/.well-known/mta-sts.txt"
-MAX_BODY = 64 * 1024
+MAX_BODY = MAX_POLICY_SIZE
 _MAX_HEAD = 16 * 1024
+_READ = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyFetch:
-    """Facts of one policy fetch. ``error_kind`` is None only when a response was read."""
+    """Facts of one policy fetch from one address. ``error_kind`` is None only when a
+    response was read; see ``sts.PolicyResponse`` for what each field means."""
 
     url: str
     address: str | None = None
@@ -45,94 +50,103 @@ class PolicyFetch:
     error: str | None = None
     seconds: float = 0.0
 
+    @property
+    def certificate_names(self) -> tuple[str, ...] | None:
+        return self.leaf.dns_ids if self.leaf is not None else None
+
 
 class _TooLarge(Exception):
     pass
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks: list[bytes] = []
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                return b"".join(chunks)
-            if sum(map(len, chunks)) + size > MAX_BODY:
-                raise _TooLarge
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    if "content-length" in headers:
-        length = int(headers["content-length"])
-        if length > MAX_BODY:
-            raise _TooLarge
-        return await reader.readexactly(length)
-    # No length given: the body ends when the server closes (RFC 9112 §6.3). One read()
-    # returns only what has arrived, so keep reading to EOF, within the limit.
+class _NotHttp(Exception):
+    pass
+
+
+def _request(host: str, port: int) -> bytes:
+    conn = h11.Connection(our_role=h11.CLIENT)
+    authority = host if port == 443 else f"{host}:{port}"
+    headers = [
+        ("Host", authority),
+        ("User-Agent", "mtasts"),
+        ("Accept", "text/plain"),
+        ("Connection", "close"),
+    ]
+    return conn.send(h11.Request(method="GET", target=WELL_KNOWN_PATH, headers=headers)) + (
+        conn.send(h11.EndOfMessage()) or b""
+    )
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[h11.Response, bytes | None]:
+    """The response head and, for a 200, its body within MAX_BODY (any framing h11 knows)."""
+    conn = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+    # h11 must see the request it answers to frame the response (HEAD vs GET).
+    conn.send(h11.Request(method="GET", target=WELL_KNOWN_PATH, headers=[("Host", "policy")]))
+    conn.send(h11.EndOfMessage())
+    head: h11.Response | None = None
     body = bytearray()
-    while chunk := await reader.read(MAX_BODY + 1 - len(body)):
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise _TooLarge
-    return bytes(body)
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _NotHttp(str(exc)) from None
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(_READ))
+            continue
+        if isinstance(event, h11.Response):
+            head = event
+            if head.status_code != 200:
+                return head, None  # RFC 8461 §3.3: only a 200 carries a policy
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY:
+                raise _TooLarge
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            if head is None:
+                raise _NotHttp("the connection closed before a response")
+            return head, bytes(body)
+
+
+def _header(head: h11.Response, name: bytes) -> str | None:
+    for key, value in head.headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 async def _exchange(
     host: str, address: str, port: int, context: ssl.SSLContext, url: str
 ) -> PolicyFetch:
-    reader, writer = await asyncio.open_connection(address, port, ssl=context, server_hostname=host)
+    reader, writer = await asyncio.open_connection(
+        address, port, ssl=context, server_hostname=host, limit=_READ
+    )
     try:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         leaf = Leaf.from_der(der) if der else None
         if context.verify_mode == ssl.CERT_NONE:
             return PolicyFetch(url, address, leaf=leaf)
-        if leaf is None or not cert_matches(leaf.dns_ids, host):
-            names = ", ".join(leaf.dns_ids) if leaf else "none"
-            return PolicyFetch(
-                url, address, trust=Trust("certificate-host-mismatch"), leaf=leaf,
-                error_kind="webpki", error=f"the certificate names {names}, not {host}",
-            )  # fmt: skip
-        suffix = f":{port}" if port != 443 else ""
-        request = (
-            f"GET {WELL_KNOWN} HTTP/1.1\r\nHost: {host}{suffix}\r\nUser-Agent: mtasts\r\n"
-            "Accept: text/plain\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(request.encode("ascii"))
+        writer.write(_request(host, port))
         await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        if len(head) > _MAX_HEAD:
-            raise _TooLarge
-        lines = head.decode("latin-1").split("\r\n")
-        status_parts = lines[0].split(" ", 2)
-        if (
-            len(status_parts) < 2
-            or not status_parts[0].startswith("HTTP/")
-            or not status_parts[1].isdigit()
-        ):
-            return PolicyFetch(
-                url,
-                address,
-                trust=Trust(None),
-                leaf=leaf,
-                error_kind="protocol",
-                error=f"not an HTTP response: {lines[0][:60]!r}",
-            )
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if sep:
-                headers.setdefault(key.strip().lower(), value.strip())
-        status = int(status_parts[1])
-        body = await _read_body(reader, headers) if status == 200 else None
+        head, body = await _response(reader)
         return PolicyFetch(
-            url, address, status, headers.get("content-type"), body, headers.get("location"),
-            Trust(None), leaf,
-        )  # fmt: skip
+            url,
+            address,
+            head.status_code,
+            _header(head, b"content-type"),
+            body,
+            _header(head, b"location"),
+            Trust(True),
+            leaf,
+        )
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+def policy_url(domain: str, port: int = 443) -> str:
+    return f"https://mta-sts.{domain}{f':{port}' if port != 443 else ''}{WELL_KNOWN_PATH}"
 
 
 async def fetch_policy(
@@ -144,20 +158,72 @@ async def fetch_policy(
     timeout: float = 10.0,
     leaf_on_failure: bool = True,
 ) -> PolicyFetch:
-    """Fetch the policy of ``domain`` from ``mta-sts.<domain>`` (RFC 8461 §3.3).
+    """Fetch the policy of ``domain`` from the first address of ``mta-sts.<domain>``, as a
+    sender does. When the chain does not verify, a second, unverified handshake reads the
+    certificate's names and dates for the checker; the resolver, which shows no one, sets
+    ``leaf_on_failure=False`` and spends no second connection per hostile domain."""
+    host, url = f"mta-sts.{domain}", policy_url(domain, port)
+    addresses = await _addresses(resolver, host)
+    if isinstance(addresses, PolicyFetch):
+        return dataclasses.replace(addresses, url=url)
+    return await _timed(host, addresses[0], url, port, ca_file, timeout, leaf_on_failure)
 
-    When the certificate does not verify, a second, unverified handshake reads its
-    names and dates for the checker; the resolver, which shows no one, sets
-    ``leaf_on_failure=False`` and spends no second connection per hostile domain.
-    """
-    host = f"mta-sts.{domain}"
-    url = f"https://{host}{f':{port}' if port != 443 else ''}{WELL_KNOWN}"
+
+async def fetch_policies(
+    resolver: Resolver,
+    domain: str,
+    *,
+    port: int = 443,
+    ca_file: Path | None = None,
+    timeout: float = 10.0,
+    max_addresses: int = 8,
+) -> tuple[PolicyFetch, ...]:
+    """The fetch from every address (A, then AAAA, each sorted) of the policy host, at once."""
+    host, url = f"mta-sts.{domain}", policy_url(domain, port)
+    addresses = await _addresses(resolver, host, every=True)
+    if isinstance(addresses, PolicyFetch):
+        return (dataclasses.replace(addresses, url=url),)
+    return tuple(
+        await asyncio.gather(
+            *(_timed(host, a, url, port, ca_file, timeout, True) for a in addresses[:max_addresses])
+        )
+    )
+
+
+async def _addresses(resolver: Resolver, host: str, every: bool = False) -> list[str] | PolicyFetch:
+    try:
+        if every:
+            v4, v6 = await asyncio.gather(resolver.lookup(host, "A"), resolver.lookup(host, "AAAA"))
+            found = sorted(v4.records, key=ipaddress.ip_address) + sorted(
+                v6.records, key=ipaddress.ip_address
+            )
+        else:
+            found = list((await resolver.lookup(host, "A")).records) or list(
+                (await resolver.lookup(host, "AAAA")).records
+            )
+    except DnsLookupError as exc:
+        return PolicyFetch("", error_kind="dns", error=f"cannot resolve {host}: {exc}")
+    if not found:
+        return PolicyFetch("", error_kind="dns", error=f"{host} has no A or AAAA record")
+    return found
+
+
+async def _timed(
+    host: str,
+    address: str,
+    url: str,
+    port: int,
+    ca_file: Path | None,
+    timeout: float,
+    leaf_on_failure: bool,
+) -> PolicyFetch:
     started = time.perf_counter()
-    result = await _fetch(resolver, host, url, port, ca_file, timeout, leaf_on_failure)
+    result = await _fetch(host, address, url, port, ca_file, timeout, leaf_on_failure)
     seconds = time.perf_counter() - started
     log.debug(
-        "policy fetch url=%s outcome=%s seconds=%.3f",
+        "policy fetch url=%s address=%s outcome=%s seconds=%.3f",
         url,
+        address,
         result.error_kind or result.status,
         seconds,
     )
@@ -165,8 +231,8 @@ async def fetch_policy(
 
 
 async def _fetch(
-    resolver: Resolver,
     host: str,
+    address: str,
     url: str,
     port: int,
     ca_file: Path | None,
@@ -174,20 +240,10 @@ async def _fetch(
     leaf_on_failure: bool,
 ) -> PolicyFetch:
     try:
-        addresses = (await resolver.lookup(host, "A")).records or (
-            await resolver.lookup(host, "AAAA")
-        ).records
-    except DnsLookupError as exc:
-        return PolicyFetch(url, error_kind="dns", error=f"cannot resolve {host}: {exc}")
-    if not addresses:
-        return PolicyFetch(url, error_kind="dns", error=f"{host} has no A or AAAA record")
-    address = addresses[0]
-    try:
         return await asyncio.wait_for(
             _exchange(host, address, port, client_context(ca_file), url), timeout
         )
     except ssl.SSLCertVerificationError as exc:
-        trust = trust_from_error(exc)
         leaf = None
         if leaf_on_failure:
             with contextlib.suppress(Exception):
@@ -199,34 +255,24 @@ async def _fetch(
         return PolicyFetch(
             url,
             address,
-            trust=trust,
+            trust=trust_from_error(exc),
             leaf=leaf,
             error_kind="webpki",
             error=f"certificate: {exc.verify_message}",
         )
     except TimeoutError:
-        return PolicyFetch(
-            url, address, error_kind="timeout", error=f"no complete answer within {timeout:g} s"
-        )
+        error = f"no complete answer within {timeout:g} s"
+        return PolicyFetch(url, address, error_kind="timeout", error=error)
     except _TooLarge:
+        error = f"the body exceeds {MAX_BODY // 1024} KiB"
+        return PolicyFetch(url, address, error_kind="too-large", error=error)
+    except _NotHttp as exc:
         return PolicyFetch(
-            url, address, error_kind="too-large", error=f"the body exceeds {MAX_BODY // 1024} KiB"
+            url, address, error_kind="protocol", error=f"not an HTTP response: {exc}"
         )
     except ssl.SSLError as exc:
-        return PolicyFetch(
-            url, address, error_kind="tls", error=f"TLS handshake failed: {exc.reason or exc}"
-        )
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-        return PolicyFetch(
-            url,
-            address,
-            error_kind="protocol",
-            error=f"malformed HTTP response ({type(exc).__name__})",
-        )
+        error = f"TLS handshake failed: {exc.reason or exc}"
+        return PolicyFetch(url, address, error_kind="tls", error=error)
     except OSError as exc:
-        return PolicyFetch(
-            url,
-            address,
-            error_kind="connect",
-            error=f"cannot connect to {address}:{port}: {exc.strerror or exc}",
-        )
+        error = f"cannot connect to {address}:{port}: {exc.strerror or exc}"
+        return PolicyFetch(url, address, error_kind="connect", error=error)

@@ -120,7 +120,7 @@ async def _session(probe: SmtpProbe, context: ssl.SSLContext, progress: _Progres
             tls_version=ssl_object.version(),
             cipher=(ssl_object.cipher() or ("",))[0],
             leaf=Leaf.from_der(der) if der else None,
-            trust=Trust(None) if context.verify_mode == ssl.CERT_REQUIRED else probe.trust,
+            trust=Trust(True) if context.verify_mode == ssl.CERT_REQUIRED else probe.trust,
         )
         with contextlib.suppress(Exception):
             writer.write(b"QUIT\r\n")
@@ -170,9 +170,12 @@ async def probe_mx(
         probe = replace(probe, error_kind=exc.kind, error=str(exc))
     except ssl.SSLError as exc:
         probe = replace(
-            probe, connected=True, starttls=True, error_kind="handshake",
+            probe,
+            connected=True,
+            starttls=True,
+            error_kind="handshake",
             error=f"TLS handshake failed: {exc.reason or exc}",
-        )  # fmt: skip
+        )
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         kind = "handshake" if progress.starttls else "protocol" if progress.connected else "connect"
         if kind == "handshake":

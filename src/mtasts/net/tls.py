@@ -2,9 +2,9 @@
 
 Python 3.11's ``ssl`` hands over only the peer's leaf certificate, and only the
 verifying handshake tells why a chain failed. We verify the chain with the
-handshake (hostname checking off: RFC 8461 §4.2 matching is done by
-``mtasts.sts.cert_matches``), map OpenSSL's verify code to the TLS-RPT result
-types of RFC 8460 §4.3, and read names and dates from the leaf.
+handshake (hostname checking off: RFC 8461 §4.2 matching is the judge's), keep
+OpenSSL's verify code for the judge to map to an RFC 8460 §4.3 result type, and
+read names and dates from the leaf.
 """
 
 from __future__ import annotations
@@ -17,22 +17,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-
-# OpenSSL X509_V_ERR_* codes (x509_vfy.h) and the RFC 8460 §4.3 result type each means.
-_EXPIRED = {10}  # CERT_HAS_EXPIRED
-_NOT_YET_VALID = {9}  # CERT_NOT_YET_VALID
-_UNTRUSTED = {2, 18, 19, 20, 21, 27}  # unknown issuer, self-signed, chain incomplete, untrusted
-_HOSTNAME = {62}
-
-
-def result_type_for(verify_code: int) -> str:
-    if verify_code in _EXPIRED:
-        return "certificate-expired"
-    if verify_code in _UNTRUSTED:
-        return "certificate-not-trusted"
-    if verify_code in _HOSTNAME:
-        return "certificate-host-mismatch"
-    return "validation-failure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +73,13 @@ def client_context(ca_file: Path | None, verify: bool = True) -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class Trust:
-    """The outcome of verifying the chain: ``result_type`` is None when it verified."""
+    """The outcome of verifying the chain; OpenSSL's ``verify_code`` says why it failed
+    (the checker maps it to an RFC 8460 result type)."""
 
-    result_type: str | None
+    verified: bool
     verify_code: int | None = None
     reason: str | None = None
 
 
 def trust_from_error(exc: ssl.SSLCertVerificationError) -> Trust:
-    return Trust(result_type_for(exc.verify_code), exc.verify_code, exc.verify_message)
+    return Trust(False, exc.verify_code, exc.verify_message)

@@ -26,9 +26,12 @@ from .provenance import Channel, is_sender
 from .store import ReportStore
 
 WOULD_DEFER = {
-    ResultType.STARTTLS_NOT_SUPPORTED, ResultType.CERTIFICATE_HOST_MISMATCH, ResultType.CERTIFICATE_EXPIRED,
-    ResultType.CERTIFICATE_NOT_TRUSTED, ResultType.VALIDATION_FAILURE,
-}  # fmt: skip
+    ResultType.STARTTLS_NOT_SUPPORTED,
+    ResultType.CERTIFICATE_HOST_MISMATCH,
+    ResultType.CERTIFICATE_EXPIRED,
+    ResultType.CERTIFICATE_NOT_TRUSTED,
+    ResultType.VALIDATION_FAILURE,
+}
 # Readiness waits for these senders' reports, matched on the domain that vouches for a
 # report (its verified DKIM signer, or its claimed domain on a trusted channel), never on
 # the organisation name a report chooses for itself (security review #3).
@@ -46,9 +49,15 @@ class SummaryRow:
     failures: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"day": self.day.isoformat(), "submitter": self.submitter, "domain": self.domain,
-                "policy_type": self.policy_type, "successful": self.successful, "failed": self.failed,
-                "failures": dict(sorted(self.failures.items()))}  # fmt: skip
+        return {
+            "day": self.day.isoformat(),
+            "submitter": self.submitter,
+            "domain": self.domain,
+            "policy_type": self.policy_type,
+            "successful": self.successful,
+            "failed": self.failed,
+            "failures": dict(sorted(self.failures.items())),
+        }
 
 
 def _where(domain: str | None, since: dt.date | None) -> list[ColumnElement[bool]]:
@@ -116,10 +125,17 @@ class DomainRow:
         return f"{'+' if change > 0 else '-'}{abs(change) * 100:.1f} pts"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"domain": self.domain, "sessions": self.sessions, "failed": self.failed,
-                "failure_rate": round(self.failure_rate, 6), "top_failure": self.top_failure,
-                "senders": self.senders, "previous_sessions": self.previous_sessions,
-                "previous_failed": self.previous_failed, "trend": self.trend}  # fmt: skip
+        return {
+            "domain": self.domain,
+            "sessions": self.sessions,
+            "failed": self.failed,
+            "failure_rate": round(self.failure_rate, 6),
+            "top_failure": self.top_failure,
+            "senders": self.senders,
+            "previous_sessions": self.previous_sessions,
+            "previous_failed": self.previous_failed,
+            "trend": self.trend,
+        }
 
 
 def summary_by_domain(
@@ -135,8 +151,9 @@ def summary_by_domain(
     senders: dict[str, set[str]] = defaultdict(set)
     for r in current:
         old = rows.get(r.domain) or DomainRow(r.domain, 0, 0, None, 0, 0, 0)
-        rows[r.domain] = DomainRow(r.domain, old.sessions + r.successful + r.failed, old.failed + r.failed,
-                                   None, 0, 0, 0)  # fmt: skip
+        rows[r.domain] = DomainRow(
+            r.domain, old.sessions + r.successful + r.failed, old.failed + r.failed, None, 0, 0, 0
+        )
         senders[r.domain].add(r.submitter)
         for kind, count in r.failures.items():
             failures[r.domain][kind] += count
@@ -174,16 +191,28 @@ class MxRow:
     sessions: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"day": self.day.isoformat(), "submitter": self.submitter, "domain": self.domain,
-                "receiving_mx": self.receiving_mx, "receiving_ip": self.receiving_ip,
-                "result_type": self.result_type, "sessions": self.sessions}  # fmt: skip
+        return {
+            "day": self.day.isoformat(),
+            "submitter": self.submitter,
+            "domain": self.domain,
+            "receiving_mx": self.receiving_mx,
+            "receiving_ip": self.receiving_ip,
+            "result_type": self.result_type,
+            "sessions": self.sessions,
+        }
 
 
 def summary_by_mx(
     store: ReportStore, domain: str | None = None, since: dt.date | None = None
 ) -> list[MxRow]:
-    key = (PolicyRow.day, PolicyRow.submitter, PolicyRow.policy_domain, FailureRow.receiving_mx,
-           FailureRow.receiving_ip, FailureRow.result_type)  # fmt: skip
+    key = (
+        PolicyRow.day,
+        PolicyRow.submitter,
+        PolicyRow.policy_domain,
+        FailureRow.receiving_mx,
+        FailureRow.receiving_ip,
+        FailureRow.result_type,
+    )
     query = (
         select(*key, func.sum(FailureRow.sessions))
         .join_from(FailureRow, PolicyRow, FailureRow.policy_id == PolicyRow.id)
@@ -241,8 +270,9 @@ def _origins(store: ReportStore, report_ids: set[int]) -> dict[int, Origin]:
     ids = sorted(report_ids)
     with store.engine.connect() as connection:
         for start in range(0, len(ids), 500):
-            query = select(table.id, table.channel, table.dkim_domain, table.sender_domain,
-                           table.conflict).where(table.id.in_(ids[start : start + 500]))  # fmt: skip
+            query = select(
+                table.id, table.channel, table.dkim_domain, table.sender_domain, table.conflict
+            ).where(table.id.in_(ids[start : start + 500]))
             for row_id, channel, dkim_domain, sender_domain, conflict in connection.execute(query):
                 out[row_id] = Origin(channel, dkim_domain, sender_domain, bool(conflict))
     return out
@@ -264,10 +294,16 @@ class FailureGroup:
         return f"mtasts check: {self.result_type}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"submitter": self.submitter, "result_type": self.result_type, "receiving_mx": self.receiving_mx,
-                "receiving_ip": self.receiving_ip, "sessions": self.sessions,
-                "first": self.first.isoformat() if self.first else None,
-                "last": self.last.isoformat() if self.last else None, "explained_by": self.explained_by}  # fmt: skip
+        return {
+            "submitter": self.submitter,
+            "result_type": self.result_type,
+            "receiving_mx": self.receiving_mx,
+            "receiving_ip": self.receiving_ip,
+            "sessions": self.sessions,
+            "first": self.first.isoformat() if self.first else None,
+            "last": self.last.isoformat() if self.last else None,
+            "explained_by": self.explained_by,
+        }
 
 
 @dataclass
@@ -284,11 +320,18 @@ class Readiness:
     unaffected: list[FailureGroup] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"domain": self.domain, "days": self.days, "verdict": self.verdict, "reason": self.reason,
-                "sessions": self.sessions, "senders": self.senders, "vouched": self.vouched,
-                "conflicts": self.conflicts,
-                "would_defer": [g.to_dict() for g in self.would_defer],
-                "unaffected": [g.to_dict() for g in self.unaffected]}  # fmt: skip
+        return {
+            "domain": self.domain,
+            "days": self.days,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "sessions": self.sessions,
+            "senders": self.senders,
+            "vouched": self.vouched,
+            "conflicts": self.conflicts,
+            "would_defer": [g.to_dict() for g in self.would_defer],
+            "unaffected": [g.to_dict() for g in self.unaffected],
+        }
 
 
 def readiness(

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from mtasts.errors import MtastsError
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .ingest import DEFAULT_BATCH, AfterCommit, Batch, IngestResult, max_message
@@ -32,7 +33,7 @@ _FETCH_CHUNK = 20  # messages per FETCH: few round trips, and at most 20 message
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 
 
-class ImapError(Exception):
+class ImapError(MtastsError):
     """The mailbox cannot be used; the message names the server and the reason."""
 
 
@@ -83,8 +84,15 @@ class ImapSource:
             raise ImapError(f"{url!r}: expected imaps://user@host[:port]/FOLDER")
         tls = parts.scheme == "imaps"
         folder = unquote(parts.path.lstrip("/")) or "INBOX"
-        return cls(parts.hostname, parts.port or (993 if tls else 143), unquote(parts.username), folder, tls,
-                   password, ca_file=ca_file)  # fmt: skip
+        return cls(
+            parts.hostname,
+            parts.port or (993 if tls else 143),
+            unquote(parts.username),
+            folder,
+            tls,
+            password,
+            ca_file=ca_file,
+        )
 
 
 def _connect(source: ImapSource) -> imaplib.IMAP4:

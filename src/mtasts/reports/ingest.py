@@ -159,9 +159,15 @@ class Batch:
     A message's after-commit step runs once the last of its reports has committed.
     """
 
-    def __init__(self, store: ReportStore, result: IngestResult, size: int = DEFAULT_BATCH,
-                 max_size: int = DEFAULT_MAX_SIZE, max_bytes: int = 64 << 20,
-                 verifier: DkimVerifier | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: ReportStore,
+        result: IngestResult,
+        size: int = DEFAULT_BATCH,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_bytes: int = 64 << 20,
+        verifier: DkimVerifier | None = None,
+    ) -> None:
         self.store, self.result, self.size, self.max_size = store, result, size, max_size
         self.verifier = verifier
         self.max_bytes = max(max_bytes, max_size)

@@ -100,8 +100,11 @@ def storable(report: Report) -> Report:
                 " report are stored as one row per result type"
             )
         details_left = max(0, details_left - len(details))
-        policies.append(PolicyResult(cleaned_policy, result.successful_sessions, result.failed_sessions,
-                                     tuple(details)))  # fmt: skip
+        policies.append(
+            PolicyResult(
+                cleaned_policy, result.successful_sessions, result.failed_sessions, tuple(details)
+            )
+        )
     cleaned = Report(
         c.text(report.organization_name, NAME, "organization-name"),
         report.date_range,

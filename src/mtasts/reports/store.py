@@ -321,13 +321,36 @@ class ReportStore:
                 keep.append(p)
                 wanted_raw.setdefault(p.digest, p.item)
             new_raw = [d for d in wanted_raw if d not in raw_ids]
-            ids = _inserted_ids(connection, RawReport, [
-                {"sha256": d, "data": gzip.compress(wanted_raw[d].data, 6), "size": len(wanted_raw[d].data),
-                 "source": clean(wanted_raw[d].source), "received_at": now} for d in new_raw])  # fmt: skip
+            ids = _inserted_ids(
+                connection,
+                RawReport,
+                [
+                    {
+                        "sha256": d,
+                        "data": gzip.compress(wanted_raw[d].data, 6),
+                        "size": len(wanted_raw[d].data),
+                        "source": clean(wanted_raw[d].source),
+                        "received_at": now,
+                    }
+                    for d in new_raw
+                ],
+            )
             raw_ids.update(zip(new_raw, ids, strict=True))
-            _insert(connection, Quarantined, [
-                {"raw_id": raw_ids[p.digest], "rule": clean(p.error.rule, SHORT), "reason": clean(str(p.error)),
-                 "source": clean(p.item.source), "at": now} for p in keep if p.error is not None])  # fmt: skip
+            _insert(
+                connection,
+                Quarantined,
+                [
+                    {
+                        "raw_id": raw_ids[p.digest],
+                        "rule": clean(p.error.rule, SHORT),
+                        "reason": clean(str(p.error)),
+                        "source": clean(p.item.source),
+                        "at": now,
+                    }
+                    for p in keep
+                    if p.error is not None
+                ],
+            )
             self._add_reports(connection, [p for p in keep if p.report is not None], raw_ids, now)
             self._flag(connection, conflicts, vouched)
         return outcomes
@@ -384,8 +407,11 @@ class ReportStore:
         raw, held = RawReport.__table__.c, Quarantined.__table__.c
         found: set[str] = set()
         for chunk in _chunks(sorted(raw_ids)):
-            query = select(raw.sha256).join_from(Quarantined.__table__, RawReport.__table__,
-                                                 held.raw_id == raw.id).where(held.raw_id.in_(chunk))  # fmt: skip
+            query = (
+                select(raw.sha256)
+                .join_from(Quarantined.__table__, RawReport.__table__, held.raw_id == raw.id)
+                .where(held.raw_id.in_(chunk))
+            )
             found.update(connection.execute(query).scalars())
         return found
 
@@ -394,14 +420,32 @@ class ReportStore:
         connection: Connection, parsed: Sequence[_Parsed], raw_ids: dict[str, int], now: dt.datetime
     ) -> None:
         reports = [p.report for p in parsed if p.report is not None]
-        report_ids = _inserted_ids(connection, ReportRow, [
-            {"submitter": p.submitter, "report_id": r.report_id, "organization": r.organization_name,
-             "contact": r.contact_info, "start": r.date_range.start, "end": r.date_range.end,
-             "raw_id": raw_ids[p.digest], "warnings": "\n".join(r.warnings), "ingested_at": now,
-             "content_sha256": p.content, "channel": str(p.item.provenance.channel),
-             "dkim_domain": p.item.provenance.dkim_domain, "conflict": False,
-             "sender_domain": clean(claimed_domain(p.item.submitter_hint, r.contact_info, r.organization_name), NAME)}
-            for p, r in zip(parsed, reports, strict=True)])  # fmt: skip
+        report_ids = _inserted_ids(
+            connection,
+            ReportRow,
+            [
+                {
+                    "submitter": p.submitter,
+                    "report_id": r.report_id,
+                    "organization": r.organization_name,
+                    "contact": r.contact_info,
+                    "start": r.date_range.start,
+                    "end": r.date_range.end,
+                    "raw_id": raw_ids[p.digest],
+                    "warnings": "\n".join(r.warnings),
+                    "ingested_at": now,
+                    "content_sha256": p.content,
+                    "channel": str(p.item.provenance.channel),
+                    "dkim_domain": p.item.provenance.dkim_domain,
+                    "conflict": False,
+                    "sender_domain": clean(
+                        claimed_domain(p.item.submitter_hint, r.contact_info, r.organization_name),
+                        NAME,
+                    ),
+                }
+                for p, r in zip(parsed, reports, strict=True)
+            ],
+        )
         policies: list[dict[str, Any]] = []
         details: list[list[tlsrpt.FailureDetail]] = []
         for p, r, row_id in zip(parsed, reports, report_ids, strict=True):
@@ -409,19 +453,35 @@ class ReportStore:
             for result in r.policies:
                 policy = result.policy
                 policies.append(
-                    {"report_id": row_id, "submitter": p.submitter, "day": day, "policy_type": str(policy.policy_type),
-                     "policy_domain": policy.policy_domain.lower().rstrip("."),
-                     "policy_string": "\n".join(policy.policy_string) if policy.policy_string else None,
-                     "mx_host": " ".join(policy.mx_host), "successful": result.successful_sessions,
-                     "failed": result.failed_sessions})  # fmt: skip
+                    {
+                        "report_id": row_id,
+                        "submitter": p.submitter,
+                        "day": day,
+                        "policy_type": str(policy.policy_type),
+                        "policy_domain": policy.policy_domain.lower().rstrip("."),
+                        "policy_string": "\n".join(policy.policy_string)
+                        if policy.policy_string
+                        else None,
+                        "mx_host": " ".join(policy.mx_host),
+                        "successful": result.successful_sessions,
+                        "failed": result.failed_sessions,
+                    }
+                )
                 details.append(list(result.failure_details))
         policy_ids = _inserted_ids(connection, PolicyRow, policies)
         failures = [
-            {"policy_id": policy_id, "result_type": d.result_type, "sending_ip": d.sending_mta_ip,
-             "receiving_mx": d.receiving_mx_hostname, "receiving_ip": d.receiving_ip,
-             "sessions": d.failed_session_count, "reason_code": d.failure_reason_code}
-            for policy_id, found in zip(policy_ids, details, strict=True) for d in found
-        ]  # fmt: skip
+            {
+                "policy_id": policy_id,
+                "result_type": d.result_type,
+                "sending_ip": d.sending_mta_ip,
+                "receiving_mx": d.receiving_mx_hostname,
+                "receiving_ip": d.receiving_ip,
+                "sessions": d.failed_session_count,
+                "reason_code": d.failure_reason_code,
+            }
+            for policy_id, found in zip(policy_ids, details, strict=True)
+            for d in found
+        ]
         _insert(connection, FailureRow, failures)
 
     def quarantined_raw(self) -> list[tuple[int, bytes, str]]:
@@ -445,12 +505,19 @@ class ReportStore:
     def conflicts(self) -> list[Conflict]:
         """Every stored report whose submitter and id another content also holds."""
         query = (
-            select(ReportRow.id, ReportRow.submitter, ReportRow.report_id, ReportRow.channel,
-                   ReportRow.dkim_domain, RawReport.source, ReportRow.ingested_at)
+            select(
+                ReportRow.id,
+                ReportRow.submitter,
+                ReportRow.report_id,
+                ReportRow.channel,
+                ReportRow.dkim_domain,
+                RawReport.source,
+                ReportRow.ingested_at,
+            )
             .join_from(ReportRow, RawReport, ReportRow.raw_id == RawReport.id)
             .where(ReportRow.conflict.is_(True))
             .order_by(ReportRow.submitter, ReportRow.report_id, ReportRow.id)
-        )  # fmt: skip
+        )
         with self.engine.connect() as connection:
             return [Conflict(*row) for row in connection.execute(query)]
 

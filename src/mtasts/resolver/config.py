@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mtasts.config import ConfigError, read_toml
 from mtasts.net.dns import Nameserver
 
 from .postfix import TestingAnswer
 from .server import Listen
-
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message names the file, the key and the rule."""
 
 
 @dataclass(frozen=True)
@@ -115,14 +111,7 @@ def _convert_zone(key: str, value: Any, where: str) -> Any:
 
 
 def load(path: Path) -> ResolverConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}), which TOML requires") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path)
     table = raw.get("resolver", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [resolver] must be a table")

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mtasts.config import ConfigError
 from mtasts.net.dns import Resolver
 
-from .config import ConfigError, ResolverConfig
+from .config import ResolverConfig
 from .engine import EngineOptions, PolicyEngine
 from .server import ReplySettings, ResolverService, UnixAccess, start_listener
 from .store import PolicyStore
@@ -60,21 +61,32 @@ def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
     resolver = Resolver(config.nameservers, timeout=config.timeout)
     trust_ad = trusts_ad(config, resolver)
     if not trust_ad and config.dane_trust_ad == "loopback":
-        log.warning("DANE answers off: the DNS servers are not on this host, so their DNSSEC"
-                    " (AD) bit could be forged on the way (RFC 7672 §2); set dane_trust_ad")  # fmt: skip
+        log.warning(
+            "DANE answers off: the DNS servers are not on this host, so their DNSSEC"
+            " (AD) bit could be forged on the way (RFC 7672 §2); set dane_trust_ad"
+        )
     engine = PolicyEngine(
         resolver,
         store,
-        EngineOptions(config.https_port, config.ca_file, config.timeout, config.grace,
-                      max_domains=config.max_domains, trust_ad=trust_ad),
-    )  # fmt: skip
+        EngineOptions(
+            config.https_port,
+            config.ca_file,
+            config.timeout,
+            config.grace,
+            max_domains=config.max_domains,
+            trust_ad=trust_ad,
+        ),
+    )
     service = ResolverService(engine, reply_settings(config))
     service.zones = zone_settings(config)
     return service, store
 
 
-async def serve(config: ResolverConfig, reload: Callable[[], ResolverConfig] | None = None,
-                ready: Callable[[], None] | None = None) -> None:  # fmt: skip
+async def serve(
+    config: ResolverConfig,
+    reload: Callable[[], ResolverConfig] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
     service, store = build(config)
     await store.open()
     servers = [

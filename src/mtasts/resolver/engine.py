@@ -10,6 +10,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mtasts import sts
 from mtasts.net.dns import DnsLookupError, Resolver
@@ -75,17 +76,11 @@ class Metrics:
 
 
 def usable_policy(fetch: PolicyFetch) -> tuple[sts.Policy | None, str]:
-    """RFC 8461 §3.3: only a verified 200 text/plain response with a valid policy counts."""
-    if fetch.error_kind is not None:
-        return None, fetch.error_kind
-    if fetch.status != 200:
-        return None, f"http-{fetch.status}"
-    if (fetch.content_type or "").split(";")[0].strip().lower() != "text/plain":
-        return None, "media-type"
-    try:
-        return sts.parse_policy(fetch.body or b""), ""
-    except sts.PolicyError:
-        return None, "invalid-policy"
+    """RFC 8461 §3.3 as ``sts.judge_response`` decides it: the policy, or the failure's reason
+    (a fetch-error kind, ``http-404``, ``media-type``, ``certificate-name``, ``invalid-policy``)."""
+    verdict = sts.judge_response(urlsplit(fetch.url).hostname or "", fetch)
+    failure = verdict.first_failure
+    return verdict.policy, failure.reason if failure else ""
 
 
 class PolicyEngine:
@@ -216,9 +211,13 @@ class PolicyEngine:
     ) -> Lookup:
         self.metrics.fetches += 1
         fetch = await fetch_policy(
-            self.resolver, domain, port=self.options.https_port, ca_file=self.options.ca_file,
-            timeout=self.options.timeout, leaf_on_failure=False,
-        )  # fmt: skip
+            self.resolver,
+            domain,
+            port=self.options.https_port,
+            ca_file=self.options.ca_file,
+            timeout=self.options.timeout,
+            leaf_on_failure=False,
+        )
         policy, reason = usable_policy(fetch)
         now = self.clock()
         if policy is None:

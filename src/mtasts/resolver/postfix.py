@@ -14,6 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from urllib.parse import quote
 
+from mtasts.errors import MtastsError
 from mtasts.sts import Mode
 from mtasts.sts.cache import CachedPolicy
 
@@ -59,8 +60,60 @@ def policy_reply(
     return reply
 
 
-class NetstringError(ValueError):
+class NetstringError(MtastsError, ValueError):
     """The peer broke the netstring framing; the connection cannot continue."""
+
+
+MAX_NETSTRING = 100_000  # Postfix's socketmap limit
+
+
+class SocketmapDecoder:
+    """Socketmap requests from bytes as they arrive, with no I/O (the h11 way).
+
+    Postfix sends each request as a netstring ``LEN:NAME KEY,`` (socketmap_table(5));
+    any read may end anywhere in one. :meth:`feed` takes what arrived and
+    :meth:`next_request` returns one whole ``(name, key)`` or None until more comes;
+    broken framing raises :class:`NetstringError`, after which the connection is over.
+
+    >>> decoder = SocketmapDecoder()
+    >>> decoder.feed(b"23:policy exa")
+    >>> decoder.next_request() is None
+    True
+    >>> decoder.feed(b"mple.com,")
+    >>> decoder.next_request()
+    ('policy', 'example.com')
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next_request(self) -> tuple[str, str] | None:
+        colon = self.buffer.find(b":")
+        if colon < 0:
+            if self.buffer and (not self.buffer.isdigit() or len(self.buffer) > 6):
+                raise NetstringError("bad netstring length")
+            return None
+        digits = bytes(self.buffer[:colon])
+        if not digits.isdigit() or len(digits) > 6 or int(digits) > MAX_NETSTRING:
+            raise NetstringError("bad netstring length")
+        end = colon + 1 + int(digits)
+        if len(self.buffer) <= end:
+            return None
+        if self.buffer[end] != ord(","):
+            raise NetstringError("netstring not terminated by ','")
+        data = bytes(self.buffer[colon + 1 : end])
+        del self.buffer[: end + 1]
+        try:
+            request = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise NetstringError("request is not UTF-8") from None
+        if " " not in request:
+            raise NetstringError("the request has no key (expected 'NAME KEY')")
+        zone, _, key = request.partition(" ")
+        return zone, key
 
 
 def netstring(data: str) -> bytes:

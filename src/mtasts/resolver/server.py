@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import grp
+import ipaddress
 import logging
 import os
 import pwd
@@ -21,10 +22,16 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .engine import Lookup, PolicyEngine
-from .postfix import NetstringError, TestingAnswer, netstring, policy_reply, tcp_table_reply
+from .postfix import (
+    NetstringError,
+    SocketmapDecoder,
+    TestingAnswer,
+    netstring,
+    policy_reply,
+    tcp_table_reply,
+)
 
 log = logging.getLogger("mtasts.resolver.server")
-_MAX_NETSTRING = 100_000  # Postfix's socketmap limit
 # A client may queue this many requests before we stop reading its socket (it must read
 # our replies first), and stay idle this long; Postfix reconnects when it needs to.
 MAX_QUEUED = 100
@@ -84,12 +91,27 @@ def policy_domain(key: str, relays: dict[str, str]) -> str | None:
     key = key.strip().lower()
     if key in relays:
         return relays[key]
-    if key.startswith("[") or key.startswith(".") or not key:
-        # "[host]" skips MX lookup (no policy domain), ".parent" is a parent-zone probe,
-        # which RFC 8461 §3.4 rules out.
-        return None
+    if key.startswith(".") or not key:
+        return None  # ".parent" is a parent-zone probe, which RFC 8461 §3.4 rules out
+    if key.startswith("["):
+        # "[host]" or "[host]:port": a smart host or transport next hop. RFC 8461 §3.4: the
+        # policy domain is the smart host's own domain (as postfix-mta-sts-resolver applies).
+        host, closed, port = key[1:].partition("]")
+        if not closed or (port and not (port[:1] == ":" and port[1:].isdigit())):
+            return None
+        if host.startswith("ipv6:") or _is_address(host):
+            return None  # an address literal has no domain, so no policy
+        return host.rstrip(".") or None
     domain = key.rsplit(":", 1)[0] if key.count(":") == 1 else key
     return domain.rstrip(".") or None
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ResolverService:
@@ -234,7 +256,7 @@ class SocketmapProtocol(asyncio.Protocol):
 
     def __init__(self, service: ResolverService) -> None:
         self.service = service
-        self.buffer = bytearray()
+        self.decoder = SocketmapDecoder()
         self.queue: collections.deque[tuple[str, str]] = collections.deque()
         self.busy = False
         self.task: asyncio.Future[None] | None = None  # held so it is not collected mid-flight
@@ -289,9 +311,9 @@ class SocketmapProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._touch()
-        self.buffer += data
+        self.decoder.feed(data)
         try:
-            while (request := self._take()) is not None:
+            while (request := self.decoder.next_request()) is not None:
                 self.queue.append(request)
         except NetstringError as exc:
             self._refuse(str(exc))
@@ -299,30 +321,17 @@ class SocketmapProtocol(asyncio.Protocol):
         self._drain()
         self._flow()
 
+    @property
+    def buffer(self) -> bytearray:
+        """The bytes received and not yet decoded (for tools that replay framing)."""
+        return self.decoder.buffer
+
+    @buffer.setter
+    def buffer(self, value: bytearray) -> None:
+        self.decoder.buffer = value
+
     def _take(self) -> tuple[str, str] | None:
-        colon = self.buffer.find(b":")
-        if colon < 0:
-            if self.buffer and (not self.buffer.isdigit() or len(self.buffer) > 6):
-                raise NetstringError("bad netstring length")
-            return None
-        digits = bytes(self.buffer[:colon])
-        if not digits.isdigit() or len(digits) > 6 or int(digits) > _MAX_NETSTRING:
-            raise NetstringError("bad netstring length")
-        end = colon + 1 + int(digits)
-        if len(self.buffer) <= end:
-            return None
-        if self.buffer[end] != ord(","):
-            raise NetstringError("netstring not terminated by ','")
-        data = bytes(self.buffer[colon + 1 : end])
-        del self.buffer[: end + 1]
-        try:
-            request = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise NetstringError("request is not UTF-8") from None
-        if " " not in request:
-            raise NetstringError("the request has no key (expected 'NAME KEY')")
-        zone, _, key = request.partition(" ")
-        return zone, key
+        return self.decoder.next_request()
 
     def _drain(self) -> None:
         while self.queue and not self.busy and self.writing:

@@ -24,7 +24,15 @@ A domain publishes two things:
 """
 
 from .errors import MultipleRecordsError, NoRecordError, PolicyError, RecordError, StsError
+from .fetch import (
+    FailureKind,
+    FetchVerdict,
+    PolicyFailure,
+    PolicyResponse,
+    judge_response,
+)
 from .match import cert_matches
+from .names import MAX_POLICY_SIZE, WELL_KNOWN_PATH, policy_host
 from .policy import (
     MAX_MAX_AGE,
     Mode,
@@ -38,6 +46,10 @@ from .record import RecordDiagnosis, StsRecord, diagnose_record, parse_record, s
 
 __all__ = [
     "MAX_MAX_AGE",
+    "MAX_POLICY_SIZE",
+    "WELL_KNOWN_PATH",
+    "FailureKind",
+    "FetchVerdict",
     "Mode",
     "MultipleRecordsError",
     "MxPattern",
@@ -45,6 +57,8 @@ __all__ = [
     "Policy",
     "PolicyDiagnosis",
     "PolicyError",
+    "PolicyFailure",
+    "PolicyResponse",
     "RecordDiagnosis",
     "RecordError",
     "StsError",
@@ -52,7 +66,9 @@ __all__ = [
     "cert_matches",
     "diagnose_policy",
     "diagnose_record",
+    "judge_response",
     "parse_policy",
     "parse_record",
+    "policy_host",
     "select_record",
 ]

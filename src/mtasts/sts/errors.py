@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mtasts.errors import MtastsError
 
-class StsError(ValueError):
+
+class StsError(MtastsError, ValueError):
     """Something in an MTA-STS record or policy breaks RFC 8461.
 
     Every error carries the rule broken (``rule``, a stable short code), where

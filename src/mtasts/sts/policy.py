@@ -295,9 +295,16 @@ def diagnose_policy(data: str | bytes) -> PolicyDiagnosis:
         # RFC 8461 §3.2: lines end in CRLF or LF; WSP may precede a field.
         line = raw.removesuffix("\r").lstrip(WSP)
         if not line:
+            # RFC 8461 §3.2: the grammar has no empty line, not even a final one (at most one
+            # sts-policy-term ends the file). mox and mimecast reject the whole policy, so
+            # those senders see no policy at all: an error, not a note.
             if not blank_seen:
-                scan.note(
-                    "blank line (the grammar has none; senders may reject it)", "blank", number
+                scan.error(
+                    "empty line: the policy grammar has none, and strict senders (mox,"
+                    " mimecast) reject the whole policy",
+                    "blank",
+                    number,
+                    fix="remove the empty line(s); end the file with at most one line break",
                 )
                 blank_seen = True
             continue

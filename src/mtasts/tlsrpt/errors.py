@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mtasts.errors import MtastsError
 
-class TlsRptError(ValueError):
+
+class TlsRptError(MtastsError, ValueError):
     """Something in a TLS-RPT record or report breaks RFC 8460.
 
     ``rule`` is a stable short code, ``field`` the record field or the JSON path

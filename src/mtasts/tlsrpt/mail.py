@@ -21,8 +21,16 @@ from .errors import ReportError
 from .parse import DEFAULT_MAX_SIZE, Budget
 
 TLSRPT_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
-_LOOSE_TYPES = ("application/gzip", "application/x-gzip", "application/json", "application/octet-stream",
-                "application/zip", "application/x-zip-compressed", "text/json", "text/plain")  # fmt: skip
+_LOOSE_TYPES = (
+    "application/gzip",
+    "application/x-gzip",
+    "application/json",
+    "application/octet-stream",
+    "application/zip",
+    "application/x-zip-compressed",
+    "text/json",
+    "text/plain",
+)
 _REPORT_NAMES = (".json", ".json.gz", ".gz", ".zip", ".json.zip")
 
 

@@ -123,8 +123,11 @@ def create_app(
             # Not the sender's fault and nothing was kept: ask it to try again later.
             log.error("tlsrpt POST from %s not stored: %s", client, store_error(exc))
             site.fetches[("tlsrpt", 503)] += 1
-            return PlainTextResponse("the report store is unavailable; try again later\n", 503,
-                                     {**_HEADERS, "Retry-After": "300"})  # fmt: skip
+            return PlainTextResponse(
+                "the report store is unavailable; try again later\n",
+                503,
+                {**_HEADERS, "Retry-After": "300"},
+            )
         site.fetches[("tlsrpt", 400 if stored.outcome is Outcome.QUARANTINED else 201)] += 1
         created = stored.outcome in (Outcome.STORED, Outcome.CONFLICT)
         log.info(
@@ -191,8 +194,11 @@ _access = logging.getLogger("mtasts.web.access")
 def access_logged(app: ASGIApp) -> ASGIApp:
     """One key=value line per request: who asked which host for what, and the answer."""
 
-    async def logged(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
-                     send: Callable[[Any], Awaitable[None]]) -> None:  # fmt: skip
+    async def logged(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
@@ -212,9 +218,13 @@ def access_logged(app: ASGIApp) -> ASGIApp:
             client = client_address((scope.get("client") or ("-", 0))[0])
             _access.info(
                 "request client=%s host=%r method=%s path=%r status=%d seconds=%.3f",
-                client, headers.get(b"host", b"").decode("latin-1"), scope.get("method"),
-                scope.get("path"), status, time.perf_counter() - started,
-            )  # fmt: skip
+                client,
+                headers.get(b"host", b"").decode("latin-1"),
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                time.perf_counter() - started,
+            )
 
     return logged
 

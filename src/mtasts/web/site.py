@@ -130,8 +130,10 @@ class PolicySite:
                     f"{served.domain}: key_file {served.key_file}: cannot read it ({exc.strerror})"
                 )
             if not cert_matches(leaf.dns_ids, host):
-                problems.append(f"{where} names {', '.join(leaf.dns_ids) or 'nothing'}, not {host}:"
-                                " every sender would report sts-webpki-invalid")  # fmt: skip
+                problems.append(
+                    f"{where} names {', '.join(leaf.dns_ids) or 'nothing'}, not {host}:"
+                    " every sender would report sts-webpki-invalid"
+                )
             if leaf.not_after <= now:
                 problems.append(f"{where} expired on {leaf.not_after:%Y-%m-%d}")
             elif leaf.not_before > now:
