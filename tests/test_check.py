@@ -144,6 +144,72 @@ def test_blocked_port_25_is_said_once(lab: RunningLab) -> None:
     assert "unknown: port 25 unreachable from here" in result.stdout
     assert "[green]ok" not in result.stdout
     assert " ok " not in result.stdout.split("MTA-STS adoption")[0]
+    # #11: a check that could not see says so: UNKNOWN, exit 1, the finding said once.
+    assert result.returncode == 1
+    assert "good-enforce.example: UNKNOWN" in result.stdout
+    assert result.stdout.count("outbound-port-25-blocked") == 1
+    documents = [
+        json.loads(line)
+        for line in check(
+            "--lab",
+            str(lab.state_dir),
+            "--smtp-port",
+            "9",
+            "--timeout",
+            "2",
+            "--json",
+            "good-enforce.example",
+            "expired-mx.example",
+        ).stdout.splitlines()
+    ]
+    assert [d["verdict"] for d in documents] == ["unknown", "unknown"]
+    assert all(not d["smtp_reachable_from_here"] for d in documents)
+    assert all("outbound-port-25-blocked" in {f["code"] for f in d["findings"]} for d in documents)
+
+
+def test_a_domain_that_does_not_exist_is_said_once(lab: RunningLab) -> None:
+    result = check("--lab", str(lab.state_dir), "--json", "nowhere.example")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert [(f["code"], f["severity"]) for f in document["findings"]] == [
+        ("domain-not-found", "error")
+    ]
+    jsonschema.validate(document, SCHEMA)
+
+
+def test_saved_facts_are_judged_again_offline(lab: RunningLab, tmp_path: Path) -> None:
+    """#11: `--json --facts` keeps what was observed; `--from-facts` judges it with no network."""
+    names = ["good-enforce.example", "expired-mx.example", "policy-backend.example"]
+    live = check("--lab", str(lab.state_dir), "--json", "--facts", *names)
+    saved = tmp_path / "facts.jsonl"
+    saved.write_text(live.stdout)
+    documents = [json.loads(line) for line in live.stdout.splitlines()]
+    for document in documents:
+        jsonschema.validate(document, SCHEMA)
+        assert document["facts"]["version"] == 1
+    # Judged again from the file alone: a nameserver that does not exist proves no lookup.
+    again = check("--from-facts", str(saved), "--json", "--nameserver", "127.0.0.1:9")
+    assert again.returncode == live.returncode == 1
+    rejudged = [json.loads(line) for line in again.stdout.splitlines()]
+    assert [d["findings"] for d in rejudged] == [d["findings"] for d in documents]
+    assert [d["verdict"] for d in rejudged] == ["ok", "error", "error"]
+    # A bad line is named and the rest is still judged.
+    saved.write_text(live.stdout + "{not json\n")
+    partial = check("--from-facts", str(saved))
+    assert f"{saved}:4: not JSON" in partial.stderr
+    assert "policy-backend.example" in partial.stdout
+    assert check("--from-facts", str(saved), "good-enforce.example").returncode == 2
+
+
+def test_a_policy_host_with_one_bad_backend_is_caught(
+    lab_documents: dict[str, dict[str, Any]],
+) -> None:
+    document = lab_documents["policy-backend.example"]
+    addresses = document["policy"]["addresses"]
+    assert len(addresses) == 2
+    assert len({a["policy"] for a in addresses}) == 2  # the stale backend serves another policy
+    finding = next(f for f in document["findings"] if f["code"] == "policy-inconsistent")
+    assert "old-mx.lab.invalid" in finding["message"]
 
 
 def test_probes_repeat_each_address(lab: RunningLab) -> None:
@@ -376,11 +442,11 @@ def test_ctrl_c_stops_a_long_run_and_keeps_what_was_checked(tmp_path: Path) -> N
     finally:
         stop_lab(running)
     assert progress.startswith("checked ")
-    assert progress.rstrip().endswith(" of 5,020 domains")
+    assert progress.rstrip().endswith(" of 5,021 domains")
     assert process.returncode == 130
     line = next(line for line in rest.splitlines() if line.startswith("interrupted: "))
     checked = int(line.split()[1].replace(",", ""))
-    assert checked < 5020  # it stopped, rather than finishing the run first
+    assert checked < 5021  # it stopped, rather than finishing the run first
     rows = (tmp_path / "many.csv").read_text().splitlines()
     assert len(rows) == checked + 1  # the results so far are written, header included
     assert "Traceback" not in rest

@@ -425,7 +425,8 @@ def test_the_stub_resolver_reads_a_real_knot_server(knot: dict[str, object]) -> 
     assert found["chain"] == ("edge.example.com",)
     assert found["txt"] == [[b"v=TLSRPTv1; ", b"rua=mailto:tlsrpt@example.com"]]
     assert found["many"] == 120
-    assert found["nxdomain"] == found["nodata"] == Answer()
+    assert found["nxdomain"] == Answer(nxdomain=True)  # the name does not exist
+    assert found["nodata"] == Answer()  # the name exists, without that type
     with pytest.raises(DnsLookupError, match=r"^A example\.org: 127\.0\.0\.1 answered REFUSED$"):
         asyncio.run(outside())  # Knot is not authoritative for it: a failure, not "no record"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from mtasts.net.dns import DnsLookupError, Nameserver, Resolver
 from mtasts.net.https import fetch_policies
 from mtasts.net.smtp import probe_mx
-from mtasts.sts.domain import as_asked
+from mtasts.sts.domain import as_asked, normalise_host
 from mtasts.sts.record import VERSION
 from mtasts.sts.taglist import begins_with_version
 
@@ -146,7 +146,7 @@ async def _mx_answer(resolver: Resolver, domain: str) -> tuple[list[tuple[int, s
     except DnsLookupError as exc:
         return str(exc)
     pairs = sorted(
-        (value[0], value[1].rstrip(".").lower())
+        (value[0], normalise_host(value[1]))
         for value in answer.values
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
     )

@@ -189,6 +189,7 @@ def judge(facts: DomainFacts, context: JudgeContext | None = None) -> DomainChec
             f"{domain} does not exist in DNS (NXDOMAIN)",
             "check the spelling of the domain, or that it is registered and delegated",
         )
+        _judge_drift(out, domain, None, None, context.expected)
         return DomainCheck(domain, facts, tuple(out.items), smtp_reachable=context.smtp_reachable)
     record = _judge_record(out, domain, facts.sts_txt)
     hosts = tuple(
@@ -219,17 +220,25 @@ def judge(facts: DomainFacts, context: JudgeContext | None = None) -> DomainChec
             "no MX address of any domain checked accepted a TCP connection from here: the SMTP"
             " results are unknown",
         )
-    if context.expected is not None:
-        for line in drift(domain, record, policy, context.expected):
-            out.add(
-                CheckCode.CONFIG_DRIFT,
-                domain,
-                line,
-                f"publish what mtasts.toml says: mtasts records {domain} (or --publish SERVER)",
-            )
+    _judge_drift(out, domain, record, policy, context.expected)
     return DomainCheck(
         domain, facts, tuple(out.items), record, policy, rpt, mx, hosts, context.smtp_reachable
     )
+
+
+def _judge_drift(
+    out: _Findings,
+    domain: str,
+    record: sts.StsRecord | None,
+    policy: Policy | None,
+    expected: Expected | None,
+) -> None:
+    """``config-drift``, also for a domain DNS does not know yet (configured, not published)."""
+    if expected is None:
+        return
+    for line in drift(domain, record, policy, expected):
+        fix = f"publish what mtasts.toml says: mtasts records {domain} (or --publish SERVER)"
+        out.add(CheckCode.CONFIG_DRIFT, domain, line, fix)
 
 
 def drift(

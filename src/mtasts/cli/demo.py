@@ -27,6 +27,7 @@ from mtasts.reports.analysis import readiness
 from mtasts.reports.ingest import Batch, IngestResult
 from mtasts.reports.provenance import Channel, DkimVerifier
 from mtasts.reports.store import Outcome, open_store
+from mtasts.reports.verdict import Verdict
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.store import PolicyStore
@@ -95,7 +96,7 @@ def _reports_act(state: dict[str, Any], folder: Path) -> None:
     )
     for domain in ("good-testing.example", "load-balancer.example"):
         verdict = readiness(store, domain, 14)
-        colour = "green" if verdict.verdict == "READY" else "red"
+        colour = "green" if verdict.verdict is Verdict.READY else "red"
         echo(f"  {domain:<24} {verdict.verdict}: {verdict.reason}", fg=colour)
         for group in verdict.would_defer[:2]:
             echo(

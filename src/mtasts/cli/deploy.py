@@ -39,6 +39,7 @@ from mtasts.files import locked, write_atomic
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
+from mtasts.sts.domain import as_asked, normalise_host
 
 from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
 from .reports import large_sender_option, trust_option
@@ -149,7 +150,7 @@ def init(
     config_path: Path,
 ) -> None:
     """Add DOMAIN to the configuration, starting in testing with a one-day max_age."""
-    name = domain.lower().rstrip(".")
+    name = as_asked(domain)
     if (mode == "enforce" or max_age > _LARGE_MAX_AGE) and not force:
         # Nothing is published or proven yet: the enforce gate could only refuse.
         echo(
@@ -173,7 +174,7 @@ def init(
         sys.exit(EXIT_USAGE)
     rua = rua or (f"mailto:tlsrpt@{name}",)
     try:
-        patterns = tuple(MxPattern.parse(m.lower().rstrip(".")) for m in mx)
+        patterns = tuple(MxPattern.parse(normalise_host(m)) for m in mx)
     except ValueError as exc:
         echo(f"error: --mx: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
@@ -260,7 +261,7 @@ def _table(pub: Publication) -> None:
 def history(domain: str, config_path: Path) -> None:
     """Show every change of DOMAIN's policy: when, who, the id, old and new policy."""
     state = DeployState(state_path(config_path))
-    changes = state.history(domain.lower().rstrip("."))
+    changes = state.history(as_asked(domain))
     if not changes:
         echo(f"{domain}: no published policy yet (mtasts records {domain} records the first)")
         return
@@ -439,7 +440,7 @@ def mode_command(
     **publish_to: Any,
 ) -> None:
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
-    name = domain.lower().rstrip(".")
+    name = as_asked(domain)
     config = _load(config_path)
     current = _domain_or_exit(config, name)
     if mode == "none":
@@ -487,7 +488,7 @@ def max_age_command(
     **publish_to: Any,
 ) -> None:
     """Ramp DOMAIN's max_age (warns when it is premature; past a week, the enforce gate decides)."""
-    name = domain.lower().rstrip(".")
+    name = as_asked(domain)
     config = _load(config_path)
     current = _domain_or_exit(config, name)
     for warning in max_age_gate(current, seconds, clean_days(name, db)).warnings:
@@ -513,7 +514,7 @@ def max_age_command(
 @serialised
 def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
     """Withdraw MTA-STS safely (RFC 8461 §8.3): mode none now, records removed after the old max_age."""
-    name = domain.lower().rstrip(".")
+    name = as_asked(domain)
     config = _load(config_path)
     current = _domain_or_exit(config, name)
     state = DeployState(state_path(config_path))

@@ -18,6 +18,7 @@ from mtasts.lab.dkim import LabSigners
 from mtasts.lab.reports import simulate_mail
 from mtasts.lab.runtime import STATE_FILE, Lab, LabConfig, read_state, run_forever
 from mtasts.lab.scenario import ScenarioError, builtin_scenarios, load_scenario
+from mtasts.sts.domain import normalise_host
 
 from .output import EXIT_USAGE, echo
 
@@ -261,7 +262,7 @@ def lab_scenarios() -> None:
 def lab_explain(domain: str, scenario: str) -> None:
     """Tell what is wrong with a lab domain, and why."""
     loaded = _scenario_or_exit(scenario)
-    match = next((d for d in loaded.domains if d.name == domain.lower().rstrip(".")), None)
+    match = next((d for d in loaded.domains if d.name == normalise_host(domain)), None)
     if match is None:
         names = ", ".join(d.name for d in loaded.domains)
         echo(

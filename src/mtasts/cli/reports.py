@@ -44,6 +44,8 @@ from mtasts.reports.ingest import (
 )
 from mtasts.reports.provenance import Channel, DkimVerifier
 from mtasts.reports.store import Outcome, ReportStore, default_url, open_store, store_error
+from mtasts.reports.verdict import Verdict
+from mtasts.sts.domain import normalise_host
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .output import EXIT_USAGE, console, csv_cell, echo, shown
@@ -438,7 +440,7 @@ def summary_command(
         rows_by_domain = [
             r
             for r in summary_by_domain(open_report_store(db), start)
-            if not domain or r.domain == domain.lower().rstrip(".")
+            if not domain or r.domain == normalise_host(domain)
         ]
         _summary_by_domain(rows_by_domain, start, as_json, csv_path)
         return
@@ -635,7 +637,7 @@ def readiness_command(
     elif len(verdicts) == 1:
         _render_readiness(verdicts[0])
     else:
-        colours = {"READY": "green", "NOT READY": "red"}
+        colours = {Verdict.READY: "green", Verdict.NOT_READY: "red"}
         out = console()
         for v in verdicts:
             colour = colours.get(v.verdict, "yellow")
@@ -644,7 +646,7 @@ def readiness_command(
                 soft_wrap=True,
             )
         out.print(f"details: mtasts reports readiness DOMAIN (last {days} days)")
-    sys.exit(0 if all(v.verdict == "READY" for v in verdicts) else 1)
+    sys.exit(0 if all(v.verdict is Verdict.READY for v in verdicts) else 1)
 
 
 def _render_readiness(verdict: Readiness) -> None:
@@ -692,7 +694,7 @@ def _render_readiness(verdict: Readiness) -> None:
             ", ".join(shown(v) for v in verdict.vouched) or "none (no verified DKIM signature)"
         )
         out.print(f"senders vouched for: {vouched}")
-    colour = {"READY": "green", "NOT READY": "red"}.get(verdict.verdict, "yellow")
+    colour = {Verdict.READY: "green", Verdict.NOT_READY: "red"}.get(verdict.verdict, "yellow")
     out.print(
         f"[bold {colour}]{verdict.verdict}[/bold {colour}]: {shown(verdict.domain)}, last {verdict.days} days: {shown(verdict.reason)}"
     )

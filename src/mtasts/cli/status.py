@@ -14,6 +14,7 @@ from mtasts.check.checker import check_many
 from mtasts.deploy.rollout import clean_days, report_readiness
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.deploy.status import Status, judge, published_from
+from mtasts.sts.domain import as_asked
 
 from .deploy import _lab_or_flags, _load, config_option, with_check_options
 from .output import EXIT_OK, EXIT_PROBLEMS, console, shown
@@ -54,7 +55,7 @@ def status_command(
     Exit 0 when every domain is published as configured and has no problem, else 1.
     """
     config = _load(config_path)
-    wanted = {d.lower().rstrip(".") for d in domains}
+    wanted = {as_asked(d) for d in domains}
     chosen = [d for d in config.domains if not wanted or d.name in wanted]
     if wanted - {d.name for d in chosen}:
         missing = ", ".join(sorted(wanted - {d.name for d in chosen}))

@@ -25,7 +25,7 @@ from mtasts import sts, tlsrpt
 from mtasts.config import ConfigError, read_toml
 from mtasts.files import write_atomic
 from mtasts.sts import Mode, MxPattern, Policy
-from mtasts.sts.domain import domain_problem
+from mtasts.sts.domain import domain_problem, normalise_host
 
 # One error type for all of mtasts.toml; the old name stays for library callers.
 DeployConfigError = ConfigError
@@ -58,7 +58,7 @@ class DeployConfig:
     domains: tuple[DomainConfig, ...] = field(default=())
 
     def domain(self, name: str) -> DomainConfig:
-        wanted = name.lower().rstrip(".")
+        wanted = normalise_host(name)
         for domain in self.domains:
             if domain.name == wanted:
                 return domain
@@ -74,7 +74,7 @@ _KEYS = {"name", "mx", "mode", "max_age", "rua", "policy_host", "cert_file", "ke
 def _domain(raw: Any, where: str, base: Path) -> DomainConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise DeployConfigError(f'{where}: needs name = "your.domain"')
-    name = raw["name"].lower().rstrip(".")
+    name = normalise_host(raw["name"])
     where = f"{where} ({name})"
     unknown = set(raw) - _KEYS
     if unknown:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from mtasts.check.checker import DomainCheck
 from mtasts.check.judge import Expected
 from mtasts.check.judge import drift as judge_drift
+from mtasts.reports.verdict import Verdict
 from mtasts.sts import Mode
 
 from .config import DomainConfig
@@ -37,7 +38,7 @@ class Gate:
 class Readiness:
     """The TLS-RPT verdict over the last days: READY, NOT READY or UNKNOWN, and why."""
 
-    verdict: str
+    verdict: Verdict
     reason: str
 
 
@@ -61,7 +62,7 @@ def report_readiness(
         store = open_store(store_url or default_url())
     except Exception as exc:  # an unreachable store must not look like a clean record
         return Readiness(
-            "UNKNOWN", f"the report store cannot be opened ({str(exc).splitlines()[0]})"
+            Verdict.UNKNOWN, f"the report store cannot be opened ({str(exc).splitlines()[0]})"
         )
     verdict = readiness(
         store,
@@ -145,7 +146,7 @@ def enforce_gate(
             "dns-error",
         ):
             blockers.append(f"{finding.code}: {finding.message}")
-    if readiness.verdict != "READY":
+    if readiness.verdict is not Verdict.READY:
         blockers.append(f"TLS-RPT readiness is {readiness.verdict}: {readiness.reason}")
     return Gate(tuple(blockers))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtasts.check.checker import DomainCheck
+from mtasts.reports.verdict import Verdict
 from mtasts.sts import Mode, Policy, parse_policy
 
 from .config import DomainConfig
@@ -46,7 +47,7 @@ class Status:
     certificate_expires: dt.datetime | None
     mode_since: dt.datetime | None
     clean_days: int | None
-    readiness: str
+    readiness: Verdict
     readiness_reason: str
     next_step: str
     next_date: dt.date | None = None
@@ -67,7 +68,7 @@ class Status:
             "certificate_expires": day(self.certificate_expires),
             "mode_since": day(self.mode_since),
             "clean_days": self.clean_days,
-            "readiness": self.readiness,
+            "readiness": str(self.readiness),
             "readiness_reason": self.readiness_reason,
             "next_step": self.next_step,
             "next_date": day(self.next_date),
@@ -112,7 +113,7 @@ def judge(
     configured_id: str | None,
     history: list[Change],
     published: Published,
-    readiness: tuple[str, str],
+    readiness: tuple[Verdict, str],
     clean_days: int | None,
     retired: tuple[dt.datetime, int] | None,
     now: dt.datetime,
@@ -183,13 +184,13 @@ def _publication(
 
 def _next_from_testing(status: Status, domain: DomainConfig, now: dt.datetime) -> None:
     clean = status.clean_days or 0
-    if status.readiness == "NOT READY":
+    if status.readiness == Verdict.NOT_READY:
         status.next_step = (
             "fix what the reports show enforce would defer (mtasts reports readiness"
             f" {domain.name}), then wait for {CLEAN_DAYS_FOR_ENFORCE} clean days"
         )
         return
-    if clean >= CLEAN_DAYS_FOR_ENFORCE and status.readiness == "READY":
+    if clean >= CLEAN_DAYS_FOR_ENFORCE and status.readiness == Verdict.READY:
         status.next_step = f"enforce possible now: mtasts mode {domain.name} enforce"
         status.next_date = now.date()
         return

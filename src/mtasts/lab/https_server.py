@@ -16,17 +16,19 @@ import functools
 import logging
 import ssl
 
+from mtasts.sts.names import WELL_KNOWN_PATH
+
 from .ca import LabCA, Validity
 from .scenario import HostFault
-from .topology import PolicySite, Topology
+from .topology import LabSite, Topology
 
 log = logging.getLogger("mtasts.lab.https")
-WELL_KNOWN = "/.well-known/mta-sts.txt"
+WELL_KNOWN = WELL_KNOWN_PATH  # RFC 8461 §3.3
 _SLOW_STEP = 1.0
 _SLOW_LIMIT = 30
 
 
-def _certificate_for(ca: LabCA, sites: dict[str, PolicySite], sni: str | None) -> ssl.SSLContext:
+def _certificate_for(ca: LabCA, sites: dict[str, LabSite], sni: str | None) -> ssl.SSLContext:
     site = sites.get(sni or "")
     if site is None or sni is None:
         return ca.server_context(("policy-host.lab.invalid",))
@@ -62,7 +64,7 @@ def stale_policy(policy: str) -> str:
     return "\r\n".join([lines[0], "mode: testing", "mx: old-mx.lab.invalid", *lines[1:]]) + "\r\n"
 
 
-def render(site: PolicySite | None, path: str, stale: bool = False) -> tuple[bytes, bytes | None]:
+def render(site: LabSite | None, path: str, stale: bool = False) -> tuple[bytes, bytes | None]:
     """The response head+body for a request, and a body to trickle for the slow fault;
     ``stale`` is the answer of the bad-backend fault's second address."""
     not_found = _response("404 Not Found", "text/plain", b"not found\n")

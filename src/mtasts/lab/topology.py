@@ -11,6 +11,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from mtasts.sts.domain import normalise_host
+
 from .scenario import HostFault, LabDomain, MxAddress, MxFault
 
 _POOL_SIZE = 16
@@ -31,7 +33,7 @@ class SmtpEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class PolicySite:
+class LabSite:
     domain: LabDomain
     policy: str | None
     fault: HostFault
@@ -64,11 +66,11 @@ class Topology:
     records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     dns_faults: dict[str, str] = field(default_factory=dict)
     smtp: dict[str, SmtpEndpoint] = field(default_factory=dict)
-    sites: dict[str, PolicySite] = field(default_factory=dict)
+    sites: dict[str, LabSite] = field(default_factory=dict)
     mx_addresses: dict[str, list[tuple[str, MxFault]]] = field(default_factory=dict)
 
     def add(self, name: str, rdtype: str, value: str) -> None:
-        self.records.setdefault(name.lower().rstrip("."), {}).setdefault(rdtype, []).append(value)
+        self.records.setdefault(normalise_host(name), {}).setdefault(rdtype, []).append(value)
 
 
 def txt_value(strings: tuple[str, ...]) -> str:
@@ -117,7 +119,7 @@ def _publish(topo: Topology, domain: LabDomain) -> None:
         topo.add(host, "A", topo.dead_address if dead else topo.https_address)
         if domain.policy_host is HostFault.BAD_BACKEND:
             topo.add(host, "A", topo.stale_https_address)
-        topo.sites[host] = PolicySite(domain, policy, domain.policy_host)
+        topo.sites[host] = LabSite(domain, policy, domain.policy_host)
     for owner, rdtype, value in domain.records:
         topo.add(owner, rdtype.upper(), value)
     for owner, fault in domain.dns_faults:

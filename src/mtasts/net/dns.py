@@ -23,6 +23,7 @@ from typing import cast
 import dns.resolver
 
 from mtasts.errors import MtastsError
+from mtasts.sts.domain import normalise_host
 
 from . import dnswire
 
@@ -241,7 +242,7 @@ class Resolver:
         if response.rcode == dnswire.NXDOMAIN:
             return Answer(nxdomain=True)
         # Follow the CNAME chain the recursive server put in the answer (RFC 1034 §3.6.2).
-        current = name.lower().rstrip(".")
+        current = normalise_host(name)
         found: list[dnswire.Record] = []
         for _ in range(_MAX_CNAMES):
             found = [r for r in response.answers if r.name == current and r.rtype == rtype]
@@ -256,7 +257,7 @@ class Resolver:
             return Answer()
         return Answer(
             tuple(r.text() for r in found),
-            current if current != name.lower().rstrip(".") else None,
+            current if current != normalise_host(name) else None,
             response.authenticated,
             tuple(r.value for r in found),
         )

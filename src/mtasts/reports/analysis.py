@@ -18,12 +18,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from mtasts.sts.domain import normalise_host
 from mtasts.tlsrpt import ResultType
 
 from .models import FailureRow, PolicyRow
 from .models import Report as ReportRow
 from .provenance import Channel, is_sender
 from .store import ReportStore
+from .verdict import Verdict
 
 WOULD_DEFER = {
     ResultType.STARTTLS_NOT_SUPPORTED,
@@ -64,7 +66,7 @@ def _where(domain: str | None, since: dt.date | None) -> list[ColumnElement[bool
     """One domain's rows use the (policy_domain, day) index as one range scan."""
     conditions = []
     if domain:
-        conditions.append(PolicyRow.policy_domain == domain.lower().rstrip("."))
+        conditions.append(PolicyRow.policy_domain == normalise_host(domain))
     if since:
         conditions.append(PolicyRow.day >= since)
     return conditions
@@ -310,7 +312,7 @@ class FailureGroup:
 class Readiness:
     domain: str
     days: int
-    verdict: str  # READY | NOT READY | UNKNOWN
+    verdict: Verdict
     reason: str
     sessions: int = 0
     senders: list[str] = field(default_factory=list)
@@ -323,7 +325,7 @@ class Readiness:
         return {
             "domain": self.domain,
             "days": self.days,
-            "verdict": self.verdict,
+            "verdict": str(self.verdict),
             "reason": self.reason,
             "sessions": self.sessions,
             "senders": self.senders,
@@ -351,11 +353,11 @@ def readiness(
     each when ``require_all``, else from at least one), and no conflicting reports: anyone
     can send a report claiming to be Google's.
     """
-    domain = domain.lower().rstrip(".")
+    domain = normalise_host(domain)
     since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=days)
     policies, failures = _rows(store, domain, since)
     origins = _origins(store, {p.report_id for p in policies})
-    result = Readiness(domain, days, "UNKNOWN", "")
+    result = Readiness(domain, days, Verdict.UNKNOWN, "")
     result.sessions = sum(p.successful + p.failed for p in policies)
     result.senders = sorted({p.submitter for p in policies})
     result.vouched = sorted(
@@ -386,7 +388,7 @@ def readiness(
         result.reason = f"no TLS-RPT reports for {domain} in the last {days} days"
     elif result.would_defer:
         blocked = sum(g.sessions for g in result.would_defer)
-        result.verdict = "NOT READY"
+        result.verdict = Verdict.NOT_READY
         result.reason = f"enforce would have deferred {blocked} of {result.sessions} sessions"
     elif result.conflicts:
         result.reason = (
@@ -402,7 +404,7 @@ def readiness(
     elif missing:
         result.reason = f"no report from the largest senders ({', '.join(missing)}) in {days} days: too little data"
     else:
-        result.verdict = "READY"
+        result.verdict = Verdict.READY
         result.reason = f"{result.sessions} sessions from {len(result.senders)} senders, none that enforce would defer"
     return result
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 import dkim
 
 from mtasts.net.dns import DnsLookupError, Nameserver, Resolver
+from mtasts.sts.domain import normalise_host
 
 log = logging.getLogger("mtasts.reports.provenance")
 # dkimpy logs every failed signature at ERROR: a stranger's bad signature is a result
@@ -67,7 +68,7 @@ class DkimVerifier:
     _failed: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def lookup(self, name: str) -> bytes | None:
-        name = name.rstrip(".").lower()
+        name = normalise_host(name)
         failed = self._failed.get(name)
         if failed is not None and time.monotonic() - failed[0] < self.retry_after:
             # An unreachable DNS must not cost a timeout per message; a watcher asks again later.
@@ -130,7 +131,7 @@ def claimed_domain(submitter: str | None, contact: str, organization: str) -> st
     Only used for reports from a trusted channel; elsewhere the DKIM domain counts.
     """
     for value in (submitter or "", contact.rsplit("@", 1)[-1] if "@" in contact else ""):
-        value = value.strip().lower().rstrip(".")
+        value = normalise_host(value.strip())
         if value and " " not in value:
             return value
     return organization.strip().lower()
@@ -140,7 +141,7 @@ def is_sender(domain: str | None, large: str) -> bool:
     """``domain`` is ``large`` or one of its subdomains (google.com's mail comes from google.com)."""
     if not domain:
         return False
-    large = large.lower().rstrip(".")
+    large = normalise_host(large)
     return domain == large or domain.endswith("." + large)
 
 

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from mtasts import tlsrpt
 from mtasts.files import private_dir, private_file
+from mtasts.sts.domain import normalise_host
 from mtasts.tlsrpt import Report
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
@@ -458,7 +459,7 @@ class ReportStore:
                         "submitter": p.submitter,
                         "day": day,
                         "policy_type": str(policy.policy_type),
-                        "policy_domain": policy.policy_domain.lower().rstrip("."),
+                        "policy_domain": normalise_host(policy.policy_domain),
                         "policy_string": "\n".join(policy.policy_string)
                         if policy.policy_string
                         else None,

@@ -76,7 +76,7 @@ class SocketmapDecoder:
     broken framing raises :class:`NetstringError`, after which the connection is over.
 
     >>> decoder = SocketmapDecoder()
-    >>> decoder.feed(b"23:policy exa")
+    >>> decoder.feed(b"18:policy exa")
     >>> decoder.next_request() is None
     True
     >>> decoder.feed(b"mple.com,")

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from mtasts.reports.provenance import Channel
 from mtasts.reports.store import Outcome, ReportStore, store_error
+from mtasts.sts.names import WELL_KNOWN_PATH
 from mtasts.tlsrpt import DEFAULT_MAX_SIZE
 
 from .limits import RateLimit, ServeLimits
@@ -32,7 +33,7 @@ from .site import PolicySite
 
 log = logging.getLogger("mtasts.web")
 
-WELL_KNOWN = "/.well-known/mta-sts.txt"
+WELL_KNOWN = WELL_KNOWN_PATH  # RFC 8461 §3.3
 _HEADERS = {"Cache-Control": "no-store"}
 
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mtasts.deploy.config import DeployConfig, DeployConfigError, load_config
 from mtasts.net.tls import Leaf
 from mtasts.sts import cert_matches
+from mtasts.sts.domain import normalise_host
 
 log = logging.getLogger("mtasts.web")
 
@@ -78,7 +79,7 @@ class PolicySite:
             pass
 
     def policy_for(self, host: str) -> Served | None:
-        return self.hosts.get(host.lower().rstrip("."))
+        return self.hosts.get(normalise_host(host))
 
     def context_for(self, host: str | None) -> ssl.SSLContext | None:
         served = self.policy_for(host) if host else None
