@@ -297,6 +297,14 @@ def test_bad_scenario_is_a_one_line_usage_error(tmp_path: Path) -> None:
     assert result.stderr.strip().startswith(
         "error: domain 'x.example'.mx[0].addresses[0].fault: 'melted' is not one of"
     )
+    # An expected finding must be a code of the checker's vocabulary: a typo is caught here.
+    bad.write_text('[[domain]]\nname = "x.example"\nexpect = ["certificate-expird"]\n')
+    result = run(MTASTS, "lab", "up", "--scenario", str(bad), "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: domain 'x.example'.expect: 'certificate-expird' is not a finding code"
+        " (see mtasts check --explain)"
+    )
 
 
 def test_every_default_domain_has_an_expect_list(lab: RunningLab) -> None:

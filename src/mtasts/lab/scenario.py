@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mtasts.check.findings import FindingCode, finding_code
 from mtasts.errors import MtastsError
 
 
@@ -90,7 +91,7 @@ class LabDomain:
     policy_host: HostFault = HostFault.NONE
     dns_faults: tuple[tuple[str, DnsFault], ...] = ()
     records: tuple[tuple[str, str, str], ...] = ()
-    expect: tuple[str, ...] = ()
+    expect: tuple[FindingCode, ...] = ()  # the error and warning findings a check must report
     explain: str = ""
 
     def policy_text(self, id_hint: str = "") -> str | None:
@@ -130,6 +131,15 @@ def _stable_id(text: str) -> str:
     import hashlib
 
     return "lab" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _codes(values: tuple[str, ...], where: str) -> tuple[FindingCode, ...]:
+    """The expected findings, in the checker's vocabulary: a typo is an error, not a test that
+    can never pass."""
+    try:
+        return tuple(finding_code(v) for v in values)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc} (see mtasts check --explain)") from None
 
 
 def _strings(value: Any, where: str) -> tuple[tuple[str, ...], ...]:
@@ -267,7 +277,7 @@ def _domain(raw: Any, index: int) -> LabDomain:
         ),
         dns_faults=tuple(faults),
         records=tuple(records),
-        expect=_str_list(raw, "expect", where) or (),
+        expect=_codes(_str_list(raw, "expect", where) or (), f"{where}.expect"),
         explain=_get(raw, "explain", str, where, "").strip(),
     )
 
@@ -355,7 +365,7 @@ def generate(count: int, seed: int = 8461) -> tuple[LabDomain, ...]:
                 mode=rng.choice(["enforce", "testing"]),
                 max_age=86400,
                 policy_host=fault if isinstance(fault, HostFault) else HostFault.NONE,
-                expect=(code,) if code else (),
+                expect=(finding_code(code),) if code else (),
             )
         )
     return tuple(out)
