@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mtasts.check.facts import AddressFacts, DomainFacts, FactsError, MxFacts, TxtFacts
-from mtasts.check.findings import RULES, CheckCode, Severity
+from mtasts.check.findings import RULES, CheckCode, CheckVerdict, Severity
 from mtasts.check.judge import Expected, JudgeContext, judge
 from mtasts.check.report import to_json
 from mtasts.net.https import PolicyFetch
@@ -200,13 +200,13 @@ def test_nxdomain_is_said_once_instead_of_three_missing_records() -> None:
     assert [(f.code, f.severity) for f in check.findings] == [
         (CheckCode.DOMAIN_NOT_FOUND, Severity.ERROR)
     ]
-    assert check.verdict == "error"
+    assert check.verdict is CheckVerdict.ERROR
 
 
 def test_a_blocked_port_25_makes_the_verdict_unknown_not_ok() -> None:
     refused = mx(probe(connected=False, starttls=None, trust=None, leaf=None, error_kind="connect"))
     check = judge(healthy(mx=(refused,)), JudgeContext(smtp_reachable=False))
-    assert check.verdict == "unknown"
+    assert check.verdict is CheckVerdict.UNKNOWN
     assert check.mx[0].action == "unknown: port 25 unreachable from here"
     assert check.mx[0].addresses[0].result is None
     # An error that needs no SMTP still wins.
@@ -214,7 +214,7 @@ def test_a_blocked_port_25_makes_the_verdict_unknown_not_ok() -> None:
         healthy(mx=(refused,), policy=(fetch(status=404, body=None),)),
         JudgeContext(smtp_reachable=False),
     )
-    assert broken.verdict == "error"
+    assert broken.verdict is CheckVerdict.ERROR
 
 
 def test_a_bad_backend_is_named_by_address() -> None:
@@ -278,3 +278,15 @@ def test_expected_policy_equality_ignores_nothing_senders_see() -> None:
         judge(healthy(), JudgeContext(expected=Expected(configured, "20261206T120000"))).findings
         == ()
     )
+
+
+def test_the_enforce_gate_refuses_a_policy_host_with_a_stale_backend() -> None:
+    from mtasts.deploy.rollout import Readiness, enforce_gate
+    from mtasts.reports.verdict import Verdict
+
+    ready = Readiness(Verdict.READY, "clean")
+    assert enforce_gate(judge(healthy()), ready).open
+    stale = judge(healthy(policy=(fetch(), fetch("192.0.2.11", body=TESTING.encode()))))
+    gate = enforce_gate(stale, ready)
+    assert not gate.open
+    assert any(b.startswith("policy-inconsistent: ") for b in gate.blockers)

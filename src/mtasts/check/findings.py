@@ -56,6 +56,17 @@ class CheckCode(StrEnum):
 
 FindingCode = ResultType | CheckCode
 
+
+class CheckVerdict(StrEnum):
+    """A domain's verdict: its worst finding, or UNKNOWN when the SMTP facts could not be
+    seen (outbound port 25 blocked where the check ran) and nothing else failed."""
+
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+
+
 # The result types a checker can observe: the DANE ones (§4.3.2.1) need a DANE
 # validator, which a checker of MTA-STS does not run.
 CHECKED_RESULT_TYPES = (

@@ -19,7 +19,7 @@ from mtasts.sts import FetchVerdict, Mode, Policy
 from mtasts.tlsrpt import ResultType
 
 from .facts import AddressFacts, DomainFacts, MxFacts, TxtFacts
-from .findings import RULES, CheckCode, Finding, FindingCode, Severity
+from .findings import RULES, CheckCode, CheckVerdict, Finding, FindingCode, Severity
 from .lint import TIMESTAMP_ID, policy_advice
 
 EXPIRY_WARNING_DAYS = 21
@@ -128,14 +128,13 @@ class DomainCheck:
         return self.facts.tlsrpt_txt.texts
 
     @property
-    def verdict(self) -> str:
-        """ok, warning, error, or unknown when port 25 could not be reached from here."""
+    def verdict(self) -> CheckVerdict:
         severities = {f.severity for f in self.findings}
         if Severity.ERROR in severities:
-            return "error"
+            return CheckVerdict.ERROR
         if not self.smtp_reachable and self.mx:
-            return "unknown"
-        return "warning" if Severity.WARNING in severities else "ok"
+            return CheckVerdict.UNKNOWN
+        return CheckVerdict.WARNING if Severity.WARNING in severities else CheckVerdict.OK
 
     @property
     def applied(self) -> Policy | None:

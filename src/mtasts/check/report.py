@@ -73,7 +73,7 @@ def adoption_row(check: DomainCheck) -> dict[str, Any]:
         "tlsrpt": check.tlsrpt_record is not None,
         "errors": sum(f.severity is Severity.ERROR for f in check.findings),
         "warnings": sum(f.severity is Severity.WARNING for f in check.findings),
-        "verdict": check.verdict,
+        "verdict": str(check.verdict),
     }
 
 
@@ -85,7 +85,7 @@ def to_json(check: DomainCheck, *, with_facts: bool = False) -> dict[str, Any]:
     document = {
         "schema": SCHEMA_VERSION,
         "domain": check.domain,
-        "verdict": check.verdict,
+        "verdict": str(check.verdict),
         "record": {
             "txt": check.sts_txt,
             "id": check.sts_record.id if check.sts_record else None,

@@ -25,7 +25,7 @@ from mtasts.check.checker import (
     judge_all,
 )
 from mtasts.check.facts import DomainFacts, FactsError
-from mtasts.check.findings import EXPLANATIONS, CheckCode, Severity
+from mtasts.check.findings import EXPLANATIONS, CheckCode, CheckVerdict, Severity
 from mtasts.check.judge import Expected
 from mtasts.check.report import adoption_row, to_json
 from mtasts.deploy.config import DeployConfigError, load_config
@@ -39,10 +39,10 @@ from .output import shown as escape  # MX names, certificates and messages quote
 
 _STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 _VERDICT = {
-    "ok": "[green]OK[/green]",
-    "warning": "[yellow]WARNING[/yellow]",
-    "error": "[red]ERROR[/red]",
-    "unknown": "[yellow]UNKNOWN[/yellow]",
+    CheckVerdict.OK: "[green]OK[/green]",
+    CheckVerdict.WARNING: "[yellow]WARNING[/yellow]",
+    CheckVerdict.ERROR: "[red]ERROR[/red]",
+    CheckVerdict.UNKNOWN: "[yellow]UNKNOWN[/yellow]",
 }
 
 
@@ -163,7 +163,7 @@ def render_adoption(checks: list[DomainCheck]) -> None:
             "yes" if row["tlsrpt"] else "no",
             str(row["errors"]),
             str(row["warnings"]),
-            _VERDICT[row["verdict"]],
+            _VERDICT[check.verdict],
         )
     console().print(table)
 
@@ -512,7 +512,9 @@ def check(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
-    failed = problems or any(c.verdict in ("error", "unknown") for c in checks)
+    failed = problems or any(
+        c.verdict in (CheckVerdict.ERROR, CheckVerdict.UNKNOWN) for c in checks
+    )
     sys.exit(EXIT_PROBLEMS if failed else EXIT_OK)
 
 

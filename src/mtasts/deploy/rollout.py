@@ -12,14 +12,26 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from mtasts.check.checker import DomainCheck
+from mtasts.check.findings import CheckCode
 from mtasts.check.judge import Expected
 from mtasts.check.judge import drift as judge_drift
 from mtasts.reports.verdict import Verdict
 from mtasts.sts import Mode
+from mtasts.tlsrpt import ResultType
 
 from .config import DomainConfig
 
 WEEK = 7 * 86400
+# A policy senders cannot fetch, or get differently from each address, is no base for enforce.
+_POLICY_BLOCKERS = frozenset(
+    {
+        ResultType.STS_POLICY_FETCH_ERROR,
+        ResultType.STS_POLICY_INVALID,
+        ResultType.STS_WEBPKI_INVALID,
+        CheckCode.POLICY_INCONSISTENT,
+        CheckCode.DNS_ERROR,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -139,12 +151,7 @@ def enforce_gate(
                     f"MX {mx.host} [{address.address}]: {address.result}: {address.detail}"
                 )
     for finding in check.findings:
-        if finding.code in (
-            "sts-policy-fetch-error",
-            "sts-policy-invalid",
-            "sts-webpki-invalid",
-            "dns-error",
-        ):
+        if finding.code in _POLICY_BLOCKERS:
             blockers.append(f"{finding.code}: {finding.message}")
     if readiness.verdict is not Verdict.READY:
         blockers.append(f"TLS-RPT readiness is {readiness.verdict}: {readiness.reason}")

@@ -15,12 +15,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtasts.check.checker import DomainCheck
+from mtasts.check.findings import CheckCode
 from mtasts.reports.verdict import Verdict
 from mtasts.sts import Mode, Policy, parse_policy
+from mtasts.tlsrpt import ResultType
 
 from .config import DomainConfig
 from .rollout import Retirement
 from .state import Change
+
+# What says why no policy is published: the record's findings, then the policy fetch's.
+_STS_CODES = frozenset(
+    {
+        CheckCode.STS_NOT_PUBLISHED,
+        CheckCode.STS_RECORD_MULTIPLE,
+        CheckCode.STS_RECORD_INVALID,
+        ResultType.STS_POLICY_FETCH_ERROR,
+        ResultType.STS_POLICY_INVALID,
+        ResultType.STS_WEBPKI_INVALID,
+    }
+)
 
 CLEAN_DAYS_FOR_ENFORCE = 14  # the article: two weeks of clean reports before enforce
 RAMP = (86400, 604800, 1209600, 31557600)  # one day, a week, two weeks, a year (the RFC's most)
@@ -82,7 +96,7 @@ def published_from(check: DomainCheck) -> Published:
     """The parts of a live check that say what is published."""
     problem = None
     if check.sts_record is None:
-        problem = next((f.message for f in check.findings if f.code.startswith("sts-")), None)
+        problem = next((f.message for f in check.findings if f.code in _STS_CODES), None)
     elif check.policy is None and check.fetch is not None:
         problem = check.fetch.error or "the policy host serves no usable policy"
     leaf = check.fetch.leaf if check.fetch is not None else None
