@@ -290,3 +290,18 @@ def test_the_enforce_gate_refuses_a_policy_host_with_a_stale_backend() -> None:
     gate = enforce_gate(stale, ready)
     assert not gate.open
     assert any(b.startswith("policy-inconsistent: ") for b in gate.blockers)
+
+
+def test_facts_documents_are_read_in_every_form_and_a_bad_one_is_named() -> None:
+    from mtasts.check.facts import read_documents
+
+    one = healthy().to_dict()
+    wrapped = to_json(judge(healthy()), with_facts=True)
+    as_array = json.dumps([one, wrapped])
+    as_lines = "\n".join([json.dumps(one), "{broken", json.dumps(wrapped), "[1]"])
+    assert read_documents(as_array, "a.json") == ([healthy(), healthy()], [])
+    facts, problems = read_documents(as_lines, "f.jsonl")
+    assert facts == [healthy(), healthy()]
+    assert [p.split(": ")[0] for p in problems] == ["f.jsonl:2", "f.jsonl:4"]
+    assert problems[0].startswith("f.jsonl:2: not JSON")
+    assert problems[1] == "f.jsonl:4: not a JSON object"

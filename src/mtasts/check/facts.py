@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +125,37 @@ class DomainFacts:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FactsError(f"not a facts document: {type(exc).__name__}: {exc}") from None
+
+
+def read_documents(text: str, source: str) -> tuple[list[DomainFacts], list[str]]:
+    """Facts from ``text``: one JSON document, an array, or one document per line; each a
+    facts document or a ``check --json --facts`` document holding one under ``facts``.
+    A document that cannot be read is one line naming where (``source:line`` or
+    ``source[n]``) and why; the others are still returned."""
+    items: list[tuple[str, Any]]
+    try:
+        whole = json.loads(text)
+        listed = whole if isinstance(whole, list) else [whole]
+        items = [(f"{source}[{n}]", d) for n, d in enumerate(listed)]
+    except json.JSONDecodeError:
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append((f"{source}:{number}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    items.append((f"{source}:{number}", FactsError(f"not JSON ({exc})")))
+    facts, problems = [], []
+    for where, item in items:
+        try:
+            if isinstance(item, FactsError):
+                raise item
+            if not isinstance(item, dict):
+                raise FactsError("not a JSON object")
+            facts.append(DomainFacts.from_dict(item.get("facts", item)))
+        except FactsError as exc:
+            problems.append(f"{where}: {exc}")
+    return facts, problems
 
 
 def _txt(txt: TxtFacts) -> dict[str, Any]:

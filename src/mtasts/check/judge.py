@@ -327,7 +327,7 @@ def _judge_policy(out: _Findings, hosts: tuple[PolicyHostResult, ...]) -> Policy
             subject = host.fetch.url
             if every and len(where) < len(hosts):
                 subject = f"{subject} [{', '.join(where)}]"
-            out.add(ResultType(failure.kind), subject, _policy_message(failure, host), failure.fix)
+            out.add(ResultType(failure.kind), subject, failure.detail, failure.fix)
     outcomes = {_outcome(h) for h in hosts}
     if len(outcomes) > 1:
         lines = []
@@ -354,18 +354,6 @@ def _judge_policy(out: _Findings, hosts: tuple[PolicyHostResult, ...]) -> Policy
             if code:
                 out.add(code, hosts[0].fetch.url, advice.message, advice.fix)
     return policy
-
-
-def _policy_message(failure: sts.PolicyFailure, host: PolicyHostResult) -> str:
-    if failure.reason == "certificate-chain":
-        leaf = host.fetch.leaf
-        names = ", ".join(leaf.dns_ids) if leaf else "unknown"
-        return f"the policy host's certificate does not verify: {failure.detail} (certificate names: {names})"
-    if failure.reason == "certificate-name":
-        return f"the policy host's certificate does not verify: {failure.detail}"
-    if failure.kind is sts.FailureKind.FETCH_ERROR and not failure.reason.startswith("http-"):
-        return f"the policy cannot be fetched: {failure.detail}"
-    return failure.detail
 
 
 def _judge_tlsrpt(

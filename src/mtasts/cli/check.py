@@ -24,7 +24,7 @@ from mtasts.check.checker import (
     gather_domains,
     judge_all,
 )
-from mtasts.check.facts import DomainFacts, FactsError
+from mtasts.check.facts import DomainFacts, read_documents
 from mtasts.check.findings import EXPLANATIONS, CheckCode, CheckVerdict, Severity
 from mtasts.check.judge import Expected
 from mtasts.check.report import adoption_row, to_json
@@ -207,40 +207,15 @@ def _run(
 
 
 def read_facts(source: str) -> tuple[list[DomainFacts], list[str]]:
-    """Facts documents from a file (or ``-``): one JSON document, an array, or JSON lines;
-    each a facts document or a ``check --json --facts`` document holding one. A document
-    that cannot be read is one line naming where, and the rest is still judged."""
+    """The facts documents in ``source`` (a file, or ``-`` for stdin), and a line per bad one."""
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise click.BadParameter(
             f"cannot read {source}: {exc}", param_hint="--from-facts"
         ) from None
-    try:
-        whole = json.loads(text)
-        items: list[tuple[str, Any]] = [
-            (f"{source}[{n}]", d)
-            for n, d in enumerate(whole if isinstance(whole, list) else [whole])
-        ]
-    except json.JSONDecodeError:
-        items = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append((f"{source}:{number}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    items.append((f"{source}:{number}", exc))
-    facts, problems = [], []
-    for where, item in items:
-        try:
-            if isinstance(item, Exception):
-                raise FactsError(f"not JSON ({item})")
-            if not isinstance(item, dict):
-                raise FactsError("not a JSON object")
-            facts.append(DomainFacts.from_dict(item.get("facts", item)))
-        except FactsError as exc:
-            problems.append(f"error: {where}: {exc}")
-    return facts, problems
+    facts, problems = read_documents(text, source)
+    return facts, [f"error: {problem}" for problem in problems]
 
 
 _PROGRESS_FROM = 100  # domains: below this a run takes a second or two

@@ -99,45 +99,36 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
+def _reject(kind: FailureKind, reason: str, detail: str, fix: str | None = None) -> FetchVerdict:
+    return FetchVerdict(None, (PolicyFailure(kind, reason, detail, fix),))
+
+
 def judge_response(host: str, response: PolicyResponse) -> FetchVerdict:
     """Apply RFC 8461 §3.3 to one response from ``host`` (``mta-sts.<domain>``)."""
+    names = response.certificate_names
+    shown = ", ".join(names or ()) or "unknown"
     if response.error_kind == "webpki":
         # §3.3: the certificate must chain to a trusted root; no policy otherwise.
-        return FetchVerdict(
-            None,
-            (
-                PolicyFailure(
-                    FailureKind.WEBPKI_INVALID,
-                    "certificate-chain",
-                    response.error or "the certificate does not verify",
-                    f"install a certificate valid for {host} from a public CA, with its full chain",
-                ),
-            ),
+        why = response.error or "the certificate does not verify"
+        return _reject(
+            FailureKind.WEBPKI_INVALID,
+            "certificate-chain",
+            f"the policy host's certificate does not verify: {why} (certificate names: {shown})",
+            f"install a certificate valid for {host} from a public CA, with its full chain",
         )
     if response.error_kind is not None:
-        return FetchVerdict(
-            None,
-            (
-                PolicyFailure(
-                    FailureKind.FETCH_ERROR,
-                    response.error_kind,
-                    response.error or response.error_kind,
-                ),
-            ),
+        why = response.error or response.error_kind
+        return _reject(
+            FailureKind.FETCH_ERROR, response.error_kind, f"the policy cannot be fetched: {why}"
         )
-    names = response.certificate_names
     if names is not None and not cert_matches(names, host):
         # §3.3 with RFC 6125: the certificate must name the policy host itself.
-        return FetchVerdict(
-            None,
-            (
-                PolicyFailure(
-                    FailureKind.WEBPKI_INVALID,
-                    "certificate-name",
-                    f"the certificate names {', '.join(names) or 'nothing'}, not {host}",
-                    f"install a certificate whose subjectAltName includes {host}",
-                ),
-            ),
+        return _reject(
+            FailureKind.WEBPKI_INVALID,
+            "certificate-name",
+            f"the policy host's certificate does not verify: the certificate names {shown},"
+            f" not {host}",
+            f"install a certificate whose subjectAltName includes {host}",
         )
     url = f"https://{host}{WELL_KNOWN_PATH}"
     status = response.status
@@ -148,9 +139,7 @@ def judge_response(host: str, response: PolicyResponse) -> FetchVerdict:
             fix = f"serve the policy directly at {url} with status 200"
         else:
             detail, fix = f"HTTP {status} instead of 200", f"serve the policy file at {url}"
-        return FetchVerdict(
-            None, (PolicyFailure(FailureKind.FETCH_ERROR, f"http-{status}", detail, fix),)
-        )
+        return _reject(FailureKind.FETCH_ERROR, f"http-{status}", detail, fix)
     failures: list[PolicyFailure] = []
     media = media_type(response.content_type)
     if media != "text/plain":
