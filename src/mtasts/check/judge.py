@@ -192,7 +192,7 @@ def judge(facts: DomainFacts, context: JudgeContext | None = None) -> DomainChec
         return DomainCheck(domain, facts, tuple(out.items), smtp_reachable=context.smtp_reachable)
     record = _judge_record(out, domain, facts.sts_txt)
     hosts = tuple(
-        PolicyHostResult(f, sts.judge_response(f"mta-sts.{domain}", f)) for f in facts.policy
+        PolicyHostResult(f, sts.judge_response(sts.policy_host(domain), f)) for f in facts.policy
     )
     policy = _judge_policy(out, hosts)
     rpt = _judge_tlsrpt(out, domain, facts.tlsrpt_txt, policy)

@@ -23,7 +23,6 @@ from .scenario import HostFault
 from .topology import LabSite, Topology
 
 log = logging.getLogger("mtasts.lab.https")
-WELL_KNOWN = WELL_KNOWN_PATH  # RFC 8461 §3.3
 _SLOW_STEP = 1.0
 _SLOW_LIMIT = 30
 
@@ -68,7 +67,7 @@ def render(site: LabSite | None, path: str, stale: bool = False) -> tuple[bytes,
     """The response head+body for a request, and a body to trickle for the slow fault;
     ``stale`` is the answer of the bad-backend fault's second address."""
     not_found = _response("404 Not Found", "text/plain", b"not found\n")
-    if site is None or path != WELL_KNOWN or site.policy is None:
+    if site is None or path != WELL_KNOWN_PATH or site.policy is None:
         return not_found, None
     body = site.policy.encode()
     fault = site.fault
@@ -79,7 +78,7 @@ def render(site: LabSite | None, path: str, stale: bool = False) -> tuple[bytes,
     if fault is HostFault.STATUS_500:
         return _response("500 Internal Server Error", "text/plain", b"internal error\n"), None
     if fault is HostFault.REDIRECT:
-        where = f"https://www.{site.domain.name}{WELL_KNOWN}"
+        where = f"https://www.{site.domain.name}{WELL_KNOWN_PATH}"
         return _response(
             "301 Moved Permanently", "text/plain", b"moved\n", f"Location: {where}\r\n"
         ), None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import h11
 
-from mtasts.sts.names import MAX_POLICY_SIZE, WELL_KNOWN_PATH
+from mtasts.sts.names import MAX_POLICY_SIZE, WELL_KNOWN_PATH, policy_host
 
 from .dns import DnsLookupError, Resolver
 from .tls import Leaf, Trust, client_context, trust_from_error
@@ -63,8 +63,7 @@ class _NotHttp(Exception):
     pass
 
 
-def _request(host: str, port: int) -> bytes:
-    conn = h11.Connection(our_role=h11.CLIENT)
+def _request(conn: h11.Connection, host: str, port: int) -> bytes:
     authority = host if port == 443 else f"{host}:{port}"
     headers = [
         ("Host", authority),
@@ -72,17 +71,14 @@ def _request(host: str, port: int) -> bytes:
         ("Accept", "text/plain"),
         ("Connection", "close"),
     ]
-    return conn.send(h11.Request(method="GET", target=WELL_KNOWN_PATH, headers=headers)) + (
-        conn.send(h11.EndOfMessage()) or b""
-    )
+    request = conn.send(h11.Request(method="GET", target=WELL_KNOWN_PATH, headers=headers))
+    return request + (conn.send(h11.EndOfMessage()) or b"")
 
 
-async def _response(reader: asyncio.StreamReader) -> tuple[h11.Response, bytes | None]:
+async def _response(
+    conn: h11.Connection, reader: asyncio.StreamReader
+) -> tuple[h11.Response, bytes | None]:
     """The response head and, for a 200, its body within MAX_BODY (any framing h11 knows)."""
-    conn = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
-    # h11 must see the request it answers to frame the response (HEAD vs GET).
-    conn.send(h11.Request(method="GET", target=WELL_KNOWN_PATH, headers=[("Host", "policy")]))
-    conn.send(h11.EndOfMessage())
     head: h11.Response | None = None
     body = bytearray()
     while True:
@@ -126,9 +122,11 @@ async def _exchange(
         leaf = Leaf.from_der(der) if der else None
         if context.verify_mode == ssl.CERT_NONE:
             return PolicyFetch(url, address, leaf=leaf)
-        writer.write(_request(host, port))
+        # One h11 connection sends the request and reads the answer, which it frames by it.
+        conn = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        writer.write(_request(conn, host, port))
         await writer.drain()
-        head, body = await _response(reader)
+        head, body = await _response(conn, reader)
         return PolicyFetch(
             url,
             address,
@@ -146,7 +144,7 @@ async def _exchange(
 
 
 def policy_url(domain: str, port: int = 443) -> str:
-    return f"https://mta-sts.{domain}{f':{port}' if port != 443 else ''}{WELL_KNOWN_PATH}"
+    return f"https://{policy_host(domain)}{f':{port}' if port != 443 else ''}{WELL_KNOWN_PATH}"
 
 
 async def fetch_policy(
@@ -162,7 +160,7 @@ async def fetch_policy(
     sender does. When the chain does not verify, a second, unverified handshake reads the
     certificate's names and dates for the checker; the resolver, which shows no one, sets
     ``leaf_on_failure=False`` and spends no second connection per hostile domain."""
-    host, url = f"mta-sts.{domain}", policy_url(domain, port)
+    host, url = policy_host(domain), policy_url(domain, port)
     addresses = await _addresses(resolver, host)
     if isinstance(addresses, PolicyFetch):
         return dataclasses.replace(addresses, url=url)
@@ -179,7 +177,7 @@ async def fetch_policies(
     max_addresses: int = 8,
 ) -> tuple[PolicyFetch, ...]:
     """The fetch from every address (A, then AAAA, each sorted) of the policy host, at once."""
-    host, url = f"mta-sts.{domain}", policy_url(domain, port)
+    host, url = policy_host(domain), policy_url(domain, port)
     addresses = await _addresses(resolver, host, every=True)
     if isinstance(addresses, PolicyFetch):
         return (dataclasses.replace(addresses, url=url),)

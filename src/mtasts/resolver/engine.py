@@ -218,7 +218,9 @@ class PolicyEngine:
             timeout=self.options.timeout,
             leaf_on_failure=False,
         )
-        policy, reason = usable_policy(fetch)
+        verdict = sts.judge_response(sts.policy_host(domain), fetch)
+        policy = verdict.policy
+        reason = verdict.failures[0].reason if verdict.failures else ""
         now = self.clock()
         if policy is None:
             self.metrics.fetch_failures[reason] += 1

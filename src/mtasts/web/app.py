@@ -33,7 +33,6 @@ from .site import PolicySite
 
 log = logging.getLogger("mtasts.web")
 
-WELL_KNOWN = WELL_KNOWN_PATH  # RFC 8461 §3.3
 _HEADERS = {"Cache-Control": "no-store"}
 
 
@@ -164,7 +163,7 @@ def create_app(
             loop.remove_signal_handler(signal.SIGHUP)
 
     routes = [
-        Route(WELL_KNOWN, policy, methods=["GET", "HEAD"]),
+        Route(WELL_KNOWN_PATH, policy, methods=["GET", "HEAD"]),
         Route("/tlsrpt", rua, methods=["POST"]),
     ]
     if operator_routes:
