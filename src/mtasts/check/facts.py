@@ -175,6 +175,7 @@ def _leaf(leaf: Leaf | None) -> dict[str, Any] | None:
         "issuer": leaf.issuer,
         "not_before": leaf.not_before.isoformat(),
         "not_after": leaf.not_after.isoformat(),
+        "sha256": leaf.sha256,
     }
 
 
@@ -187,6 +188,7 @@ def _leaf_from(raw: dict[str, Any] | None) -> Leaf | None:
         raw["issuer"],
         dt.datetime.fromisoformat(raw["not_before"]),
         dt.datetime.fromisoformat(raw["not_after"]),
+        raw.get("sha256"),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from mtasts.lab.control import Change, ChangeError, send_change
 from mtasts.lab.dkim import LabSigners
 from mtasts.lab.reports import simulate_mail
 from mtasts.lab.runtime import STATE_FILE, Lab, LabConfig, read_state, run_forever
@@ -209,6 +210,101 @@ def lab_down(state_dir: Path) -> None:
     while (state_dir / STATE_FILE).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     echo(f"lab stopped (pid {pid})")
+
+
+@lab.command("change")
+@click.argument("domain")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("lab-state"),
+    show_default=True,
+    envvar="MTASTS_LAB_STATE",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["testing", "enforce", "none"]),
+    help="Serve a new policy in this mode.",
+)
+@click.option("--max-age", type=int, help="Serve a new policy with this max_age.")
+@click.option(
+    "--mx", "mx_patterns", multiple=True, help="Serve a new policy with these mx patterns."
+)
+@click.option(
+    "--keep-id",
+    is_flag=True,
+    help="Change the policy text but leave the record's id alone (the mistake watch catches).",
+)
+@click.option("--remove-record", is_flag=True, help="Remove the _mta-sts TXT record.")
+@click.option("--restore-record", is_flag=True, help="Put a removed _mta-sts record back.")
+@click.option(
+    "--certificate",
+    metavar="expired|expires-in:DAYS|renew",
+    help="Replace the MX certificate(s) (of --address, else every MX address of DOMAIN).",
+)
+@click.option(
+    "--mx-fault",
+    metavar="FAULT",
+    help="Give the MX address(es) a fault (no-starttls, hang, handshake-failure, ...; none heals).",
+)
+@click.option("--address", help="The MX address --certificate or --mx-fault applies to.")
+@click.option(
+    "--backend",
+    type=click.Choice(["stale", "none"]),
+    help="stale: the policy host gains a second address serving last year's policy.",
+)
+@click.option(
+    "--dns",
+    type=click.Choice(["timeout", "servfail", "none"]),
+    help="Make DNS for --dns-name (default _mta-sts.DOMAIN) time out or fail; none heals.",
+)
+@click.option("--dns-name", help="The name --dns applies to.")
+def lab_change(
+    domain: str,
+    state_dir: Path,
+    mode: str | None,
+    max_age: int | None,
+    mx_patterns: tuple[str, ...],
+    keep_id: bool,
+    remove_record: bool,
+    restore_record: bool,
+    certificate: str | None,
+    mx_fault: str | None,
+    address: str | None,
+    backend: str | None,
+    dns: str | None,
+    dns_name: str | None,
+) -> None:
+    """Change DOMAIN in the running lab (for watching changes happen).
+
+    \b
+    mtasts lab change secure.example --certificate expires-in:5
+    mtasts lab change secure.example --mode testing --keep-id
+    mtasts lab change secure.example --dns timeout
+    """
+    if remove_record and restore_record:
+        raise click.UsageError("--remove-record and --restore-record together")
+    change = Change(
+        domain,
+        mode=mode,
+        max_age=max_age,
+        mx_patterns=mx_patterns or None,
+        keep_id=keep_id,
+        sts_record="remove" if remove_record else "restore" if restore_record else None,
+        certificate=certificate,
+        mx_fault=mx_fault,
+        address=address,
+        backend=backend,
+        dns=dns,
+        dns_name=dns_name,
+    )
+    try:
+        done = send_change(state_dir, change)
+    except ChangeError as exc:
+        echo(f"error: lab change {domain}: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    for line in done:
+        echo(line)
 
 
 @lab.command("reports")

@@ -28,6 +28,7 @@ from .reports import reports
 from .resolver import resolver
 from .serve import serve
 from .status import status_command
+from .watch import watch
 
 
 @click.group(
@@ -60,6 +61,7 @@ cli.add_command(demo)
 cli.add_command(lab)
 cli.add_command(resolver)
 cli.add_command(reports)
+cli.add_command(watch)
 
 
 def main() -> None:

@@ -30,9 +30,17 @@ class Validity(StrEnum):
 
 
 _DAY = dt.timedelta(days=1)
+# names, validity, trusted, TLS 1.0 only, days left (None: the usual 90-day window), generation
+_Key = tuple[tuple[str, ...], Validity, bool, bool, int | None, int]
 
 
-def _window(validity: Validity, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+def _window(
+    validity: Validity, now: dt.datetime, days_left: int | None = None
+) -> tuple[dt.datetime, dt.datetime]:
+    if days_left is not None and validity is Validity.VALID:
+        # A certificate about to expire (lab change --certificate expires-in:N): issued
+        # long ago, so its lifetime looks like a real one's.
+        return now - 80 * _DAY, now + days_left * _DAY + dt.timedelta(hours=1)
     if validity is Validity.EXPIRED:
         return now - 90 * _DAY, now - _DAY
     if validity is Validity.NOT_YET_VALID:
@@ -94,12 +102,19 @@ class LabCA:
             serialization.NoEncryption(),
         )
         write_atomic(self.key_file, pem, 0o600)  # a private key: never the umask's 0644
-        self._contexts: dict[tuple[tuple[str, ...], Validity, bool, bool], ssl.SSLContext] = {}
+        self._contexts: dict[_Key, ssl.SSLContext] = {}
 
-    def issue(self, names: tuple[str, ...], validity: Validity, trusted: bool = True) -> bytes:
-        """A PEM certificate for ``names`` (subjectAltName dNSName, first also CN)."""
+    def issue(
+        self,
+        names: tuple[str, ...],
+        validity: Validity,
+        trusted: bool = True,
+        days_left: int | None = None,
+    ) -> bytes:
+        """A PEM certificate for ``names`` (subjectAltName dNSName, first also CN); each call
+        makes a new one (a new serial number, so a new fingerprint)."""
         authority = self.trusted if trusted else self.rogue
-        start, end = _window(validity, dt.datetime.now(dt.UTC))
+        start, end = _window(validity, dt.datetime.now(dt.UTC), days_left)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
@@ -121,11 +136,12 @@ class LabCA:
         )
         return cert.public_bytes(serialization.Encoding.PEM)
 
-    def _certificate_file(self, key: tuple[tuple[str, ...], Validity, bool]) -> Path:
+    def _certificate_file(self, key: _Key) -> Path:
+        names, validity, trusted, _tls10, days_left, _generation = key
         digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
         path = self.dir / f"{digest}.pem"
         if not path.exists():
-            path.write_bytes(self.issue(*key))
+            path.write_bytes(self.issue(names, validity, trusted, days_left))
         return path
 
     def server_context(
@@ -134,15 +150,18 @@ class LabCA:
         validity: Validity = Validity.VALID,
         trusted: bool = True,
         tls10_only: bool = False,
+        days_left: int | None = None,
+        generation: int = 0,
         *,
         fresh: bool = False,
     ) -> ssl.SSLContext:
         """A server context presenting a certificate for ``names``.
 
         Cached per certificate unless ``fresh``: a caller that sets an SNI
-        callback needs its own context, not one other listeners share.
+        callback needs its own context, not one other listeners share. A new
+        ``generation`` issues a new certificate (a renewal) for the same names.
         """
-        key = (names, validity, trusted, tls10_only)
+        key: _Key = (names, validity, trusted, tls10_only, days_left, generation)
         context = None if fresh else self._contexts.get(key)
         if context is None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -151,7 +170,7 @@ class LabCA:
                 context.set_ciphers("DEFAULT:@SECLEVEL=0")
                 context.minimum_version = ssl.TLSVersion.TLSv1
                 context.maximum_version = ssl.TLSVersion.TLSv1
-            context.load_cert_chain(self._certificate_file(key[:3]), self.key_file)
+            context.load_cert_chain(self._certificate_file(key), self.key_file)
             if not fresh:
                 self._contexts[key] = context
         return context

@@ -34,11 +34,16 @@ class Zone:
     """Answers from the topology's text records, each turned into wire form the first time it is asked."""
 
     def __init__(self, topology: Topology) -> None:
+        self.topology = topology
         self.records = topology.records
         self.faults = topology.dns_faults
         self._cache: dict[tuple[str, str], list[dnswire.Wire]] = {}
+        self._generation = topology.generation
 
     def rrset(self, name: str, rdtype: str) -> list[dnswire.Wire]:
+        if self._generation != self.topology.generation:  # `lab change` edited the records
+            self._cache.clear()
+            self._generation = self.topology.generation
         key = (name, rdtype)
         cached = self._cache.get(key)
         if cached is None:

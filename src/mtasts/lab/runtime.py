@@ -16,6 +16,7 @@ from mtasts.net.dns import Nameserver
 
 from .attacker import serve_attacker
 from .ca import LabCA
+from .control import CONTROL_SOCKET, LabState, serve_control
 from .dkim import LabSigners
 from .dns_server import serve_dns
 from .https_server import serve_https
@@ -79,6 +80,7 @@ class Lab:
         self.config = config
         self.generated = generate(config.generate) if config.generate else ()
         self.topology = build(config.scenario.domains, self.generated, config.subnet)
+        self.state = LabState(self.topology, (*config.scenario.domains, *self.generated))
         self.ports: dict[str, int] = {}
         self._servers: list[Any] = []
 
@@ -114,13 +116,15 @@ class Lab:
             else:
                 server = await serve_smtp(self.ca, endpoint, self.ports["smtp"], mail_log)
             self._servers.append(server)
+        self._servers.append(await serve_control(self.state, state / CONTROL_SOCKET))
         self._write_state()
 
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()
+        for path in (self.state_file, self.config.state_dir / CONTROL_SOCKET):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def nameserver(self) -> str:
         return f"{self.topology.dns_address}:{self.ports['dns']}"
@@ -156,6 +160,7 @@ class Lab:
             "ca_file": str(self.ca.ca_file),
             "dkim_keys": str(self.config.state_dir / "dkim"),
             "mail_log": str(self.config.state_dir / "mail.log"),
+            "control": str(self.config.state_dir / CONTROL_SOCKET),
             "check_flags": self.check_flags(),
             "domains": domains,
         }

@@ -24,15 +24,17 @@ _MAX_MESSAGE = 10 * 1024 * 1024
 _IDLE = 60
 
 
-_Args = tuple[tuple[str, ...], Validity, bool, bool]
+_Args = tuple[tuple[str, ...], Validity, bool, bool, int | None, int]
 
 
 def _certificate(endpoint: SmtpEndpoint, name: str) -> _Args:
-    """(names, validity, trusted, tls1.0-only) of the certificate served for ``name``."""
+    """(names, validity, trusted, tls1.0-only, days left, generation) of the certificate
+    served for ``name``."""
     spec = endpoint.names.get(name)
     fault = spec.fault if spec else endpoint.fault
+    renewal = (endpoint.days_left, endpoint.generation)
     if fault is MxFault.CERT_NAME and spec and spec.cert_name:
-        return (spec.cert_name,), Validity.VALID, True, False
+        return (spec.cert_name,), Validity.VALID, True, False, *renewal
     return (
         (name,),
         {MxFault.EXPIRED: Validity.EXPIRED, MxFault.NOT_YET_VALID: Validity.NOT_YET_VALID}.get(
@@ -40,11 +42,16 @@ def _certificate(endpoint: SmtpEndpoint, name: str) -> _Args:
         ),
         fault is not MxFault.UNTRUSTED,
         fault is MxFault.TLS10,
+        *renewal,
     )
 
 
 def tls_context(ca: LabCA, endpoint: SmtpEndpoint) -> ssl.SSLContext:
-    """The STARTTLS context of one address: SNI picks among the MX names it serves."""
+    """The STARTTLS context of one address: SNI picks among the MX names it serves.
+
+    Built once per endpoint and again after ``lab change`` reset it (a new certificate)."""
+    if endpoint.context is not None:
+        return endpoint.context
     context = ca.server_context(*_certificate(endpoint, endpoint.default_name), fresh=True)
 
     def pick(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -52,6 +59,7 @@ def tls_context(ca: LabCA, endpoint: SmtpEndpoint) -> ssl.SSLContext:
             sslobj.context = ca.server_context(*_certificate(endpoint, name.lower()))
 
     context.sni_callback = pick
+    endpoint.context = context
     return context
 
 
@@ -172,13 +180,13 @@ class _Session:
 
 
 async def _client(
+    ca: LabCA,
     endpoint: SmtpEndpoint,
-    context: ssl.SSLContext,
     log_path: Path,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
-    session = _Session(endpoint, context, log_path, reader, writer)
+    session = _Session(endpoint, tls_context(ca, endpoint), log_path, reader, writer)
     try:
         await session.run()
     except (TimeoutError, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError):
@@ -192,7 +200,7 @@ async def _client(
 async def serve_smtp(
     ca: LabCA, endpoint: SmtpEndpoint, port: int, log_path: Path
 ) -> asyncio.AbstractServer:
-    context = tls_context(ca, endpoint)
+    tls_context(ca, endpoint)  # certificates are made before the first client comes
     return await asyncio.start_server(
-        lambda r, w: _client(endpoint, context, log_path, r, w), endpoint.address, port
+        lambda r, w: _client(ca, endpoint, log_path, r, w), endpoint.address, port
     )

@@ -8,6 +8,7 @@ domains need tens of listeners, not tens of thousands.
 
 from __future__ import annotations
 
+import ssl
 import zlib
 from dataclasses import dataclass, field
 
@@ -26,6 +27,11 @@ class SmtpEndpoint:
     fault: MxFault
     names: dict[str, MxAddress] = field(default_factory=dict)
     backend: str | None = None  # for strip-starttls: the healthy MX behind the attacker
+    # Set by `lab change --certificate`: a certificate that expires in N days, and a
+    # counter that makes a renewal issue a new certificate for the same names.
+    days_left: int | None = None
+    generation: int = 0
+    context: ssl.SSLContext | None = field(default=None, repr=False)  # built by smtp_server
 
     @property
     def default_name(self) -> str:
@@ -68,6 +74,7 @@ class Topology:
     smtp: dict[str, SmtpEndpoint] = field(default_factory=dict)
     sites: dict[str, LabSite] = field(default_factory=dict)
     mx_addresses: dict[str, list[tuple[str, MxFault]]] = field(default_factory=dict)
+    generation: int = 0  # bumped by every `lab change` of DNS data: the DNS server's cache key
 
     def add(self, name: str, rdtype: str, value: str) -> None:
         self.records.setdefault(normalise_host(name), {}).setdefault(rdtype, []).append(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ class Leaf:
     issuer: str
     not_before: dt.datetime
     not_after: dt.datetime
+    # SHA-256 of the DER: tells a renewed certificate from the old one even when the names
+    # and issuer are the same (watch's certificate-changed); None in facts saved before it.
+    sha256: str | None = None
 
     def days_left(self, now: dt.datetime | None = None) -> int:
         return (self.not_after - (now or dt.datetime.now(dt.UTC))).days
@@ -48,6 +52,7 @@ class Leaf:
             cert.issuer.rfc4514_string(),
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
+            hashlib.sha256(der).hexdigest(),
         )
 
     @property

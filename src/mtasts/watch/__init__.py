@@ -1,0 +1,1 @@
+"""`mtasts watch`: observe domains over time, detect changes, alert."""
