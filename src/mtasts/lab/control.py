@@ -72,8 +72,21 @@ class Change:
         if unknown:
             raise ChangeError(f"unknown change field {unknown[0]!r}")
         values = dict(raw)
+        for key, value in values.items():
+            if value is None or key == "domain":
+                continue
+            if key == "max_age":
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif key == "keep_id":
+                ok = isinstance(value, bool)
+            elif key == "mx_patterns":
+                ok = isinstance(value, list) and all(isinstance(p, str) for p in value)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise ChangeError(f"{key}: {value!r} is not the right kind of value")
         if values.get("mx_patterns") is not None:
-            values["mx_patterns"] = tuple(str(p) for p in values["mx_patterns"])
+            values["mx_patterns"] = tuple(values["mx_patterns"])
         return cls(**values)
 
 
@@ -268,7 +281,7 @@ async def serve_control(state: LabState, path: Path) -> asyncio.AbstractServer:
                 raise ChangeError("request too large")
             done = apply(state, Change.from_dict(json.loads(line)))
             reply: dict[str, Any] = {"ok": True, "done": done}
-        except (ChangeError, ValueError, TypeError) as exc:
+        except (ChangeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             reply = {"ok": False, "error": str(exc)}
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):

@@ -229,6 +229,7 @@ def _own(run: _Run, state: DomainState, seen: Snapshot) -> DomainState:
     served_at = state.policy_served_at
     horizon = state.horizon
     if seen.sts == "unavailable":
+        absent_runs = state.absent_runs  # a run that learnt nothing neither confirms nor clears
         run.problem(
             EventCode.DNS_UNAVAILABLE,
             record_owner,
@@ -280,7 +281,7 @@ def _own(run: _Run, state: DomainState, seen: Snapshot) -> DomainState:
             after=_record(seen),
         )
 
-    if before is not None and seen.sts != "unavailable" and absent_runs == 0:
+    if before is not None and seen.sts == effective.sts == "present":
         horizon = _policy_changes(run, state, seen) or horizon
     if effective.policy_text is None and before is not None and seen.sts == "present":
         # Present but not fetched now (unreachable): the old policy still stands for senders.

@@ -22,20 +22,24 @@ from .changes import EXPIRY_DAYS
 from .events import at_least
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_LONGEST = 100 * 366 * 86400
 CHANNEL_TYPES = ("webhook", "slack", "email")
 DIGESTS = ("event", "run", "day")
 
 
 def duration(value: Any, key: str) -> dt.timedelta:
     """``90``, ``"90s"``, ``"15m"``, ``"1h"``, ``"2d"`` or ``"1w"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not a duration (use 30s, 15m, 1h, 2d)")
-    if isinstance(value, int | float) and value > 0:
-        return dt.timedelta(seconds=value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
-    if not match or float(match[1]) <= 0:
-        raise ConfigError(f"{key}: {value!r} is not a duration (use 30s, 15m, 1h, 2d)")
-    return dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([smhdw])\s*", value)
+        seconds = float(match[1]) * _UNITS[match[2]] if match else None
+    if seconds is None or not 1 <= seconds <= _LONGEST:  # also refuses NaN
+        raise ConfigError(
+            f"{key}: {value!r} is not a duration (use 30s, 15m, 1h, 2d; from 1 second to 100 years)"
+        )
+    return dt.timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class WatchConfig:
     jitter: float = 0.1
     expiry_days: tuple[int, ...] = EXPIRY_DAYS
     remind: dt.timedelta = dt.timedelta(days=1)
+    retry: dt.timedelta = dt.timedelta(minutes=1)  # a failed channel's first wait; doubles
     retention: dt.timedelta = dt.timedelta(days=400)
     spike_factor: float = 3.0
     silent_days: int = 3
@@ -234,6 +239,7 @@ def load_watch(
         jitter=jitter,
         expiry_days=tuple(sorted(set(expiry), reverse=True)),
         remind=duration(raw.get("remind", "24h"), f"{where} remind"),
+        retry=duration(raw.get("retry", "1m"), f"{where} retry"),
         retention=duration(raw.get("retention", "400d"), f"{where} retention"),
         spike_factor=float(raw.get("spike_factor", 3.0)),
         silent_days=int(raw.get("silent_days", 3)),

@@ -105,7 +105,7 @@ def run_pass(
         result.events += found
         if check.facts.gather_error:
             result.errors += 1
-    result.delivered = deliver(store, config.channels, clock())
+    result.delivered = deliver(store, config.channels, clock(), first_retry=config.retry)
     result.finished = clock()
     store.record_run(started, result.finished, len(checks), len(result.events), result.errors)
     return result

@@ -26,10 +26,10 @@ BACKOFF_MAX = dt.timedelta(hours=6)
 Sender = Callable[[Channel, Sequence[Event]], None]
 
 
-def backoff(attempts: int) -> dt.timedelta:
+def backoff(attempts: int, first: dt.timedelta = BACKOFF_FIRST) -> dt.timedelta:
     """The wait after the ``attempts``-th failure in a row."""
-    wait: dt.timedelta = BACKOFF_FIRST * (2 ** max(attempts - 1, 0))
-    return min(wait, BACKOFF_MAX)
+    wait: dt.timedelta = first * (2 ** min(max(attempts - 1, 0), 30))
+    return min(wait, max(BACKOFF_MAX, first))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,7 @@ def deliver(
     channels: Sequence[Channel],
     now: dt.datetime,
     senders: dict[str, Sender] | None = None,
+    first_retry: dt.timedelta = BACKOFF_FIRST,
 ) -> list[Delivered]:
     """Send what is due on every channel; never raises for a channel's failure."""
     table: dict[str, Sender] = dict(senders or SENDERS)
@@ -77,7 +78,9 @@ def deliver(
                 error = str(exc)
                 # The whole rest waits: a dead channel is not hammered once per event.
                 rest = pending[pending.index(batch[0]) :]
-                store.failed(channel.name, rest, error, now, backoff(batch[0].attempts + 1))
+                store.failed(
+                    channel.name, rest, error, now, backoff(batch[0].attempts + 1, first_retry)
+                )
                 log.warning("watch channel %s failed: %s", channel.name, error)
                 break
             store.delivered(channel.name, [p.outbox_id for p in batch], now)
