@@ -275,7 +275,7 @@ def test_watch_run_serves_metrics_and_reloads_on_sighup(
             metrics = _scrape(f"http://{listen}/metrics", process)
     finally:
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
+        _out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "configuration reloaded" in err
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mtasts.check.findings import Severity
 from mtasts.config import ConfigError
 from mtasts.lab.control import Change, ChangeError
-from mtasts.watch.changes import OWN, PARTNER, DomainState, Rules, detect
+from mtasts.watch.changes import PARTNER, DomainState, Rules, detect
 from mtasts.watch.config import duration, read_partners
 from mtasts.watch.events import Event, EventCode, EventStatus
 from mtasts.watch.report_changes import DayStat, ReportRules, report_events
@@ -47,8 +47,11 @@ def snap(at: dt.datetime = T0, **changes: object) -> Snapshot:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+OWN_RULES = Rules()
+
+
 def run(
-    *snapshots: Snapshot, rules: Rules = Rules(), state: DomainState | None = None
+    *snapshots: Snapshot, rules: Rules = OWN_RULES, state: DomainState | None = None
 ) -> tuple[DomainState, list[list[Event]]]:
     state = state or DomainState()
     found = []
@@ -403,7 +406,8 @@ def test_durations_parse_or_raise_config_error(value: object) -> None:
     try:
         result = duration(value, "interval")
     except ConfigError as exc:
-        assert "interval" in str(exc)
+        message = str(exc)
+        assert "interval" in message
     else:
         assert result >= dt.timedelta(seconds=1)
 
@@ -415,6 +419,7 @@ def test_lab_changes_from_json_are_changes_or_change_errors(raw: dict[str, objec
     try:
         change = Change.from_dict({"domain": "good-enforce.example", **raw})
     except ChangeError as exc:
-        assert "\n" not in str(exc)
+        message = str(exc)
+        assert "\n" not in message
     else:
         assert Change.from_dict(change.to_dict()) == change
