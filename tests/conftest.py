@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -520,9 +522,11 @@ def dovecot() -> Iterator[dict[str, object]]:
     for sub in ("home", "run", "state"):
         (folder / sub).mkdir()
     shutil.chown(folder / "home", "nobody", "nogroup")
-    (folder / "passwd").write_text("tlsrpt:{PLAIN}imap-secret-1\n")
+    # tlsrpt receives reports; alerts receives what `mtasts watch` mails through Postfix.
+    (folder / "passwd").write_text("tlsrpt:{PLAIN}imap-secret-1\nalerts:{PLAIN}alerts-secret-2\n")
     _imap_certificate(folder)
     port, tls_port, introspection = IMAP_PORT, _port(8), _token_introspection(_port(9))
+    auth_port = _port(42)  # Dovecot's SASL service, for the Postfix submission fixture
     (folder / "oauth2.conf.ext").write_text(
         f"introspection_url = http://127.0.0.1:{introspection.server_port}/introspect\n"
         "introspection_mode = post\nusername_attribute = username\n"
@@ -566,6 +570,12 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {auth_port}
+  }}
+}}
 default_login_user = nobody
 default_internal_user = nobody
 """)
@@ -587,6 +597,9 @@ default_internal_user = nobody
             "password": "imap-secret-1",
             "ca_file": folder / "ca.pem",
             "token": OAUTH_TOKEN,
+            "home": folder / "home",
+            "auth_port": auth_port,
+            "folder": folder,
         }
     finally:
         introspection.shutdown()
@@ -608,3 +621,91 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             " watch_channels, watch_runs, quarantine, failures, policy_results, reports,"
             " raw_reports, alembic_version CASCADE"
         )
+
+
+@pytest.fixture(scope="session")
+def submission(dovecot: dict[str, object]) -> Iterator[dict[str, object]]:
+    """A private Postfix on 127.0.0.1: SMTP submission with STARTTLS and SASL (Dovecot's),
+    delivering every message for @watch.test into Dovecot's mailbox of user ``alerts``."""
+    if shutil.which("postfix") is None:
+        pytest.skip("postfix is not installed (.ci/run installs Debian's postfix)")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mtasts-submission-"))
+    os.chmod(root, 0o755)
+    conf, spool, data = root / "conf", root / "spool", root / "data"
+    for folder in (conf, spool, data):
+        folder.mkdir()
+    shutil.chown(data, "postfix", "postfix")
+    tls = Path(str(dovecot["folder"]))
+    listen = _port(43)
+    nobody = pwd.getpwnam("nobody")
+    (conf / "main.cf").write_text(f"""compatibility_level = 3.6
+queue_directory = {spool}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mail.watch.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+virtual_mailbox_domains = watch.test
+virtual_mailbox_base = {dovecot["home"]}
+virtual_mailbox_maps = static:alerts/Maildir/
+virtual_uid_maps = static:{nobody.pw_uid}
+virtual_gid_maps = static:{nobody.pw_gid}
+smtpd_tls_cert_file = {tls / "cert.pem"}
+smtpd_tls_key_file = {tls / "key.pem"}
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = yes
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:127.0.0.1:{dovecot["auth_port"]}
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+biff = no
+""")
+    master = Path("/usr/share/postfix/master.cf.dist").read_text()
+    master = master.replace("\nsmtp      inet", "\n#smtp      inet")
+    master += f"\n127.0.0.1:{listen} inet n - n - - smtpd\n"
+    master += "postlog   unix-dgram n  -       n       -       1       postlogd\n"
+    (conf / "master.cf").write_text(master)
+
+    def postfix(action: str) -> subprocess.CompletedProcess[str]:
+        # script(1) gives Postfix a terminal, so its errors reach us instead of syslog.
+        return subprocess.run(
+            ["script", "-qec", f"postfix -c {conf} {action}", "/dev/null"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    started = postfix("start")
+    if started.returncode:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"postfix did not start: {started.stdout.strip()}")
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(listen):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postfix submission did not listen; see {root}/maillog")
+            time.sleep(0.1)
+        yield {
+            "host": "127.0.0.1",
+            "port": listen,
+            "user": "alerts",
+            "password": "alerts-secret-2",
+            "ca_file": tls / "ca.pem",
+            "maillog": root / "maillog",
+        }
+    finally:
+        postfix("stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _listening(listen_port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", listen_port)) == 0

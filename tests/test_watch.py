@@ -309,3 +309,86 @@ def test_watch_with_nothing_to_watch_says_so(tmp_path: Path) -> None:
     done = mtasts("watch", "once", cwd=tmp_path)
     assert done.returncode == 2
     assert "nothing to watch" in done.stderr
+
+
+def test_watch_mails_a_digest_through_real_submission_into_a_real_mailbox(
+    tmp_path: Path, watch_lab: RunningLab, submission: dict[str, Any], dovecot: dict[str, Any]
+) -> None:
+    """STARTTLS and SASL on a private Postfix, delivered into Dovecot, read back over IMAP."""
+    import imaplib
+    import ssl
+    from email import message_from_bytes, policy
+
+    (tmp_path / "partners.txt").write_text("good-testing.example\nexpired-mx.example\n")
+    (tmp_path / "smtp.password").write_text(str(submission["password"]))
+    (tmp_path / "mtasts.toml").write_text(f"""
+[watch]
+partners = ["partners.txt"]
+lab = "{watch_lab.state_dir}"
+timeout = 3
+
+[[watch.channel]]
+name = "postmaster"
+type = "email"
+host = "127.0.0.1"
+port = {submission["port"]}
+username = "{submission["user"]}"
+password_file = "smtp.password"
+ca_file = "{submission["ca_file"]}"
+from = "mtasts@watch.test"
+to = ["postmaster@watch.test"]
+digest = "run"
+""")
+    assert once(tmp_path) == (0, [])
+    change(watch_lab, "good-testing.example", "--mode", "none")
+    change(watch_lab, "expired-mx.example", "--mode", "testing")
+    _, downgraded = once(tmp_path)
+    _, dropped = once(tmp_path)  # a partner's policy that disappears is confirmed by a second run
+    assert [e["code"] for e in downgraded] == ["partner-downgraded"]
+    assert [e["code"] for e in dropped] == ["partner-dropped"]
+    change(watch_lab, "good-testing.example", "--mode", "testing")
+    change(watch_lab, "expired-mx.example", "--mode", "enforce")
+    codes = sorted(
+        e["code"]
+        for e in json.loads(mtasts("watch", "events", "--json", cwd=tmp_path, check=True).stdout)[
+            "events"
+        ]
+    )
+    assert codes == ["partner-downgraded", "partner-dropped"]
+
+    context = ssl.create_default_context(cafile=str(dovecot["ca_file"]))
+    deadline = time.monotonic() + 60
+    while True:
+        with imaplib.IMAP4(dovecot["host"], dovecot["port"]) as imap:
+            imap.starttls(context)
+            imap.login("alerts", "alerts-secret-2")
+            imap.select("INBOX")
+            _, found = imap.search(None, "ALL")
+            numbers = found[0].split()
+            if numbers or time.monotonic() > deadline:
+                assert numbers, (
+                    f"nothing arrived; Postfix said: {submission['maillog'].read_text()[-2000:]}"
+                )
+                messages = []
+                for number in numbers:
+                    _, data = imap.fetch(number, "(RFC822)")
+                    messages.append(message_from_bytes(data[0][1], policy=policy.default))
+                break
+        time.sleep(0.5)
+    # digest = "run": one mail per pass that had events, each with its events as JSON too
+    bodies = sorted(m.get_body(("plain",)).get_content() for m in messages)
+    assert len(bodies) == 2
+    assert "partner-downgraded" in bodies[0]
+    assert "expired-mx.example" in bodies[0]
+    assert "partner-dropped" in bodies[1]
+    assert all(m["Auto-Submitted"] == "auto-generated" for m in messages)
+    attached = [json.loads(next(m.iter_attachments()).get_content()) for m in messages]
+    assert sorted(e["code"] for a in attached for e in a["events"]) == codes
+    maillog = submission["maillog"].read_text()
+    assert (
+        "sasl_username=alerts" in maillog
+    )  # authenticated, over the STARTTLS the channel asked for
+    (channel,) = json.loads(mtasts("watch", "channels", "--json", cwd=tmp_path, check=True).stdout)[
+        "channels"
+    ]
+    assert (channel["sent"], channel["pending"]) == (2, 0)
