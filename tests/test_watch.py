@@ -392,3 +392,81 @@ digest = "run"
         "channels"
     ]
     assert (channel["sent"], channel["pending"]) == (2, 0)
+
+
+def test_watch_reads_the_reports_in_the_store(tmp_path: Path, watch_lab: RunningLab) -> None:
+    """Three weeks of the lab's reports are history; a new sender's failures the next day are news."""
+    import datetime as dt
+
+    (tmp_path / "mtasts.toml").write_text(
+        f'[watch]\npartners = ["partners.txt"]\nlab = "{watch_lab.state_dir}"\ntimeout = 3\n'
+    )
+    (tmp_path / "partners.txt").write_text("placeholder.example\n")
+    mtasts(
+        "init",
+        OWN,
+        "--mx",
+        "mx1.good-enforce.example",
+        "--mx",
+        "mx2.good-enforce.example",
+        cwd=tmp_path,
+        check=True,
+    )
+    mtasts(
+        "lab",
+        "reports",
+        "--state-dir",
+        str(watch_lab.state_dir),
+        "--out",
+        "mail",
+        cwd=tmp_path,
+        check=True,
+    )
+    mtasts("reports", "ingest", "mail", cwd=tmp_path, check=True)
+    assert once(tmp_path)[1] == []  # the first look at a store: history, not news
+    status = json.loads(mtasts("watch", "status", "--json", cwd=tmp_path, check=True).stdout)
+    before = next(d for d in status["domains"] if d["domain"] == OWN)["readiness"]
+    assert before in ("READY", "NOT READY", "UNKNOWN")
+
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    report = {
+        "organization-name": "Tardy Sender",
+        "date-range": {
+            "start-datetime": f"{yesterday}T00:00:00Z",
+            "end-datetime": f"{yesterday}T23:59:59Z",
+        },
+        "contact-info": "tlsrpt@tardy-sender.example",
+        "report-id": f"{yesterday}-tardy",
+        "policies": [
+            {
+                "policy": {
+                    "policy-type": "sts",
+                    "policy-domain": OWN,
+                    "mx-host": ["mx1.good-enforce.example"],
+                },
+                "summary": {
+                    "total-successful-session-count": 50,
+                    "total-failure-session-count": 40,
+                },
+                "failure-details": [
+                    {
+                        "result-type": "certificate-expired",
+                        "sending-mta-ip": "198.51.100.7",
+                        "receiving-mx-hostname": "mx1.good-enforce.example",
+                        "failed-session-count": 40,
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tardy.json").write_text(json.dumps(report))
+    mtasts("reports", "ingest", "tardy.json", cwd=tmp_path, check=True)
+    _, events = once(tmp_path)
+    found = {(e["code"], e["subject"]) for e in events}
+    assert ("new-failure-type", "tardy sender") in found
+    new_type = next(e for e in events if e["code"] == "new-failure-type")
+    assert new_type["after"] == "certificate-expired"
+    if before != "NOT READY":
+        readiness = next(e for e in events if e["code"] == "readiness-changed")
+        assert (readiness["before"], readiness["after"]) == (before, "NOT READY")
+    assert once(tmp_path)[1] == []  # said once
