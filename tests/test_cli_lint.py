@@ -146,3 +146,9 @@ def test_demo_runs_the_lab_and_checks_every_domain() -> None:
     assert "good-testing.example     READY:" in result.stdout
     assert "load-balancer.example    NOT READY: enforce would have deferred" in result.stdout
     assert "certificate-host-mismatch at 127." in result.stdout
+    # the watch act: the second pass catches the policy edited without a new id, and the
+    # certificates about to expire, on each address
+    act = result.stdout.split("== 6. watch", 1)[1].split("== 7.", 1)[0]
+    assert "first pass: 2 domains observed, 0 events (a baseline)" in act
+    assert "error   policy-changed-without-id mta-sts.good-enforce.example" in act
+    assert act.count("error   certificate-expiring mx") == 2

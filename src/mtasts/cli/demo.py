@@ -17,6 +17,7 @@ import click
 from mtasts.check.checker import CheckOptions, check_many
 from mtasts.check.findings import Severity
 from mtasts.check.lint import lint_policy, lint_sts_record, lint_tlsrpt_record
+from mtasts.lab.control import Change, send_change
 from mtasts.lab.dkim import LabSigners
 from mtasts.lab.reports import simulate_mail
 from mtasts.lab.runtime import LabClient, read_state
@@ -31,6 +32,9 @@ from mtasts.reports.verdict import Verdict
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.store import PolicyStore
+from mtasts.watch.config import Partner, WatchConfig
+from mtasts.watch.observe import run_pass
+from mtasts.watch.store import WatchStore
 
 from .check import render_adoption, render_detail
 from .lint import render
@@ -102,6 +106,30 @@ def _reports_act(state: dict[str, Any], folder: Path) -> None:
             echo(
                 f"    {group.submitter}: {group.result_type} at {group.receiving_ip}, {group.sessions:,} sessions; see {group.explained_by}"
             )
+
+
+def _watch_act(state: dict[str, Any], folder: Path, options: CheckOptions) -> None:
+    """Two passes of `mtasts watch` with the lab changed in between."""
+    store = WatchStore(open_store(f"sqlite:///{folder / 'reports.sqlite'}").engine)
+    config = WatchConfig(
+        own=("good-enforce.example",),
+        partners=(Partner("good-testing.example", "", "demo"),),
+    )
+    first = run_pass(store, config, options, everything=True)
+    echo(
+        f"first pass: {len(first.checked)} domains observed, {len(first.events)} events (a baseline)"
+    )
+    state_dir = Path(state["ca_file"]).parent
+    for line in (
+        *send_change(state_dir, Change("good-enforce.example", certificate="expires-in:5")),
+        *send_change(state_dir, Change("good-enforce.example", max_age=86400, keep_id=True)),
+    ):
+        echo(f"  lab change: {line}")
+    second = run_pass(store, config, options, everything=True)
+    echo(f"second pass: {len(second.events)} events")
+    for event in second.events:
+        colour = {"error": "red", "warning": "yellow"}.get(str(event.severity))
+        echo(f"  {event.severity:<7} {event.code} {event.subject}: {event.message}", fg=colour)
 
 
 _STORY = (
@@ -200,7 +228,9 @@ def demo() -> None:
                 bold=True,
             )
             _reports_act(state, state_dir)
-            echo("\n== 6. the sending side: enforcing other domains' policies ==", bold=True)
+            echo("\n== 6. watch: what changed since the last look ==", bold=True)
+            _watch_act(state, state_dir, options)
+            echo("\n== 7. the sending side: enforcing other domains' policies ==", bold=True)
             _sending_side(state)
             echo("\nExplore it yourself: mtasts lab up, then mtasts check --lab lab-state DOMAIN")
         finally:

@@ -415,7 +415,7 @@ def _mx_changes(run: _Run, before: Snapshot | None, seen: Snapshot) -> None:
                     EventCode.STARTTLS_DROPPED,
                     subject,
                     Severity.ERROR,
-                    f"{subject} no longer offers STARTTLS",
+                    "STARTTLS is no longer offered: senders without a policy fall back to plaintext",
                     before="STARTTLS",
                     after="no STARTTLS",
                 )
@@ -459,7 +459,7 @@ def _mx_changes(run: _Run, before: Snapshot | None, seen: Snapshot) -> None:
                 EventCode.CERTIFICATE_CHANGED,
                 subject,
                 Severity.INFO,
-                f"{subject} presents a new certificate: {now.describe()}",
+                f"a new certificate: {now.describe()}",
                 before=was.describe(),
                 after=now.describe(),
             )
@@ -482,9 +482,7 @@ def _expiry(run: _Run, state: DomainState, seen: Snapshot) -> dict[str, int]:
             continue
         key = f"{EventCode.CERTIFICATE_EXPIRING}|{subject}"
         previous = state.expiry_said.get(subject)
-        message = (
-            f"the certificate of {subject} expires in {int(days)} days ({cert.not_after:%Y-%m-%d})"
-        )
+        message = f"the certificate expires in {int(days)} days ({cert.not_after:%Y-%m-%d})"
         severity = Severity.ERROR if crossed <= 7 else Severity.WARNING
         if previous is not None and crossed < previous and key in run.was_open:
             # a lower threshold: said again, as a reminder of the same open problem
