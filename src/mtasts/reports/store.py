@@ -144,9 +144,13 @@ def open_store(url: str) -> ReportStore:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = create_engine(url)
-    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+    database = engine.url.database
+    if database and engine.url.query.get("uri") == "true" and database.startswith("file:"):
+        # A SQLite URI filename (file:PATH?mode=ro): the file is PATH, not a folder "file:".
+        database = database.removeprefix("file:").split("?", 1)[0] or None
+    if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
         # SQLite makes the file (and its -wal, -shm) with the umask's mode: make it private first.
-        private_file(Path(engine.url.database))
+        private_file(Path(database))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     store = ReportStore(engine)
