@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from . import check_speed, ingest_speed, lab_startup, parsers, resolver_speed, serve_speed
+from . import (
+    check_speed,
+    ingest_speed,
+    lab_startup,
+    parsers,
+    resolver_speed,
+    serve_speed,
+    watch_speed,
+)
 
 if __name__ == "__main__":
     parsers.main()
@@ -11,3 +19,4 @@ if __name__ == "__main__":
     resolver_speed.main()
     serve_speed.main()
     ingest_speed.main()
+    watch_speed.main()

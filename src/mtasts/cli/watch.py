@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,8 @@ def _load(config_path: Path, db: str | None, given: dict[str, Any]) -> Settings:
             "options": _network(config, given),
             "expected": _configured(config_path),
             "concurrency": given["concurrency"],
+            # large passes gather in several processes, as `check --file` does
+            "workers": max(1, min(os.cpu_count() or 1, 4)),
         },
     )
 

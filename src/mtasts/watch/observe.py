@@ -24,7 +24,7 @@ from .events import Event
 from .outbox import Delivered, deliver
 from .report_changes import ReportRules, report_events
 from .snapshot import snapshot
-from .store import Watched, WatchStore
+from .store import Recorded, Watched, WatchStore
 
 log = logging.getLogger("mtasts.watch")
 _REPORT_DAYS = 45  # the report history new-failure-type, spikes and silence look at
@@ -91,6 +91,7 @@ def run_pass(
     checks = judge_all(facts, expected)
     rng = random.Random()
     report_store = ReportStore(store.engine)
+    recorded: list[Recorded] = []
     for check in checks:
         item = by_name[check.domain]
         try:
@@ -100,11 +101,12 @@ def run_pass(
             result.errors += 1
             continue
         due_at = next_due(config, item.role, check.facts.observed_at, rng)
-        store.record(check, state, found, routes(config, found, labels), due_at)
+        recorded.append(Recorded(check, state, tuple(found), routes(config, found, labels), due_at))
         result.checked.append(check)
         result.events += found
         if check.facts.gather_error:
             result.errors += 1
+    store.record_many(recorded)  # every event is durable before any channel is tried
     result.delivered = deliver(store, config.channels, clock(), first_retry=config.retry)
     result.finished = clock()
     store.record_run(started, result.finished, len(checks), len(result.events), result.errors)

@@ -29,6 +29,8 @@ from .events import Event, EventCode, EventStatus
 from .models import ChannelRow, EventRow, Observation, OutboxRow, RunRow, WatchedDomain
 from .report_changes import DayStat
 
+_CHUNK = 500  # names per IN list
+
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite hands back naive datetimes; everything here is UTC."""
@@ -110,6 +112,17 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """One domain's result of a pass, as :meth:`WatchStore.record_many` stores it."""
+
+    check: DomainCheck
+    state: DomainState
+    events: tuple[Event, ...]
+    routes: dict[int, list[str]]
+    next_due: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     outbox_id: int
     attempts: int
@@ -163,46 +176,65 @@ class WatchStore:
     ) -> None:
         """Store the observation (or extend the unchanged one), the state, the events and
         an outbox row per (event, channel) in ``routes`` (by the event's index)."""
+        self.record_many([Recorded(check, state, tuple(events), routes, next_due)])
+
+    def record_many(self, items: Sequence[Recorded]) -> None:
+        """:meth:`record` for a whole pass in one transaction: the pass is stored whole or
+        not at all, and a thousand domains cost one commit, not a thousand."""
+        if not items:
+            return
+        with Session(self.engine) as session, session.begin():
+            latest: dict[str, Observation] = {}
+            names = [item.check.domain for item in items]
+            for first in range(0, len(names), _CHUNK):
+                newest = (
+                    select(func.max(Observation.id))
+                    .where(Observation.domain.in_(names[first : first + _CHUNK]))
+                    .group_by(Observation.domain)
+                )
+                for row in session.scalars(select(Observation).where(Observation.id.in_(newest))):
+                    latest[row.domain] = row
+            for item in items:
+                self._observation(session, item.check, latest.get(item.check.domain))
+            session.execute(
+                update(WatchedDomain),
+                [
+                    {
+                        "domain": item.check.domain,
+                        "state": json.dumps(item.state.to_dict(), separators=(",", ":")),
+                        "last_run": item.check.facts.observed_at,
+                        "next_due": item.next_due,
+                    }
+                    for item in items
+                ],
+            )
+            for item in items:
+                self._add_events(session, item.events, item.routes, item.check.facts.observed_at)
+
+    def _observation(
+        self, session: Session, check: DomainCheck, latest: Observation | None
+    ) -> None:
         facts = check.facts
         digest = facts_digest(facts)
         seen = facts.observed_at
-        with Session(self.engine) as session, session.begin():
-            latest = session.scalars(
-                select(Observation)
-                .where(Observation.domain == check.domain)
-                .order_by(Observation.first_seen.desc(), Observation.id.desc())
-                .limit(1)
-            ).first()
-            if latest is not None and latest.digest == digest:
-                latest.last_seen = seen
-                latest.runs += 1
-            else:
-                findings = [[str(f.code), str(f.severity), f.subject] for f in check.findings]
-                session.add(
-                    Observation(
-                        domain=check.domain,
-                        first_seen=seen,
-                        last_seen=seen,
-                        runs=1,
-                        digest=digest,
-                        facts=gzip.compress(
-                            json.dumps(facts.to_dict(), separators=(",", ":")).encode(), 6
-                        ),
-                        findings=json.dumps(findings, separators=(",", ":")),
-                        verdict=str(check.verdict),
-                        mode=check.mode,
-                    )
-                )
-            session.execute(
-                update(WatchedDomain)
-                .where(WatchedDomain.domain == check.domain)
-                .values(
-                    state=json.dumps(state.to_dict(), separators=(",", ":")),
-                    last_run=seen,
-                    next_due=next_due,
-                )
+        if latest is not None and latest.digest == digest:
+            latest.last_seen = seen  # unchanged since latest.first_seen
+            latest.runs += 1
+            return
+        findings = [[str(f.code), str(f.severity), f.subject] for f in check.findings]
+        session.add(
+            Observation(
+                domain=check.domain,
+                first_seen=seen,
+                last_seen=seen,
+                runs=1,
+                digest=digest,
+                facts=gzip.compress(json.dumps(facts.to_dict(), separators=(",", ":")).encode(), 6),
+                findings=json.dumps(findings, separators=(",", ":")),
+                verdict=str(check.verdict),
+                mode=check.mode,
             )
-            self._add_events(session, events, routes, seen)
+        )
 
     def add_events(
         self, events: Sequence[Event], routes: dict[int, list[str]], now: dt.datetime
@@ -225,7 +257,8 @@ class WatchStore:
         routes: dict[int, list[str]],
         now: dt.datetime,
     ) -> None:
-        for index, event in enumerate(events):
+        rows = []
+        for event in events:
             row = EventRow(
                 at=event.at,
                 domain=event.domain,
@@ -239,7 +272,11 @@ class WatchStore:
                 horizon=event.horizon,
             )
             session.add(row)
-            session.flush()
+            rows.append(row)
+        if not any(routes.values()):
+            return
+        session.flush()  # the events' ids, for their outbox rows
+        for index, row in enumerate(rows):
             for channel in routes.get(index, []):
                 session.add(
                     OutboxRow(event_id=row.id, channel=channel, attempts=0, next_attempt=now)
