@@ -470,3 +470,47 @@ def test_watch_reads_the_reports_in_the_store(tmp_path: Path, watch_lab: Running
         readiness = next(e for e in events if e["code"] == "readiness-changed")
         assert (readiness["before"], readiness["after"]) == (before, "NOT READY")
     assert once(tmp_path)[1] == []  # said once
+
+
+def test_slack_text_cannot_mention_or_link(tmp_path: Path) -> None:
+    """A stranger's MX name like '<!channel>' arrives as text, not as a mention of everyone."""
+    import datetime as dt
+
+    from mtasts.check.findings import Severity
+    from mtasts.watch.channels import DeliveryError, send_slack
+    from mtasts.watch.config import Channel
+    from mtasts.watch.events import Event, EventCode
+
+    received: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200 if len(received) == 1 else 500)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port(44)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        channel = Channel("chat", "slack", url=f"http://127.0.0.1:{port(44)}/hook")
+        event = Event(
+            EventCode.MX_CHANGED,
+            "example.com",
+            "<!channel> <http://evil.example|click>",
+            Severity.WARNING,
+            dt.datetime.now(dt.UTC),
+            "MX hosts a -> b & c",
+        )
+        send_slack(channel, [event])
+        with pytest.raises(DeliveryError, match="answered 500"):
+            send_slack(channel, [event])  # only a 2xx counts as delivered
+    finally:
+        server.shutdown()
+    text = received[0]["text"]
+    assert received[0]["mrkdwn"] is False
+    assert "&lt;!channel&gt;" in text
+    assert "<" not in text
+    assert "b &amp; c" in text

@@ -250,13 +250,11 @@ def watch_run(config_path: Path, db: str | None, metrics_at: str | None, **given
 
 
 @watch.command("status")
-@config_option
 @db_option
 @json_option
-def watch_status(config_path: Path, db: str | None, as_json: bool) -> None:
+def watch_status(db: str | None, as_json: bool) -> None:
     """A line per watched domain: verdict, mode, first expiring certificate, open events,
     cache horizon."""
-    del config_path
     store = _store_only(db)
     now = dt.datetime.now(dt.UTC)
     rows = status_rows(store.watched(), now)

@@ -100,6 +100,9 @@ def send_slack(channel: Channel, events: Sequence[Event]) -> None:
     # Slack's incoming webhooks take {"text": ...}; mrkdwn is off, so a stranger's
     # certificate name or MX host cannot turn into a link or a mention.
     text = "\n".join(_line(e) for e in events)
+    # Slack reads <...> as links, mentions and <!channel> even with mrkdwn off; its own
+    # escaping (&amp; &lt; &gt;) keeps a stranger's text from paging a whole channel.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     body = json.dumps({"text": text, "mrkdwn": False}).encode()
     _post(channel, body, {})
 

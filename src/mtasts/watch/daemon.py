@@ -95,7 +95,13 @@ def run_forever(
                     log.warning("watch: configuration reloaded")
                 except Exception as exc:  # a broken edit keeps the old configuration running
                     log.error("watch: reload failed, keeping the old configuration: %s", exc)
-            result = run_pass(settings.store, **settings.pass_args)
+            try:
+                result = run_pass(settings.store, **settings.pass_args)
+            except Exception:  # a database or network outage: say so, try again later
+                log.exception("watch: the pass failed; the next one is tried in a minute")
+                wake.clear()
+                wake.wait(_MAX_SLEEP)
+                continue
             if on_pass is not None:
                 on_pass(result)
             wake.clear()
