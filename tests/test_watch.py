@@ -244,6 +244,14 @@ def test_watch_catches_each_lab_change_and_delivers_it_exactly_once(
     assert 4 <= float(line.split()[-1]) <= 5.1  # the lab adds an hour to "5 days"
     assert 'mtasts_watch_outbox_pending{channel="hook"} 0' in metrics
 
+    pruned = json.loads(
+        mtasts("watch", "prune", "--older-than", "1d", "--json", cwd=site, check=True).stdout
+    )
+    assert pruned["removed"] == {"observations": 0, "events": 0, "outbox": 0, "runs": 0}
+    bad = mtasts("watch", "prune", "--older-than", "soon", cwd=site)
+    assert (bad.returncode, bad.stderr.count("\n")) == (2, 1)
+    assert "--older-than: 'soon' is not a duration" in bad.stderr
+
     # Put the lab back for the daemon test below.
     change(watch_lab, OWN, "--restore-record", "--certificate", "renew")
 

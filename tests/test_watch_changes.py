@@ -423,3 +423,26 @@ def test_lab_changes_from_json_are_changes_or_change_errors(raw: dict[str, objec
         assert "\n" not in message
     else:
         assert Change.from_dict(change.to_dict()) == change
+
+
+def test_channels_route_by_severity_domain_and_label() -> None:
+    from mtasts.watch.config import Channel
+
+    anything = Channel("all", "webhook", url="https://h.example/")
+    errors_for_banks = Channel(
+        "banks", "webhook", min_severity=Severity.ERROR, labels=("bank",), url="https://h.example/"
+    )
+    one_domain = Channel(
+        "ours",
+        "webhook",
+        min_severity=Severity.WARNING,
+        domains=("example.com",),
+        url="https://h.example/",
+    )
+    assert anything.wants(Severity.INFO, "x.example", "")
+    assert errors_for_banks.wants(Severity.ERROR, "bank.example", "bank")
+    assert not errors_for_banks.wants(Severity.WARNING, "bank.example", "bank")
+    assert not errors_for_banks.wants(Severity.ERROR, "shop.example", "shop")
+    assert one_domain.wants(Severity.ERROR, "example.com", "")
+    assert not one_domain.wants(Severity.INFO, "example.com", "")
+    assert not one_domain.wants(Severity.ERROR, "example.net", "")

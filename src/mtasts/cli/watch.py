@@ -66,6 +66,15 @@ network_options = options(
         help="Take nameserver, CA and ports from a running lab's state folder.",
     ),
     click.option("--concurrency", type=click.IntRange(1, 1000), default=50, show_default=True),
+    click.option(
+        "--probes",
+        type=click.IntRange(1, 20),
+        default=1,
+        show_default=True,
+        help="Probe each MX address N times (a load balancer's bad backend).",
+    ),
+    click.option("--max-mx", type=click.IntRange(1, 1000), default=16, show_default=True),
+    click.option("--max-addresses", type=click.IntRange(1, 1000), default=8, show_default=True),
 )
 
 
@@ -109,7 +118,13 @@ def _network(config: WatchConfig, given: dict[str, Any]) -> CheckOptions:
     timeout = (
         given["timeout"] if "timeout" in typed else float(table.get("timeout", given["timeout"]))
     )
-    return CheckOptions(timeout=timeout, **settings)
+    return CheckOptions(
+        timeout=timeout,
+        probes=given["probes"],
+        max_mx=given["max_mx"],
+        max_addresses=given["max_addresses"],
+        **settings,
+    )
 
 
 def _load(config_path: Path, db: str | None, given: dict[str, Any]) -> Settings:
