@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +11,10 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
+
+from mtasts.text import csv_cell, plain
+
+__all__ = ["csv_cell", "plain"]  # re-exported: the CLI's modules take them from here
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -28,28 +31,9 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, no_color=not use_color(), highlight=False, width=width)
 
 
-# C0 and C1 controls but tab and newline: ESC starts every terminal escape sequence (a
-# cleared screen, a forged hyperlink), and reports, DNS answers and certificates are
-# written by strangers (security review #21).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def plain(value: object) -> str:
-    """Text from a stranger, safe to print: no control characters."""
-    return _CONTROL.sub("", str(value))
-
-
 def shown(value: object) -> str:
     """Text from a stranger, safe inside Rich markup: no control characters, markup escaped."""
     return escape(plain(value))
-
-
-def csv_cell(value: object) -> object:
-    """A cell a spreadsheet will not run: a leading = + - @ tab or CR is quoted with '."""
-    if not isinstance(value, str):
-        return value
-    value = plain(value)
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def echo(text: str, *, fg: str | None = None, bold: bool = False, err: bool = False) -> None:

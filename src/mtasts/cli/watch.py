@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from mtasts.net.dns import Nameserver
 from mtasts.watch.config import WatchConfig, duration, load_watch
 from mtasts.watch.daemon import Settings, render_metrics, run_forever
 from mtasts.watch.events import Event, EventStatus
+from mtasts.watch.history import timeline
 from mtasts.watch.observe import PassResult, run_pass
 from mtasts.watch.status import status_rows
 from mtasts.watch.store import WatchStore
@@ -349,13 +349,6 @@ def watch_events(db: str | None, since: str | None, domain: str | None, as_json:
         echo("no events")
 
 
-def _policy_text(observation: Any) -> str | None:
-    for fetch in observation.facts.policy:
-        if fetch.status == 200 and fetch.body is not None:
-            return str(fetch.body.decode("utf-8", "replace"))
-    return None
-
-
 @watch.command("history")
 @click.argument("domain")
 @db_option
@@ -367,38 +360,18 @@ def watch_history(domain: str, db: str | None, limit: int, as_json: bool) -> Non
     """DOMAIN's timeline: each distinct observation (unchanged since ...), the events, and a
     diff of the policy wherever it changed."""
     name = domain.lower().rstrip(".")
-    store = _store_only(db)
-    observations = store.observations(name, limit)
-    since = observations[0].first_seen if observations else None
-    events = store.events(since, name)
-    timeline: list[tuple[dt.datetime, int, dict[str, Any]]] = []
-    previous_policy: str | None = None
-    for observation in observations:
-        entry: dict[str, Any] = {"type": "observation", **observation.to_dict()}
-        policy = _policy_text(observation)
-        if previous_policy is not None and policy is not None and policy != previous_policy:
-            entry["policy_diff"] = "".join(
-                difflib.unified_diff(
-                    previous_policy.splitlines(keepends=True),
-                    policy.splitlines(keepends=True),
-                    "policy before",
-                    "policy after",
-                )
-            )
-        if policy is not None:
-            previous_policy = policy
-        timeline.append((observation.first_seen, 0, entry))
-    for event in events:
-        timeline.append((event.at, 1, {"type": "event", **event.to_dict()}))
-    timeline.sort(key=lambda t: (t[0], t[1]))
+    entries = timeline(_store_only(db), name, limit)
     if as_json:
-        print_json({"domain": name, "timeline": [t[2] for t in timeline]})
+        print_json({"domain": name, "timeline": entries})
         return
-    if not timeline:
+    if not entries:
         echo(f"no history for {name}: is it watched? (mtasts watch status)")
         sys.exit(EXIT_PROBLEMS)
     out = console()
-    for moment, _kind, entry in timeline:
+    for entry in entries:
+        moment = dt.datetime.fromisoformat(
+            entry["first_seen"] if entry["type"] == "observation" else entry["at"]
+        )
         if entry["type"] == "observation":
             until = dt.datetime.fromisoformat(entry["unchanged_until"])
             out.print(
