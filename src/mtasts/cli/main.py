@@ -29,6 +29,7 @@ from .resolver import resolver
 from .serve import serve
 from .status import status_command
 from .watch import watch
+from .web import web
 
 
 @click.group(
@@ -62,6 +63,7 @@ cli.add_command(lab)
 cli.add_command(resolver)
 cli.add_command(reports)
 cli.add_command(watch)
+cli.add_command(web)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from mtasts.files import private_file, write_atomic
 
 SESSION_COOKIE = "mtasts_session"
 SESSION_SECONDS = 12 * 3600
+_MAX_SESSIONS = 10_000
 _HASHER = PasswordHasher()  # argon2id with the library's (RFC 9106) defaults
 # A hash to verify against when the user does not exist, so both cases take the same time.
 _DUMMY = _HASHER.hash(secrets.token_hex(16))
@@ -98,6 +99,12 @@ class Sessions:
         recent.append(time.monotonic() if now is None else now)
 
     def start(self, user: str) -> tuple[str, Session]:
+        if len(self.sessions) >= _MAX_SESSIONS:  # clients that never keep a cookie
+            now = time.monotonic()
+            for old in [t for t, s in self.sessions.items() if s.expires < now]:
+                del self.sessions[old]
+            while len(self.sessions) >= _MAX_SESSIONS:
+                del self.sessions[next(iter(self.sessions))]  # the oldest
         token = secrets.token_urlsafe(32)
         session = Session(user, secrets.token_urlsafe(32), time.monotonic() + SESSION_SECONDS)
         self.sessions[token] = session

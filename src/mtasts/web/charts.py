@@ -54,9 +54,14 @@ def _ticks(top: int) -> list[int]:
 
 
 def sessions_chart(
-    bars: Sequence[DayBar], markers: Sequence[Marker] = (), title: str = "sessions per day"
+    bars: Sequence[DayBar],
+    markers: Sequence[Marker] = (),
+    title: str = "sessions per day",
+    start: dt.date | None = None,
+    end: dt.date | None = None,
 ) -> str:
-    """Stacked daily bars; a day without reports is a gap, not a zero-height bar."""
+    """Stacked daily bars from ``start`` to ``end`` (default: the days with data); a day
+    without reports is a gap, not a zero-height bar."""
     if not bars:
         return (
             f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {WIDTH} 40"'
@@ -72,7 +77,7 @@ def sessions_chart(
     days = (last - first).days + 1
     types = sorted({t for b in bars for t in b.failures})
     palette = colours(types)
-    ticks = _ticks(max(b.total for b in bars))
+    ticks = _ticks(max((b.total for b in bars), default=0))
     top = ticks[-1] or 1
     plot_w = WIDTH - _LEFT - _RIGHT
     plot_h = HEIGHT - _TOP - _BOTTOM
@@ -84,7 +89,7 @@ def sessions_chart(
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {WIDTH} {HEIGHT}"'
-        f' width="{WIDTH}" height="{HEIGHT}" class="chart"><title>{escape(title)}</title>'
+        f' width="100%" class="chart"><title>{escape(title)}</title>'
     ]
     for tick in ticks:
         parts.append(

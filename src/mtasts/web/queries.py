@@ -7,6 +7,7 @@ the dashboard and the CLI never disagree.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -297,14 +298,12 @@ def report_detail(store: ReportStore, report_id: int) -> ReportDetail | None:
         row = connection.execute(query).first()
     if row is None:
         return None
-    *fields, data = row
-    raw = gzip.decompress(data)
+    fields = dict(row._mapping)
+    raw = gzip.decompress(fields.pop("data"))
     if raw[:2] == b"\x1f\x8b":  # a report sent gzip'd (RFC 8460 §5.3) is kept as sent
-        try:
+        with contextlib.suppress(OSError):
             raw = gzip.decompress(raw)
-        except OSError:
-            pass
-    return ReportDetail(*fields, raw)
+    return ReportDetail(**fields, raw=raw)  # the columns are named as the fields are
 
 
 def policy_rows(store: ReportStore, report_id: int) -> list[dict[str, Any]]:
