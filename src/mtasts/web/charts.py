@@ -12,7 +12,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from html import escape
+from html import escape as _html_escape
+
+from mtasts.text import plain
+
+
+def escape(text: str) -> str:
+    """Text for SVG: control characters dropped (XML forbids them), markup escaped."""
+    return _html_escape(plain(text))
+
 
 WIDTH, HEIGHT = 760, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 12, 34
@@ -68,12 +76,10 @@ def sessions_chart(
             f' width="{WIDTH}" height="40"><title>{escape(title)}</title>'
             '<text x="8" y="24" font-size="13">no reports in this range</text></svg>'
         )
-    first = min(b.day for b in bars)
-    last = (
-        max(max(b.day for b in bars), *(m.day for m in markers))
-        if markers
-        else max(b.day for b in bars)
-    )
+    first = start or min(b.day for b in bars)
+    last = end or max([b.day for b in bars] + [m.day for m in markers])
+    bars = [b for b in bars if first <= b.day <= last]
+    markers = [m for m in markers if first <= m.day <= last]
     days = (last - first).days + 1
     types = sorted({t for b in bars for t in b.failures})
     palette = colours(types)
