@@ -385,3 +385,66 @@ def test_hostile_report_content_is_shown_as_text_and_never_runs(
     shot(page, "hostile-report")
     assert watched.problems == []
     page.close()
+
+
+def test_every_page_reads_with_a_read_only_postgresql_role(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from mtasts.reports.store import open_store
+
+    owner = open_store(postgres_url)
+    report = json.loads(hostile_report())
+    report["organization-name"] = "Reader Test"
+    assert owner.ingest(json.dumps(report).encode(), "reader.json").outcome == "stored"
+    reader = postgres_url.replace("postgres@", "mtasts_reader@", 1)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS mtasts_reader")
+        conn.execute("CREATE ROLE mtasts_reader LOGIN")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO mtasts_reader")
+    listen = port(47)
+    server = subprocess.Popen(
+        [MTASTS, "web", "--port", str(listen), "--db", reader, "--read-only"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{listen}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, headers, _ = fetch(f"{base}/")
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        cookie = headers["set-cookie"].split(";", 1)[0]
+        with owner.engine.connect() as connection:
+            report_id = connection.exec_driver_sql("SELECT max(id) FROM reports").scalar()
+        for path in (
+            "/",
+            f"/domain/{DOMAIN}",
+            "/reports",
+            f"/report/{report_id}",
+            "/partners",
+            "/quarantine",
+        ):
+            status, _, page = fetch(base + path, cookie=cookie)
+            assert status == 200, (path, page[:300])
+        status, _, page = fetch(f"{base}/quarantine", cookie=cookie)
+        assert b"Retry all" not in page  # the action that writes is not offered
+        assert fetch(f"{base}/reports?format=csv", cookie=cookie)[2].count(b"reader test") == 1
+    finally:
+        server.terminate()
+        server.wait(10)
+        owner.engine.dispose()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                "DROP TABLE IF EXISTS watch_outbox, watch_events, watch_observations, watch_domains,"
+                " watch_channels, watch_runs, quarantine, failures, policy_results, reports,"
+                " raw_reports, alembic_version CASCADE"
+            )
+            conn.execute("DROP ROLE IF EXISTS mtasts_reader")
