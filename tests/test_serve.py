@@ -477,3 +477,59 @@ def test_serve_listens_on_ipv6_and_ipv4_and_logs_each_request(tmp_path: Path) ->
     assert "request client=127.0.0.1 host='mta-sts.example.com:" in log
     assert "path='/.well-known/mta-sts.txt' status=200" in log
     assert "Context impl" not in log
+
+
+def test_serve_mounts_the_dashboard_beside_metrics_on_loopback_only(tmp_path: Path) -> None:
+    _configure(tmp_path)
+    store = f"sqlite:///{tmp_path / 'reports.sqlite'}"
+    refused = subprocess.run(
+        [
+            MTASTS,
+            "serve",
+            "--port",
+            str(PORT),
+            "--reports",
+            store,
+            "--dashboard",
+            "--metrics-listen",
+            f"0.0.0.0:{METRICS}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "loopback --metrics-listen" in refused.stderr
+    process = subprocess.Popen(
+        [
+            MTASTS,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--reports",
+            store,
+            "--dashboard",
+            "--metrics-listen",
+            f"127.0.0.1:{METRICS}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(PORT, process)
+        wait_for_port(METRICS, process)
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS}/", timeout=10) as answer:
+            page = answer.read().decode()
+            assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert "<h1>Overview" in page
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS}/metrics", timeout=10) as answer:
+            assert "mtasts" in answer.read().decode()
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -15,9 +15,12 @@ from typing import Any
 
 import click
 import uvicorn
+from starlette.applications import Starlette
 
 from mtasts.deploy.config import DeployConfigError
 from mtasts.web.app import access_logged, create_app, operator_app
+from mtasts.web.auth import loopback
+from mtasts.web.dashboard import create_dashboard
 from mtasts.web.limits import ServeLimits, head_timeout_protocol
 from mtasts.web.site import PolicySite
 
@@ -97,6 +100,12 @@ def _listen(text: str) -> tuple[str, int] | None:
     help="POST /tlsrpt requests per client address per minute; past it, 429.",
 )
 @click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Also serve the dashboard (mtasts web) on the --metrics-listen address, which must be"
+    " loopback; its store is --reports.",
+)
+@click.option(
     "--allow-invalid-certificate",
     is_flag=True,
     help="Start even when a certificate does not cover mta-sts.<domain> or is expired.",
@@ -114,6 +123,7 @@ def serve(
     max_connections: int,
     posts_per_minute: int,
     allow_invalid_certificate: bool,
+    dashboard: bool,
 ) -> None:
     """Serve /.well-known/mta-sts.txt for every domain in the configuration (SIGHUP reloads)."""
     # ISO time with no space in it, so every line parses as logfmt (key=value).
@@ -122,6 +132,11 @@ def serve(
         level=logging.INFO, stream=sys.stderr, format=_LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"
     )
     operator = _listen(metrics_listen)
+    if dashboard and (operator is None or not loopback(operator[0]) or not reports_db):
+        raise click.UsageError(
+            "--dashboard needs --reports DB and a loopback --metrics-listen (it has no login"
+            " there; for a dashboard others reach, run mtasts web --passwords)"
+        )
     site = PolicySite(config_path)
     try:
         site.load()
@@ -178,7 +193,8 @@ def serve(
         err=True,
     )
     try:
-        asyncio.run(_serve(uvicorn.Server(config), site, operator, listener))
+        board = create_dashboard(store) if dashboard and store is not None else None
+        asyncio.run(_serve(uvicorn.Server(config), site, operator, listener, board))
     except OSError as exc:
         echo(f"error: cannot listen: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
@@ -229,6 +245,7 @@ async def _serve(
     site: PolicySite,
     operator: tuple[str, int] | None,
     listener: socket.socket | None = None,
+    dashboard: Starlette | None = None,
 ) -> None:
     side: _OperatorServer | None = None
     task = None
@@ -236,7 +253,10 @@ async def _serve(
     if sock is not None:
         side = _OperatorServer(
             uvicorn.Config(
-                operator_app(site), log_level="warning", server_header=False, lifespan="off"
+                operator_app(site, dashboard),
+                log_level="warning",
+                server_header=False,
+                lifespan="off",
             )
         )
         task = asyncio.create_task(side.serve(sockets=[sock]))

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from mtasts.reports.provenance import Channel
 from mtasts.reports.store import Outcome, ReportStore, store_error
@@ -241,10 +241,14 @@ def _operator_routes(site: PolicySite) -> list[Route]:
     return [Route("/healthz", healthz), Route("/metrics", metrics)]
 
 
-def operator_app(site: PolicySite) -> Starlette:
-    """/healthz and /metrics alone, for the loopback listener of ``serve --metrics-listen``."""
+def operator_app(site: PolicySite, dashboard: Starlette | None = None) -> Starlette:
+    """/healthz and /metrics, for the loopback listener of ``serve --metrics-listen``; with
+    ``dashboard`` (``serve --dashboard``), the dashboard's pages beside them."""
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return PlainTextResponse("not found\n", 404, _HEADERS)
 
-    return Starlette(routes=_operator_routes(site), exception_handlers={404: not_found})
+    routes: list[BaseRoute] = list(_operator_routes(site))
+    if dashboard is not None:
+        routes.append(Mount("/", app=dashboard))
+    return Starlette(routes=routes, exception_handlers={404: not_found})
