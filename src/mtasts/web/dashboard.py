@@ -15,6 +15,7 @@ import datetime as dt
 import hmac
 import io
 import json
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mtasts.check.findings import RULES, finding_code
 from mtasts.check.judge import judge
-from mtasts.reports.analysis import readiness, summary_by_domain
+from mtasts.reports.analysis import readiness
 from mtasts.reports.ingest import IngestResult, retry_quarantined
 from mtasts.reports.store import ReportStore
 from mtasts.text import csv_cell, plain
@@ -203,7 +204,7 @@ class Overview:
 
 def overview(store: ReportStore, watch: WatchStore, today: dt.date) -> Overview:
     since = today - dt.timedelta(days=14)
-    reported = {r.domain: r for r in summary_by_domain(store, since, today)}
+    reported = queries.domain_totals(store, since)
     status = status_rows(watch.watched(), dt.datetime.now(dt.UTC))
     own = {s.domain: s for s in status if s.role == "own"}
     rows = []
@@ -219,7 +220,9 @@ def overview(store: ReportStore, watch: WatchStore, today: dt.date) -> Overview:
                 "reason": verdict.reason,
                 "sessions": report.sessions if report else 0,
                 "failed": report.failed if report else 0,
-                "failure_rate": round(report.failure_rate, 6) if report else 0.0,
+                "failure_rate": round(report.failed / report.sessions, 6)
+                if report and report.sessions
+                else 0.0,
                 "top_failure": report.top_failure if report else None,
                 "open_events": watched.open_events if watched else 0,
                 "first_expiry_days": watched.first_expiry_days if watched else None,
@@ -235,9 +238,30 @@ def overview(store: ReportStore, watch: WatchStore, today: dt.date) -> Overview:
     return Overview(rows, counts, partner_rows)
 
 
+class OverviewCache:
+    """The overview judges every domain's readiness; it is computed again only when the store
+    changed (a report, a quarantined input, a watch pass) or the day did."""
+
+    def __init__(self, store: ReportStore, watch: WatchStore) -> None:
+        self.store = store
+        self.watch = watch
+        self.lock = threading.Lock()
+        self.key: tuple[object, ...] | None = None
+        self.value: Overview | None = None
+
+    def get(self, today: dt.date) -> Overview:
+        with self.lock:  # one computation at a time; the others wait for its result
+            key = (today, *queries.data_version(self.store))
+            if self.value is None or key != self.key:
+                self.value = overview(self.store, self.watch, today)
+                self.key = key
+            return self.value
+
+
 def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConfig()) -> Starlette:
     env = _environment()
     watch = WatchStore(store.engine)
+    cached = OverviewCache(store, watch)
     sessions = Sessions(
         read_passwords(config.auth.password_file) if config.auth.password_file else {}
     )
@@ -343,7 +367,7 @@ def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConf
 
     async def home(request: Request) -> Response:
         today = dt.datetime.now(dt.UTC).date()
-        data = await run_in_threadpool(overview, store, watch, today)
+        data = await run_in_threadpool(cached.get, today)
         exported = _export(request, "overview", data.rows)
         if exported:
             return exported
@@ -457,7 +481,7 @@ def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConf
 
     async def partners_page(request: Request) -> Response:
         label = request.query_params.get("label") or None
-        data = await run_in_threadpool(overview, store, watch, dt.datetime.now(dt.UTC).date())
+        data = await run_in_threadpool(cached.get, dt.datetime.now(dt.UTC).date())
         rows = [r for r in data.partner_rows if label is None or r.label == label]
         history = {
             r.domain: [
