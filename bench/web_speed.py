@@ -57,7 +57,7 @@ def run(url: str, label: str, reports: int, domains: int) -> None:
     server = _serve(url)
     opener = urllib.request.build_opener()
     base = f"http://127.0.0.1:{_PORT}"
-    with opener.open(f"{base}/", timeout=60) as answer:  # the session cookie (no login on loopback)
+    with opener.open(f"{base}/explain/starttls-not-supported", timeout=60) as answer:  # a cookie
         cookie = answer.headers["set-cookie"].split(";", 1)[0]
     opener.addheaders = [("Cookie", cookie)]
     try:

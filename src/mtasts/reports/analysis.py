@@ -13,10 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session
 
 from mtasts.sts.domain import normalise_host
 from mtasts.tlsrpt import ResultType
@@ -229,13 +228,23 @@ def summary_by_mx(
     return sorted(rows, key=lambda r: (r.day, r.domain, -r.sessions))
 
 
-def _failures(session: Session, policy_ids: list[int]) -> dict[int, list[FailureRow]]:
-    out: dict[int, list[FailureRow]] = defaultdict(list)
-    for start in range(0, len(policy_ids), 500):
-        chunk = policy_ids[start : start + 500]
-        for failure in session.scalars(select(FailureRow).where(FailureRow.policy_id.in_(chunk))):
-            out[failure.policy_id].append(failure)
-    return out
+class _Policy(NamedTuple):
+    """The columns of a policy_results row that readiness reads (no ORM object per row)."""
+
+    id: int
+    report_id: int
+    submitter: str
+    day: dt.date
+    successful: int
+    failed: int
+
+
+class _Failure(NamedTuple):
+    policy_id: int
+    result_type: str
+    receiving_mx: str | None
+    receiving_ip: str | None
+    sessions: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,29 +264,59 @@ class Origin:
 
 def _rows(
     store: ReportStore, domain: str | None, since: dt.date | None
-) -> tuple[list[PolicyRow], dict[int, list[FailureRow]]]:
+) -> tuple[list[_Policy], dict[int, list[_Failure]]]:
     """Per-policy rows (of one domain, since a day, when given) and their failures.
 
-    With a domain this is one range scan of the (policy_domain, day) index.
+    With a domain each is one range scan of the (policy_domain, day) index; plain column
+    tuples, not ORM objects, because a busy domain has thousands of rows a fortnight.
     """
-    query = select(PolicyRow).where(*_where(domain, since))
-    with Session(store.engine) as session:
-        policies = list(session.scalars(query))
-        return policies, _failures(session, [p.id for p in policies])
-
-
-def _origins(store: ReportStore, report_ids: set[int]) -> dict[int, Origin]:
-    table = ReportRow.__table__.c
-    out: dict[int, Origin] = {}
-    ids = sorted(report_ids)
+    where = _where(domain, since)
+    policies = select(
+        PolicyRow.id,
+        PolicyRow.report_id,
+        PolicyRow.submitter,
+        PolicyRow.day,
+        PolicyRow.successful,
+        PolicyRow.failed,
+    ).where(*where)
+    failures = (
+        select(
+            FailureRow.policy_id,
+            FailureRow.result_type,
+            FailureRow.receiving_mx,
+            FailureRow.receiving_ip,
+            FailureRow.sessions,
+        )
+        .join_from(FailureRow, PolicyRow, FailureRow.policy_id == PolicyRow.id)
+        .where(*where)
+    )
+    by_policy: dict[int, list[_Failure]] = defaultdict(list)
     with store.engine.connect() as connection:
-        for start in range(0, len(ids), 500):
-            query = select(
-                table.id, table.channel, table.dkim_domain, table.sender_domain, table.conflict
-            ).where(table.id.in_(ids[start : start + 500]))
-            for row_id, channel, dkim_domain, sender_domain, conflict in connection.execute(query):
-                out[row_id] = Origin(channel, dkim_domain, sender_domain, bool(conflict))
-    return out
+        rows = [_Policy(*row) for row in connection.execute(policies)]
+        for row in connection.execute(failures):
+            by_policy[row[0]].append(_Failure(*row))
+    return rows, by_policy
+
+
+def _origins(store: ReportStore, domain: str, since: dt.date) -> dict[int, Origin]:
+    """Where each report with a policy for ``domain`` since ``since`` came from: one join."""
+    query = (
+        select(
+            ReportRow.id,
+            ReportRow.channel,
+            ReportRow.dkim_domain,
+            ReportRow.sender_domain,
+            ReportRow.conflict,
+        )
+        .join_from(ReportRow, PolicyRow, PolicyRow.report_id == ReportRow.id)
+        .where(*_where(domain, since))
+        .distinct()
+    )
+    with store.engine.connect() as connection:
+        return {
+            row_id: Origin(channel, dkim_domain, sender_domain, bool(conflict))
+            for row_id, channel, dkim_domain, sender_domain, conflict in connection.execute(query)
+        }
 
 
 @dataclass
@@ -356,7 +395,7 @@ def readiness(
     domain = normalise_host(domain)
     since = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=days)
     policies, failures = _rows(store, domain, since)
-    origins = _origins(store, {p.report_id for p in policies})
+    origins = _origins(store, domain, since)
     result = Readiness(domain, days, Verdict.UNKNOWN, "")
     result.sessions = sum(p.successful + p.failed for p in policies)
     result.senders = sorted({p.submitter for p in policies})
