@@ -350,6 +350,13 @@ def test_a_failure_is_followed_from_the_overview_to_its_reports_and_its_check(
     assert exported.splitlines()[0].startswith("id,submitter,organization")
     assert all(",google.com," in line for line in exported.splitlines()[1:])
 
+    page.goto(f"{base}/partners")
+    assert page.locator("h1").inner_text() == "Partners"
+    page.goto(f"{base}/domain/{DOMAIN}")
+    page.locator("table.failures a", has_text="certificate-host-mismatch").first.click()
+    page.wait_for_url(f"{base}/explain/certificate-host-mismatch")
+    assert "RFC 8461" in page.locator("main").inner_text()
+
     page.goto(f"{base}/quarantine")
     assert (
         "report.too-large" in page.locator("table").inner_text()
@@ -448,3 +455,61 @@ def test_every_page_reads_with_a_read_only_postgresql_role(
                 " raw_reports, alembic_version CASCADE"
             )
             conn.execute("DROP ROLE IF EXISTS mtasts_reader")
+
+
+def test_a_user_header_counts_only_from_the_trusted_proxy(tmp_path: Path) -> None:
+    listen = port(48)
+    server = subprocess.Popen(
+        [
+            MTASTS,
+            "web",
+            "--port",
+            str(listen),
+            "--db",
+            f"sqlite:///{tmp_path / 's.sqlite'}",
+            "--user-header",
+            "X-Remote-User",
+            "--trusted-proxy",
+            "127.0.0.2/32",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, _, _ = fetch(f"http://127.0.0.1:{listen}/")
+                break
+            except OSError:
+                assert server.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        # 127.0.0.1 is not the trusted proxy: its header is ignored, and nobody is logged in
+        opener = urllib.request.build_opener(NoRedirect)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{listen}/", headers={"X-Remote-User": "mallory"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(request, timeout=10)
+        assert refused.value.code == 401
+        assert status == 401
+        # from the proxy's address (127.0.0.2), the header is the user
+        import http.client
+
+        proxy = http.client.HTTPConnection(
+            "127.0.0.1", listen, timeout=10, source_address=("127.0.0.2", 0)
+        )
+        proxy.request("GET", "/", headers={"X-Remote-User": "alice"})
+        answer = proxy.getresponse()
+        assert answer.status == 200
+        assert "HttpOnly" in (answer.getheader("set-cookie") or "")  # carries the CSRF token
+        assert b"Overview" in answer.read()
+        proxy.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    done = cli("web", "--user-header", "X-Remote-User", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--trusted-proxy" in done.stderr

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -115,6 +115,9 @@ def _environment() -> Environment:
     env.filters["num"] = lambda value: f"{value:,}"
     env.filters["plain"] = plain
     env.filters["when"] = _when
+    # A path segment from a stranger (a report's policy-domain): percent-encoded, so a "/",
+    # "?" or "#" in it cannot point the link at another page.
+    env.filters["path"] = lambda value: quote(str(value), safe="")
     env.globals["query"] = lambda **params: urlencode({k: v for k, v in params.items() if v})
     return env
 
@@ -281,28 +284,31 @@ def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConf
     def client(request: Request) -> str:
         return request.client.host if request.client else "-"
 
-    def current(request: Request) -> Session | None:
+    def current(request: Request) -> tuple[Session | None, str | None]:
+        """The request's session, and a new session token to set when one was started."""
+        existing = sessions.get(request.cookies.get(SESSION_COOKIE))
         if config.auth.user_header and config.auth.trusts(client(request)):
             user = request.headers.get(config.auth.user_header)
-            if user:
-                return Session(user, _proxy_csrf(request), float("inf"))
-        return sessions.get(request.cookies.get(SESSION_COOKIE))
-
-    def _proxy_csrf(request: Request) -> str:
-        token = request.cookies.get(SESSION_COOKIE)
-        existing = sessions.get(token)
-        return existing.csrf if existing else ""
+            if not user:
+                return None, None
+            if existing is not None and existing.user == user:
+                return existing, None
+            # The proxy vouches for the user; a session of our own carries the CSRF token.
+            token, session = sessions.start(user)
+            return session, token
+        return existing, None
 
     def guarded(
         handler: Callable[[Request], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapper(request: Request) -> Response:
-            session = current(request)
-            fresh: str | None = None
+            session, fresh = current(request)
             if session is None and not config.auth.enabled:
                 # No login on loopback, but still a session: its CSRF token guards the POSTs.
                 fresh, session = sessions.start("local")
             if session is None:
+                if config.auth.password_file is None:  # only the proxy can log anyone in
+                    return Response("authentication required (by the proxy)", status_code=401)
                 if request.method != "GET" or request.query_params.get("format"):
                     return Response("login required", status_code=401)
                 return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", 303)
