@@ -329,3 +329,34 @@ def test_summary_by_domain_and_readiness_of_every_domain(tmp_path: Path) -> None
     assert "b.example: READY:" in every.stdout
     both = json.loads(reports("readiness", "--trust", "file", "--json").stdout)
     assert [v["verdict"] for v in both] == ["NOT READY", "READY"]
+
+
+def test_readiness_of_every_domain_at_once_is_each_domains_readiness(tmp_path: Path) -> None:
+    """The dashboard's bulk judgement gives exactly what `readiness` gives per domain."""
+    from mtasts.reports.analysis import readiness_many
+
+    store = open_store(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    today = dt.datetime.now(dt.UTC).date()
+    for back in range(1, 20):
+        day = today - dt.timedelta(days=back)
+        store.ingest(
+            stored_report(
+                "google.com", "a.example", ok=90, day=day, failures=[("certificate-expired", 3)]
+            ),
+            "t",
+            channel=Channel.IMAP,
+        )
+        store.ingest(stored_report("microsoft.com", "b.example", ok=100, day=day), "t")
+        store.ingest(
+            stored_report(
+                "yahoo.com", "c.example", ok=50, day=day, failures=[("sts-policy-invalid", 1)]
+            ),
+            "t",
+        )
+    many = readiness_many(store, 14, today, trusted=frozenset({Channel.IMAP}))
+    assert sorted(many) == ["a.example", "b.example", "c.example"]
+    for domain, verdict in many.items():
+        one = readiness(store, domain, 14, today, trusted=frozenset({Channel.IMAP}))
+        assert verdict.to_dict() == one.to_dict()
+    assert many["a.example"].failed == 14 * 3
+    assert str(many["a.example"].verdict) == "NOT READY"

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mtasts.check.findings import RULES, finding_code
 from mtasts.check.judge import judge
-from mtasts.reports.analysis import readiness
+from mtasts.reports.analysis import readiness, readiness_many
 from mtasts.reports.ingest import IngestResult, retry_quarantined
 from mtasts.reports.store import ReportStore
 from mtasts.text import csv_cell, plain
@@ -206,27 +206,28 @@ class Overview:
 
 
 def overview(store: ReportStore, watch: WatchStore, today: dt.date) -> Overview:
-    since = today - dt.timedelta(days=14)
-    reported = queries.domain_totals(store, since)
     status = status_rows(watch.watched(), dt.datetime.now(dt.UTC))
     own = {s.domain: s for s in status if s.role == "own"}
+    verdicts = readiness_many(store, 14, today)  # every reported domain in three queries
     rows = []
-    for domain in sorted(set(reported) | set(own)):
-        verdict = readiness(store, domain, 14, today)
-        report = reported.get(domain)
+    for domain in sorted(set(verdicts) | set(own)):
+        verdict = verdicts.get(domain) or readiness(store, domain, 14, today)
         watched = own.get(domain)
+        kinds: dict[str, int] = {}
+        for group in (*verdict.would_defer, *verdict.unaffected):
+            kinds[group.result_type] = kinds.get(group.result_type, 0) + group.sessions
         rows.append(
             {
                 "domain": domain,
                 "mode": watched.mode if watched else "-",
                 "readiness": str(verdict.verdict),
                 "reason": verdict.reason,
-                "sessions": report.sessions if report else 0,
-                "failed": report.failed if report else 0,
-                "failure_rate": round(report.failed / report.sessions, 6)
-                if report and report.sessions
+                "sessions": verdict.sessions,
+                "failed": verdict.failed,
+                "failure_rate": round(verdict.failed / verdict.sessions, 6)
+                if verdict.sessions
                 else 0.0,
-                "top_failure": report.top_failure if report else None,
+                "top_failure": max(sorted(kinds), key=lambda k: kinds[k]) if kinds else None,
                 "open_events": watched.open_events if watched else 0,
                 "first_expiry_days": watched.first_expiry_days if watched else None,
                 "cache_horizon": watched.horizon.isoformat()

@@ -366,40 +366,6 @@ def quarantine_rows(store: ReportStore) -> list[QuarantineRow]:
     return [QuarantineRow(*row) for row in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class DomainTotals:
-    sessions: int
-    failed: int
-    top_failure: str | None
-
-
-def domain_totals(store: ReportStore, since: dt.date) -> dict[str, DomainTotals]:
-    """Sessions, failures and the most frequent failure type per policy domain since a day:
-    two GROUP BY queries for every domain at once (the overview's columns)."""
-    totals = (
-        select(PolicyRow.policy_domain, func.sum(PolicyRow.successful), func.sum(PolicyRow.failed))
-        .where(PolicyRow.day >= since)
-        .group_by(PolicyRow.policy_domain)
-    )
-    kinds = (
-        select(PolicyRow.policy_domain, FailureRow.result_type, func.sum(FailureRow.sessions))
-        .join_from(FailureRow, PolicyRow, FailureRow.policy_id == PolicyRow.id)
-        .where(PolicyRow.day >= since)
-        .group_by(PolicyRow.policy_domain, FailureRow.result_type)
-    )
-    top: dict[str, tuple[int, str]] = {}
-    with store.engine.connect() as connection:
-        sums = {d: (int(ok or 0), int(bad or 0)) for d, ok, bad in connection.execute(totals)}
-        for domain, kind, sessions in connection.execute(kinds):
-            best = top.get(domain)
-            if best is None or (int(sessions), kind) > best:
-                top[domain] = (int(sessions), kind)
-    return {
-        d: DomainTotals(ok + bad, bad, top[d][1] if d in top else None)
-        for d, (ok, bad) in sums.items()
-    }
-
-
 def data_version(store: ReportStore) -> tuple[object, ...]:
     """Changes whenever a report, a quarantined input or a watch pass is stored: what the
     overview's cache is keyed on."""
