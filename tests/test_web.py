@@ -313,6 +313,12 @@ def test_a_failure_is_followed_from_the_overview_to_its_reports_and_its_check(
     shot(page, "overview")
     row = page.locator("table.overview tr", has_text=DOMAIN)
     assert "NOT READY" in row.inner_text()
+    page.select_option("select[name=days]", "7")
+    page.click(".filters button[type=submit]")
+    page.wait_for_url(f"{base}/?days=7")
+    assert "last 7 days" in page.locator("h1").inner_text()
+    assert "NOT READY" in page.locator("table.overview tr", has_text=DOMAIN).inner_text()
+    row = page.locator("table.overview tr", has_text=DOMAIN)
     row.locator(f"a[href='/domain/{DOMAIN}']").click()
     page.wait_for_url(f"{base}/domain/{DOMAIN}")
     assert page.locator("svg.chart rect").count() > 10

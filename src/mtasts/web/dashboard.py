@@ -65,6 +65,7 @@ _MARKER_CODES = {
     "policy-mx-changed",
 }
 _DEFAULT_DAYS = 30
+_WINDOWS = ("7", "14", "30", "90")  # the overview's windows: readiness is judged over it
 _ICON = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16"'
     ' rx="3" fill="#1d232b"/><path d="M4 8l3 3 5-6" stroke="#3b8f4f" stroke-width="2"'
@@ -205,13 +206,13 @@ class Overview:
     partner_rows: list[StatusRow]
 
 
-def overview(store: ReportStore, watch: WatchStore, today: dt.date) -> Overview:
+def overview(store: ReportStore, watch: WatchStore, today: dt.date, days: int = 14) -> Overview:
     status = status_rows(watch.watched(), dt.datetime.now(dt.UTC))
     own = {s.domain: s for s in status if s.role == "own"}
-    verdicts = readiness_many(store, 14, today)  # every reported domain in three queries
+    verdicts = readiness_many(store, days, today)  # every reported domain in three queries
     rows = []
     for domain in sorted(set(verdicts) | set(own)):
-        verdict = verdicts.get(domain) or readiness(store, domain, 14, today)
+        verdict = verdicts.get(domain) or readiness(store, domain, days, today)
         watched = own.get(domain)
         kinds: dict[str, int] = {}
         for group in (*verdict.would_defer, *verdict.unaffected):
@@ -253,11 +254,11 @@ class OverviewCache:
         self.key: tuple[object, ...] | None = None
         self.value: Overview | None = None
 
-    def get(self, today: dt.date) -> Overview:
+    def get(self, today: dt.date, days: int = 14) -> Overview:
         with self.lock:  # one computation at a time; the others wait for its result
-            key = (today, *queries.data_version(self.store))
+            key = (today, days, *queries.data_version(self.store))
             if self.value is None or key != self.key:
-                self.value = overview(self.store, self.watch, today)
+                self.value = overview(self.store, self.watch, today, days)
                 self.key = key
             return self.value
 
@@ -374,11 +375,15 @@ def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConf
 
     async def home(request: Request) -> Response:
         today = dt.datetime.now(dt.UTC).date()
-        data = await run_in_threadpool(cached.get, today)
+        days = request.query_params.get("days", "14")
+        window = int(days) if days in _WINDOWS else 14
+        data = await run_in_threadpool(cached.get, today, window)
         exported = _export(request, "overview", data.rows)
         if exported:
             return exported
-        return render(request, "overview.html", data=data, today=today)
+        return render(
+            request, "overview.html", data=data, today=today, days=window, windows=_WINDOWS
+        )
 
     async def domain_page(request: Request) -> Response:
         domain = request.path_params["domain"].lower()
