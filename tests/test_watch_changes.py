@@ -446,3 +446,29 @@ def test_channels_route_by_severity_domain_and_label() -> None:
     assert one_domain.wants(Severity.ERROR, "example.com", "")
     assert not one_domain.wants(Severity.INFO, "example.com", "")
     assert not one_domain.wants(Severity.ERROR, "example.net", "")
+
+
+@pytest.mark.parametrize(
+    ("line", "names"),
+    [
+        ('smtp_port = "25"', "smtp_port"),
+        ("https_port = 70000", "https_port"),
+        ("timeout = 0", "timeout"),
+        ("nameserver = 53", "nameserver"),
+        ('interval = "soon"', "interval"),
+        ("jitter = 1.5", "jitter"),
+        ("expiry_days = [30, -1]", "expiry_days"),
+    ],
+)
+def test_a_bad_watch_setting_is_one_line_naming_the_key(
+    tmp_path_factory: pytest.TempPathFactory, line: str, names: str
+) -> None:
+    from mtasts.watch.config import load_watch
+
+    path = tmp_path_factory.mktemp("c") / "mtasts.toml"
+    path.write_text(f"[watch]\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        load_watch(path, ("example.com",))
+    message = str(error.value)
+    assert names in message
+    assert "\n" not in message

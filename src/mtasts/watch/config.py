@@ -228,9 +228,22 @@ def load_watch(
         for k in ("nameserver", "ca_file", "smtp_port", "https_port", "timeout", "lab")
         if k in raw
     }
+    for key in ("smtp_port", "https_port"):
+        value = network.get(key)
+        if key in network and (not isinstance(value, int) or not 1 <= value <= 65535):
+            raise ConfigError(f"{where}: {key} {value!r}: a port number, 1 to 65535")
+    if "timeout" in network and not (
+        isinstance(network["timeout"], int | float) and 0.1 <= network["timeout"] <= 300
+    ):
+        raise ConfigError(f"{where}: timeout {network['timeout']!r}: seconds, 0.1 to 300")
+    names = network.get("nameserver", [])
+    if not isinstance(names, str | list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}: nameserver: HOST[:PORT] or a list of them")
     for key in ("ca_file", "lab"):
         if key in network:
-            network[key] = base / str(network[key])
+            if not isinstance(network[key], str):
+                raise ConfigError(f"{where}: {key}: a path")
+            network[key] = base / network[key]
     return WatchConfig(
         own=own,
         partners=tuple(unique),
