@@ -385,6 +385,7 @@ def test_hostile_report_content_is_shown_as_text_and_never_runs(
     page.fill("input[name=user]", "admin")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")  # let the login's redirect finish before going elsewhere
     page.goto(f"{base}/reports?domain={DOMAIN}&type=validation-failure")
     link = page.locator("table.reports tbody tr", has_text="window.__pwned=1").locator("a").first
     link.click()
