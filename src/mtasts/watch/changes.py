@@ -237,28 +237,12 @@ def _own(run: _Run, state: DomainState, seen: Snapshot) -> DomainState:
             "the _mta-sts TXT lookup timed out or failed: the record's state is unknown",
         )
         if before is not None:  # nothing is known about the record or the policy: keep both
-            effective = replace(
-                seen,
-                sts=before.sts,
-                sts_id=before.sts_id,
-                policy_text=before.policy_text,
-                mode=before.mode,
-                max_age=before.max_age,
-                mx_patterns=before.mx_patterns,
-            )
+            effective = _carry(seen, before, record=True)
         run.keep(k for k in run.was_open if k.startswith(str(EventCode.POLICY_UNREACHABLE)))
     elif before is not None and before.sts == "present" and seen.sts == "absent":
         absent_runs = state.absent_runs + 1
         if absent_runs < 2:  # confirmed only by a second run
-            effective = replace(
-                seen,
-                sts=before.sts,
-                sts_id=before.sts_id,
-                policy_text=before.policy_text,
-                mode=before.mode,
-                max_age=before.max_age,
-                mx_patterns=before.mx_patterns,
-            )
+            effective = _carry(seen, before, record=True)
         else:
             absent_runs = 0
             horizon = _horizon(state) or horizon
@@ -285,13 +269,7 @@ def _own(run: _Run, state: DomainState, seen: Snapshot) -> DomainState:
         horizon = _policy_changes(run, state, seen) or horizon
     if effective.policy_text is None and before is not None and seen.sts == "present":
         # Present but not fetched now (unreachable): the old policy still stands for senders.
-        effective = replace(
-            effective,
-            policy_text=before.policy_text,
-            mode=before.mode,
-            max_age=before.max_age,
-            mx_patterns=before.mx_patterns,
-        )
+        effective = _carry(effective, before, record=False)
     if seen.policy_text is not None and seen.sts == "present":
         served_at = seen.observed_at
 
@@ -323,6 +301,19 @@ def _own(run: _Run, state: DomainState, seen: Snapshot) -> DomainState:
         horizon=horizon,
         expiry_said=expiry_said,
     )
+
+
+def _carry(seen: Snapshot, before: Snapshot, record: bool) -> Snapshot:
+    """``seen`` with the confirmed policy (and record) of ``before``: what senders still act
+    on while this run could not tell (unreachable, DNS unavailable, removal unconfirmed)."""
+    kept = replace(
+        seen,
+        policy_text=before.policy_text,
+        mode=before.mode,
+        max_age=before.max_age,
+        mx_patterns=before.mx_patterns,
+    )
+    return replace(kept, sts=before.sts, sts_id=before.sts_id) if record else kept
 
 
 def _keep_report_problems(run: _Run) -> None:

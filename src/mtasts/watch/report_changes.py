@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from mtasts.check.findings import Severity
+from mtasts.reports.verdict import Verdict
 
 from .changes import DomainState, OpenProblem
 from .events import Event, EventCode, EventStatus
@@ -97,13 +98,13 @@ def report_events(
     if readiness is not None:
         verdict_now, reason = readiness
         if verdict is not None and verdict != verdict_now:
-            advice = " — you may switch to enforce now" if verdict_now == "READY" else ""
+            advice = " — you may switch to enforce now" if verdict_now == Verdict.READY else ""
             events.append(
                 Event(
                     EventCode.READINESS_CHANGED,
                     domain,
                     domain,
-                    Severity.INFO if verdict_now == "READY" else Severity.WARNING,
+                    Severity.INFO if verdict_now == Verdict.READY else Severity.WARNING,
                     now,
                     f"enforce readiness {verdict} -> {verdict_now}: {reason}{advice}",
                     before=verdict,

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtasts.check.findings import CheckCode, Severity
+from mtasts.check.findings import CheckCode, FindingCode, Severity
 from mtasts.check.judge import DomainCheck
 from mtasts.sts.fetch import FailureKind
 from mtasts.tlsrpt import ResultType
@@ -44,12 +44,14 @@ class AddressSnap:
 
 
 # Error findings that have their own, more precise watch event.
-_OWN_EVENT = {
-    str(CheckCode.POLICY_INCONSISTENT),
-    str(CheckCode.DNS_ERROR),
-    str(ResultType.STS_POLICY_FETCH_ERROR),
-    str(ResultType.STS_WEBPKI_INVALID),
-}
+_OWN_EVENT: frozenset[FindingCode] = frozenset(
+    {
+        CheckCode.POLICY_INCONSISTENT,
+        CheckCode.DNS_ERROR,
+        ResultType.STS_POLICY_FETCH_ERROR,
+        ResultType.STS_WEBPKI_INVALID,
+    }
+)
 _UNREACHABLE = {FailureKind.FETCH_ERROR, FailureKind.WEBPKI_INVALID}
 
 
@@ -166,7 +168,7 @@ def snapshot(check: DomainCheck) -> Snapshot:
     for finding in check.findings:
         if finding.code is CheckCode.POLICY_INCONSISTENT:
             inconsistent = finding.message
-        if finding.severity is Severity.ERROR and str(finding.code) not in _OWN_EVENT:
+        if finding.severity is Severity.ERROR and finding.code not in _OWN_EVENT:
             errors[f"{finding.code}|{finding.subject}"] = finding.message
     addresses: dict[str, AddressSnap] = {}
     for mx in check.mx:

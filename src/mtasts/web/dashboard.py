@@ -36,6 +36,7 @@ from mtasts.reports.analysis import readiness, readiness_many
 from mtasts.reports.ingest import IngestResult, retry_quarantined
 from mtasts.reports.store import ReportStore
 from mtasts.text import csv_cell, plain
+from mtasts.watch.events import EventCode
 from mtasts.watch.history import timeline
 from mtasts.watch.status import StatusRow, status_rows
 from mtasts.watch.store import WatchStore
@@ -55,15 +56,19 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
-_MARKER_CODES = {
-    "policy-id-changed",
-    "policy-changed-without-id",
-    "mode-changed",
-    "sts-record-added",
-    "sts-record-removed",
-    "max-age-changed",
-    "policy-mx-changed",
-}
+# Our own policy changes, drawn as markers on the sessions chart.
+_MARKER_CODES = frozenset(
+    {
+        EventCode.POLICY_ID_CHANGED,
+        EventCode.POLICY_CHANGED_WITHOUT_ID,
+        EventCode.MODE_CHANGED,
+        EventCode.STS_RECORD_ADDED,
+        EventCode.STS_RECORD_REMOVED,
+        EventCode.MAX_AGE_CHANGED,
+        EventCode.POLICY_MX_CHANGED,
+    }
+)
+_PARTNER_CODES = frozenset(c for c in EventCode if c.value.startswith("partner-"))
 _DEFAULT_DAYS = 30
 _WINDOWS = ("7", "14", "30", "90")  # the overview's windows: readiness is judged over it
 _ICON = (
@@ -398,7 +403,7 @@ def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConf
             markers = [
                 Marker(e.at.date(), f"{e.code}: {e.message}")
                 for e in events
-                if str(e.code) in _MARKER_CODES and e.at.date() <= filters.until
+                if e.code in _MARKER_CODES and e.at.date() <= filters.until
             ]
             verdict = readiness(store, domain, 14)
             latest = watch.observations(domain, 1)
@@ -496,9 +501,7 @@ def create_dashboard(store: ReportStore, config: DashboardConfig = DashboardConf
         data = await run_in_threadpool(cached.get, dt.datetime.now(dt.UTC).date())
         rows = [r for r in data.partner_rows if label is None or r.label == label]
         history = {
-            r.domain: [
-                e for e in watch.events(None, r.domain) if str(e.code).startswith("partner-")
-            ]
+            r.domain: [e for e in watch.events(None, r.domain) if e.code in _PARTNER_CODES]
             for r in rows
         }
         exported = _export(request, "partners", [r.to_dict() for r in rows])
