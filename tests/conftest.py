@@ -617,7 +617,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield url
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "DROP TABLE IF EXISTS watch_outbox, watch_events, watch_observations, watch_domains,"
+            "DROP TABLE IF EXISTS tlsrpt_tallies, tlsrpt_details, tlsrpt_outgoing, tlsrpt_deliveries,"
+            " tlsrpt_endpoints, tlsrpt_intake, watch_outbox, watch_events, watch_observations, watch_domains,"
             " watch_channels, watch_runs, quarantine, failures, policy_results, reports,"
             " raw_reports, alembic_version CASCADE"
         )

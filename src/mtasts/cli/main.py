@@ -28,6 +28,7 @@ from .reports import reports
 from .resolver import resolver
 from .serve import serve
 from .status import status_command
+from .tlsrpt import tlsrpt
 from .watch import watch
 from .web import web
 
@@ -62,6 +63,7 @@ cli.add_command(demo)
 cli.add_command(lab)
 cli.add_command(resolver)
 cli.add_command(reports)
+cli.add_command(tlsrpt)
 cli.add_command(watch)
 cli.add_command(web)
 

@@ -25,6 +25,8 @@ from .scenario import MxFault, Scenario, generate
 from .smtp_server import serve_smtp
 from .topology import Topology, build, txt_value
 
+# The lab's own sending MTA (the Postfix stage) and the reporter that reports for it.
+OWN_SENDER = "sender.example"
 STANDARD_PORTS = {"dns": 53, "https": 443, "smtp": 25}
 HIGH_PORTS = {"dns": 10053, "https": 10443, "smtp": 10025}
 STATE_FILE = "lab.json"
@@ -97,7 +99,8 @@ class Lab:
         self.ports = choose_ports(self.config, self.topology)
         topo = self.topology
         # The simulated report senders sign their mail; their public keys are in our DNS.
-        self.signers = LabSigners(state / "dkim", SENDER_DOMAINS)
+        # So is the lab's own sending MTA (the Postfix stage), whose reporter signs as it.
+        self.signers = LabSigners(state / "dkim", (*SENDER_DOMAINS, OWN_SENDER))
         for owner, value in self.signers.records():
             topo.records.get(owner, {}).pop("TXT", None)  # a restarted lab made new keys
             topo.add(

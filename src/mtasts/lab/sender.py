@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESOLVER_PORT = 8461
+REPORTER = "noreply-tlsrpt@sender.example"  # the From of the lab sender's TLS reports
 
 
 def unavailable() -> str | None:
@@ -54,6 +55,10 @@ maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
 biff = no
 smtputf8_enable = no
+# RFC 8460 §3: report mail must be delivered even where TLS fails, and RFC 8689's
+# "TLS-Required: No" is not honoured before Postfix 3.10: the reporter's mail takes its
+# own transport, which enforces no policy (and `tlsrpt collect` does not count it).
+sender_dependent_default_transport_maps = inline:{{{REPORTER}=tlsrpt-out}}
 """
 
 
@@ -88,6 +93,15 @@ class PostfixStage:
             capture_output=True,
             text=True,
             timeout=60,
+        )
+
+    def mtasts_inside(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``mtasts ARGS`` in the namespace, where the lab is on standard ports."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.namespace, self.mtasts, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def _spawn(self, *args: str) -> None:
@@ -126,6 +140,10 @@ class PostfixStage:
         # No smtpd listener (the lab owns port 25 here) and a postlog service for maillog_file.
         master = master.replace("\nsmtp      inet", "\n#smtp      inet")
         master += "\npostlog   unix-dgram n  -       n       -       1       postlogd\n"
+        master += (
+            "tlsrpt-out unix -       -       n       -       -       smtp"
+            " -o smtp_tls_policy_maps= -o smtp_tls_security_level=may\n"
+        )
         (self.etc / "postfix" / "master.cf").write_text(master)
         for folder, owner in (("spool", "root"), ("data", "postfix")):
             (self.root / folder).mkdir()

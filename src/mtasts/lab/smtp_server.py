@@ -4,7 +4,9 @@ Each listening address carries its own fault: no STARTTLS in the EHLO reply,
 a certificate for another name, expired, not yet valid or from an untrusted
 CA, a connection dropped during the handshake, a host that never greets, or
 TLS 1.0 only. Every accepted message is appended to ``mail.log`` (JSON lines)
-so tests can see what arrived and whether it came over TLS.
+so tests can see what arrived and whether it came over TLS. Mail to a domain's
+report mailbox (``tlsrpt@<domain>``, the lab's default rua) is kept whole in the
+Maildir ``mailboxes/<domain>``: the lab's domains receive TLS reports like real ones.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import ssl
 import time
 from pathlib import Path
@@ -153,11 +156,20 @@ class _Session:
         await self.send("354 End data with <CR><LF>.<CR><LF>")
         size = 0
         subject = ""
+        mailboxes = [r.strip("<>").rpartition("@")[2].lower() for r in self.recipients]
+        mailboxes = [
+            d
+            for d, r in zip(mailboxes, self.recipients, strict=True)
+            if r.strip("<>").lower().startswith("tlsrpt@")
+        ]
+        kept: list[bytes] = []
         while True:
             chunk = await asyncio.wait_for(self.reader.readline(), _IDLE)
             if not chunk or chunk in (b".\r\n", b".\n"):
                 break
             size += len(chunk)
+            if mailboxes and size <= _MAX_MESSAGE:
+                kept.append(chunk[1:] if chunk.startswith(b".") else chunk)  # RFC 5321 §4.5.2
             if not subject and chunk[:8].lower() == b"subject:":
                 subject = chunk[8:].decode("utf-8", "replace").strip()
         if size > _MAX_MESSAGE:
@@ -176,7 +188,18 @@ class _Session:
         }
         with self.log_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+        for domain in dict.fromkeys(mailboxes):
+            _deliver(self.log_path.parent / "mailboxes" / domain, b"".join(kept))
         await self.send("250 2.0.0 Ok: queued")
+
+
+def _deliver(maildir: Path, message: bytes) -> None:
+    """Maildir delivery: written in tmp/, then renamed into new/ (never seen half-written)."""
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns()}.{os.getpid()}.lab"
+    (maildir / "tmp" / name).write_bytes(message)
+    os.replace(maildir / "tmp" / name, maildir / "new" / name)
 
 
 async def _client(

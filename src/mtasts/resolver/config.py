@@ -19,6 +19,9 @@ class ResolverConfig:
     cache: str | None = (
         "/var/lib/mtasts/resolver-cache.sqlite"  # a SQLite path or a postgresql:// URL
     )
+    # Where each change of an answer is kept for `mtasts tlsrpt collect --log`: a SQLite path,
+    # "off", or None for the cache's own SQLite file (none when the cache is PostgreSQL).
+    answers: str | None = None
     nameservers: tuple[Nameserver, ...] = ()
     ca_file: Path | None = None
     https_port: int = 443
@@ -42,6 +45,16 @@ class ResolverConfig:
     # [resolver.zones.NAME]: what differs for Postfix maps named NAME (socketmap:...:NAME).
     zones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def answers_path(self) -> Path | None:
+        """Where the answer log lives: ``answers``, else the SQLite cache's own file."""
+        if self.answers == "off":
+            return None
+        if self.answers:
+            return Path(self.answers)
+        if self.cache and not self.cache.startswith(("postgresql://", "postgres://")):
+            return Path(self.cache)
+        return None
+
     def merged(self, **overrides: Any) -> ResolverConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None and v != ()})
 
@@ -54,6 +67,10 @@ def _convert(key: str, value: Any, where: str) -> Any:
             return tuple(Nameserver.parse(v) for v in value)
         if key == "cache":
             return str(value) if value and value != ":memory:" else None
+        if key == "answers":
+            if not isinstance(value, str) or not value:
+                raise ValueError('must be a SQLite file path or "off"')
+            return value
         if key == "ca_file":
             return Path(value) if value else None
         if key == "testing":

@@ -14,6 +14,7 @@ from typing import Any
 from mtasts.config import ConfigError
 from mtasts.net.dns import Resolver
 
+from .answers import AnswerLog
 from .config import ResolverConfig
 from .engine import EngineOptions, PolicyEngine
 from .server import ReplySettings, ResolverService, UnixAccess, start_listener
@@ -77,6 +78,9 @@ def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
             trust_ad=trust_ad,
         ),
     )
+    answers = config.answers_path()
+    if answers is not None:
+        engine.answers = AnswerLog(answers)
     service = ResolverService(engine, reply_settings(config))
     service.zones = zone_settings(config)
     return service, store

@@ -25,6 +25,7 @@ from mtasts.sts.cache import (
 )
 from mtasts.sts.domain import as_asked
 
+from .answers import AnswerLog
 from .store import PolicyStore
 
 log = logging.getLogger("mtasts.resolver")
@@ -59,6 +60,8 @@ class Lookup:
     reason: str
     # Every MX publishes DNSSEC-validated TLSA records: DANE, not MTA-STS, applies (RFC 8461 §2).
     dane: bool = False
+    # The RFC 8460 §4.3.2.2 result type when a published policy could not be used.
+    failure: str = ""
 
 
 @dataclass
@@ -90,8 +93,10 @@ class PolicyEngine:
         store: PolicyStore,
         options: EngineOptions,
         clock: Callable[[], float] = time.time,
+        answers: AnswerLog | None = None,
     ) -> None:
         self.resolver = resolver
+        self.answers = answers
         self.store = store
         self.options = options
         self.clock = clock
@@ -186,7 +191,24 @@ class PolicyEngine:
                 dane.cancel()
         self.metrics.lookups[answer.source] += 1
         state.checked_at, state.answer = self.clock(), answer
+        if self.answers is not None:
+            self._log_answer(answer)
         return answer
+
+    def _log_answer(self, answer: Lookup) -> None:
+        """Keep what Postfix was told, for the reporter's join with Postfix's log."""
+        assert self.answers is not None
+        cached = answer.cached
+        try:
+            if cached is not None and cached.policy.mode is not sts.Mode.NONE and not answer.dane:
+                self.answers.record(
+                    answer.domain, self.clock(), "policy", cached.policy_id, str(cached.policy), ""
+                )
+            else:
+                kind = answer.failure if answer.failure and cached is None else "none"
+                self.answers.record(answer.domain, self.clock(), kind, None, None, answer.reason)
+        except Exception as exc:  # the reporter's record must never cost Postfix an answer
+            log.warning("answer log write failed domain=%r: %s", answer.domain, exc)
 
     async def _dane(self, domain: str) -> bool:
         """True when every MX host has TLSA records a validating resolver marked authentic (AD).
@@ -221,6 +243,7 @@ class PolicyEngine:
         verdict = sts.judge_response(sts.policy_host(domain), fetch)
         policy = verdict.policy
         reason = verdict.failures[0].reason if verdict.failures else ""
+        kind = str(verdict.failures[0].kind) if verdict.failures else ""
         now = self.clock()
         if policy is None:
             self.metrics.fetch_failures[reason] += 1
@@ -237,7 +260,7 @@ class PolicyEngine:
                 fetch.error,
             )
             source = "cache" if decision.action is Action.USE_CACHED else "none"
-            return Lookup(domain, decision.cached, source, decision.reason)
+            return Lookup(domain, decision.cached, source, decision.reason, failure=kind)
         state.failure = None
         fresh = CachedPolicy(domain, policy, record_id, now)
         self.store.put(fresh)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from mtasts.reporter import models as _reporter_models  # noqa: F401
 from mtasts.reports.models import Base
 from mtasts.watch import models as _watch_models  # noqa: F401  (its tables join the metadata)
 
