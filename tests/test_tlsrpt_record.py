@@ -31,8 +31,9 @@ VALID = [
         TlsRptRecord(("mailto:a@example.com",), (("x", "1"),)),
     ),
     (
+        # RFC 8460 §3's grammar allows several rua fields: all their URIs get reports.
         "v=TLSRPTv1; rua=mailto:a@example.com; rua=mailto:b@example.com",
-        TlsRptRecord(("mailto:a@example.com",)),
+        TlsRptRecord(("mailto:a@example.com", "mailto:b@example.com")),
     ),
 ]
 

@@ -12,6 +12,7 @@ twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import mailbox
 import os
@@ -100,9 +101,11 @@ def _files(
         for part in mail.parts:
             where = f"{source} ({part.filename or part.content_type})"
             if part.data.startswith(_ZIP):
-                yield from _zip_members(part.data, where, budget, mail.submitter, provenance)
+                items = _zip_members(part.data, where, budget, mail.submitter, provenance)
             else:  # declared a report by its type or name: a broken one is quarantined
-                yield _inflated(part.data, where, budget, mail.submitter, provenance)
+                items = iter([_inflated(part.data, where, budget, mail.submitter, provenance)])
+            for item in items:
+                yield dataclasses.replace(item, domain_hint=mail.domain)
 
 
 def _zip_members(

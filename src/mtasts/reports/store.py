@@ -89,6 +89,9 @@ class Incoming:
     error: tlsrpt.ReportError | None = None  # known unreadable before parsing (a broken zip)
     text: bytes | None = None  # the JSON of a gzip ``data``, already inflated within its budget
     provenance: Provenance = _BY_FILE
+    # The domain the report is about when the report itself omits policy-domain: the mail's
+    # TLS-Report-Domain header (RFC 8460 §5.3) or the host an HTTPS rua was POSTed to.
+    domain_hint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,7 @@ def _parse(item: Incoming, max_size: int) -> _Parsed:
         return _Parsed(item, digest, None, item.error)
     try:
         text = item.data if item.text is None else item.text
-        report = tlsrpt.parse_report(text, max_size=max_size)
+        report = tlsrpt.parse_report(text, max_size=max_size, domain_hint=item.domain_hint)
     except tlsrpt.ReportError as exc:
         return _Parsed(item, digest, None, exc)
     try:
@@ -239,9 +242,12 @@ class ReportStore:
         submitter_hint: str | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
         channel: Channel = Channel.FILE,
+        domain_hint: str | None = None,
     ) -> Stored:
         """Parse and store one report file (JSON or gzip); unparseable input goes to quarantine."""
-        item = Incoming(data, source, submitter_hint, provenance=Provenance(channel))
+        item = Incoming(
+            data, source, submitter_hint, provenance=Provenance(channel), domain_hint=domain_hint
+        )
         return self.ingest_many([item], max_size)[0]
 
     def ingest_many(

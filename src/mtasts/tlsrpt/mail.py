@@ -21,6 +21,8 @@ from .errors import ReportError
 from .parse import DEFAULT_MAX_SIZE, Budget
 
 TLSRPT_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
+# Seen in other implementations' test suites: the bare type, gzip or JSON by its bytes.
+_BARE_TYPE = "application/tlsrpt"
 _LOOSE_TYPES = (
     "application/gzip",
     "application/x-gzip",
@@ -54,7 +56,7 @@ class ReportMail:
 
 
 def _looks_like_report(content_type: str, part: Message) -> bool:
-    if content_type in TLSRPT_TYPES:
+    if content_type in TLSRPT_TYPES or content_type == _BARE_TYPE:
         return True
     if content_type not in _LOOSE_TYPES:
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import zlib
 from datetime import datetime
 from typing import Any
@@ -135,6 +136,9 @@ def decode_json(data: bytes | str, *, max_size: int = DEFAULT_MAX_SIZE) -> Any:
 class _Reader:
     """Walks the JSON tree, turning deviations into warnings (lenient) or errors (strict)."""
 
+    domain_hint: str | None = None
+    hint_source: str = ""
+
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.warnings: list[str] = []
@@ -244,7 +248,16 @@ def _read_policy(reader: _Reader, raw: Any, path: str) -> ReportPolicy:
             ) from None
         reader.deviate(f"{path}.policy-type", f"{type_text!r} is not lower-case", "policy-type")
         policy_type = PolicyType(type_text.lower())
-    domain = reader.text(policy, "policy-domain", path, required=True)
+    domain = reader.text(policy, "policy-domain", path, required=reader.domain_hint is None)
+    if domain is None and reader.domain_hint is not None:
+        # tlsrpt-reporter 0.5 leaves it out (no-policy-found); the mail or the URL says which
+        # domain the report is about, so the report is kept, with the deviation recorded.
+        reader.deviate(
+            f"{path}.policy-domain",
+            f"the policy domain is missing; taken as {reader.domain_hint!r} from {reader.hint_source}",
+            "missing",
+        )
+        domain = reader.domain_hint
     if domain is None:
         raise reader.fail(f"{path}.policy-domain", "the policy domain is required", "missing")
     strings = _read_strings(reader, policy, "policy-string", path)
@@ -319,8 +332,15 @@ def _read_policy_result(reader: _Reader, raw: Any, path: str) -> PolicyResult:
     return PolicyResult(policy, ok, failed, details)
 
 
+_ID_DOMAIN = re.compile(r"_((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})\Z")
+
+
 def parse_report(
-    data: bytes | str, *, strict: bool = False, max_size: int = DEFAULT_MAX_SIZE
+    data: bytes | str,
+    *,
+    strict: bool = False,
+    max_size: int = DEFAULT_MAX_SIZE,
+    domain_hint: str | None = None,
 ) -> Report:
     """Parse a report given as JSON or gzip-compressed JSON bytes.
 
@@ -338,6 +358,12 @@ def parse_report(
     report_id = reader.text(top, "report-id", "", required=True)
     if report_id is None:
         raise reader.fail("report-id", "the report id is required to tell reports apart", "missing")
+    if not strict:
+        found = _ID_DOMAIN.search(report_id.lower())
+        if domain_hint:
+            reader.domain_hint, reader.hint_source = domain_hint.lower(), "where it was sent"
+        elif found:  # tlsrpt-reporter's ids end in _<domain>
+            reader.domain_hint, reader.hint_source = found[1], "the report-id"
     organization = reader.text(top, "organization-name", "", required=True) or ""
     contact = reader.text(top, "contact-info", "", required=True) or ""
     dates = reader.obj(top.get("date-range"), "date-range")

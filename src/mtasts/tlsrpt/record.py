@@ -96,9 +96,15 @@ def diagnose_record(text: str) -> TlsRptRecordDiagnosis:
         for p in tags.problems
     ]
     first, duplicates = tags.first_values()
+    # RFC 8460 §3's grammar (tlsrpt-rua *(field-delim tlsrpt-rua)) allows several rua fields:
+    # together they list the URIs, so a second rua= adds endpoints rather than being ignored.
+    ruas = [value for name, value in tags.fields if name == "rua"]
+    if len(ruas) > 1:
+        first["rua"] = ",".join(ruas)
     notes = [
         TlsRptRecordError(p.message, rule=f"record.{p.rule}", section=_SECTION, field=p.field)
         for p in duplicates
+        if p.field != "rua"
     ]
     extensions: list[tuple[str, str]] = []
     rua: list[str] = []

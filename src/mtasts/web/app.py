@@ -38,6 +38,18 @@ _HEADERS = {"Cache-Control": "no-store"}
 
 _DEFAULT_LIMITS = ServeLimits()
 RUA_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json")
+# A bare application/tlsrpt is taken as the gzip or JSON its bytes are (other implementations
+# send it); it is not advertised.
+_ACCEPTED_TYPES = (*RUA_TYPES, "application/tlsrpt")
+
+
+def _posted_domain(request: Request) -> str | None:
+    """The domain an HTTPS rua serves, from the host it was POSTed to (``mta-sts.<domain>``
+    or any name under the domain): the hint for a report that omits policy-domain."""
+    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower().rstrip(".")
+    if not host or host.replace(".", "").isdigit() or ":" in host:
+        return None
+    return host.removeprefix("mta-sts.")
 
 
 def create_app(
@@ -76,7 +88,7 @@ def create_app(
         if store is None:
             return PlainTextResponse("this server takes no TLS-RPT reports\n", 404, _HEADERS)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in RUA_TYPES:
+        if media not in _ACCEPTED_TYPES:
             return PlainTextResponse(
                 f"media type must be {' or '.join(RUA_TYPES)}, not {media or 'none'}\n",
                 415,
@@ -118,6 +130,7 @@ def create_app(
                     None,
                     max_report,
                     Channel.HTTPS,
+                    _posted_domain(request),
                 )
         except SQLAlchemyError as exc:
             # Not the sender's fault and nothing was kept: ask it to try again later.
