@@ -6,12 +6,13 @@ ports, the resolver, and a private Postfix whose smtp_tls_policy_maps is the res
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from mtasts.lab.scenario import builtin_scenarios
-from mtasts.lab.sender import PostfixStage, unavailable
+from mtasts.lab.sender import REPORTER, PostfixStage, unavailable
 
 from .conftest import MTASTS
 
@@ -63,3 +64,98 @@ def test_testing_domain_receives_mail_despite_the_failure(postfix_lab: PostfixSt
     assert "status=sent" in postfix_lab.outcome("bob@pf-testing.example")
     arrived = [m for m in postfix_lab.received() if m["to"] == ["<bob@pf-testing.example>"]]
     assert arrived
+
+
+BROKEN = ("pf-badcert.example", "pf-stripped.example", "pf-testing.example", "pf-nopolicy.example")
+
+
+def test_reports_go_from_postfix_log_to_the_rua_mailbox_and_readiness(
+    postfix_lab: PostfixStage,
+) -> None:
+    """The whole loop: Postfix 3.7 sends through the resolver; `tlsrpt collect` reads its log
+    and the resolver's answers; `tlsrpt send` mails DKIM-signed reports through Postfix to the
+    lab domains' rua mailboxes; `reports ingest` verifies and stores them; readiness judges."""
+    import datetime as dt
+    import json
+
+    domains = ("pf-good.example", *BROKEN)
+    for domain in domains:
+        postfix_lab.send(f"loop@{domain}")
+    for domain in domains:
+        postfix_lab.outcome(f"loop@{domain}")
+    root = postfix_lab.root
+    config = root / "mtasts.toml"
+    config.write_text(
+        '[tlsrpt]\norganization = "Sender Example"\ncontact = "mailto:postmaster@sender.example"\n'
+        f'sender = "{REPORTER}"\nsendmail = "/usr/sbin/sendmail"\n'
+        f'dkim_key = "{root}/lab/dkim/sender.example.key"\nskip_services = ["tlsrpt-out"]\n'
+    )
+    db, lab = f"sqlite:///{root}/reporter.sqlite", str(root / "lab")
+    common = ("--lab", lab, "--config", str(config), "--db", db)
+    collected = postfix_lab.mtasts_inside(
+        "tlsrpt",
+        "collect",
+        "--log",
+        str(root / "maillog"),
+        "--answers",
+        str(root / "cache.sqlite"),
+        "--once",
+        "--json",
+        *common,
+    )
+    assert collected.returncode == 0, collected.stderr
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    sent = postfix_lab.mtasts_inside(
+        "tlsrpt", "send", "--day", today, "--partial-day", "--json", *common
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert json.loads(sent.stdout)["sent"] == len(domains)
+    received = f"sqlite:///{root}/received.sqlite"
+    verdicts = {}
+    for domain in domains:
+        mailbox = root / "lab" / "mailboxes" / domain
+        deadline = time.monotonic() + 60
+        while not list((mailbox / "new").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # Postfix delivers the report mail on its own time
+        ingested = postfix_lab.mtasts_inside(
+            "reports",
+            "ingest",
+            "--maildir",
+            str(mailbox),
+            "--nameserver",
+            "127.77.0.53",
+            "--db",
+            received,
+        )
+        assert "stored 1" in ingested.stdout, ingested.stdout + ingested.stderr
+        verdicts[domain] = postfix_lab.mtasts_inside(
+            "reports", "readiness", domain, "--db", received
+        )
+    # The lab's DNS holds sender.example's key: the signature verified on receipt.
+    assert all("senders vouched for: sender.example" in v.stdout for v in verdicts.values())
+    assert "NOT READY" not in verdicts["pf-good.example"].stdout
+    for domain in BROKEN:
+        assert "NOT READY" in verdicts[domain].stdout, verdicts[domain].stdout
+    for domain in ("pf-badcert.example", "pf-stripped.example", "pf-testing.example"):
+        checked = postfix_lab.mtasts_inside("check", domain, "--lab", lab, "--json")
+        codes = {f["code"] for f in json.loads(checked.stdout)["findings"]}
+        reported = codes & {"certificate-host-mismatch", "starttls-not-supported"}
+        assert reported, (domain, codes)
+        assert all(code in verdicts[domain].stdout for code in reported), (
+            domain,
+            codes,
+            verdicts[domain].stdout,
+        )
+    # Our own report mail crossed the log too, and was not counted in the next report.
+    again = postfix_lab.mtasts_inside(
+        "tlsrpt",
+        "collect",
+        "--log",
+        str(root / "maillog"),
+        "--answers",
+        str(root / "cache.sqlite"),
+        "--once",
+        "--json",
+        *common,
+    )
+    assert json.loads(again.stdout)["sessions"] == json.loads(collected.stdout)["sessions"]

@@ -181,15 +181,14 @@ async def _attempt(
         suppress_for=config.suppress_for,
     )
     errors = [e for e in results.values() if e]
+    summary.errors.extend(errors)  # also when another URI took it: the admin should know
     if status == "sent":
         summary.sent += 1
         log.info("report sent domain=%s report_id=%s", outgoing.policy_domain, outgoing.report_id)
     elif status == "failed":
         summary.failed += 1
-        summary.errors.extend(errors)
     else:
         summary.retrying += 1
-        summary.errors.extend(errors)
     for error in errors:
         log.warning("report delivery failed domain=%s: %s", outgoing.policy_domain, error)
 
