@@ -152,3 +152,11 @@ def test_demo_runs_the_lab_and_checks_every_domain() -> None:
     assert "first pass: 2 domains observed, 0 events (a baseline)" in act
     assert "error   policy-changed-without-id mta-sts.good-enforce.example" in act
     assert act.count("error   certificate-expiring mx") == 2
+    if "== 8. the sending side reports back" in result.stdout:  # where Postfix could run
+        reported = result.stdout.split("== 8.", 1)[1]
+        assert "reports: 5 built, 5 sent" in reported
+        assert (
+            "pf-badcert.example     NOT READY  1/1 failed certificate-host-mismatch (DKIM ok)"
+            in reported
+        )
+        assert "pf-good.example        UNKNOWN" in reported

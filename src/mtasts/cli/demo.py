@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from mtasts.lab.dkim import LabSigners
 from mtasts.lab.reports import simulate_mail
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.lab.scenario import builtin_scenarios
-from mtasts.lab.sender import PostfixStage, unavailable
+from mtasts.lab.sender import REPORTER, PostfixStage, unavailable
 from mtasts.net.dns import Nameserver, Resolver
 from mtasts.reports.analysis import readiness
 from mtasts.reports.ingest import Batch, IngestResult
@@ -158,9 +160,11 @@ def _sending_side(state: dict[str, Any]) -> None:
                     f"  {domain:<22} {status}",
                     fg="green" if status.startswith("sent") else "yellow",
                 )
-        echo(
-            "pf-nopolicy.example was delivered through the attacker in plaintext: it publishes no policy."
-        )
+            echo(
+                "pf-nopolicy.example was delivered through the attacker in plaintext: it publishes no policy."
+            )
+            echo("\n== 8. the sending side reports back (RFC 8460): mtasts tlsrpt ==", bold=True)
+            _report_back(stage)
         return
     echo(f"(a real Postfix {reason}; here is what mtasts resolver tells Postfix instead)")
     lab = LabClient.from_state(state)
@@ -177,6 +181,63 @@ def _sending_side(state: dict[str, Any]) -> None:
         lookup = asyncio.run(engine.lookup(domain))
         reply = policy_reply(lookup.cached, TestingAnswer.NONE, dane=lookup.dane)
         echo(f"  {domain:<22} {'OK ' + reply if reply else 'NOTFOUND':<72} {lookup.reason}")
+
+
+def _report_back(stage: PostfixStage) -> None:
+    """Postfix's log -> `tlsrpt collect` -> `tlsrpt send` (DKIM-signed, through that Postfix)
+    -> each domain's rua mailbox -> `reports ingest` -> `reports readiness`."""
+    root = stage.root
+    config = root / "mtasts.toml"
+    config.write_text(
+        '[tlsrpt]\norganization = "Sender Example"\ncontact = "mailto:postmaster@sender.example"\n'
+        f'sender = "{REPORTER}"\nsendmail = "/usr/sbin/sendmail"\n'
+        f'dkim_key = "{root}/lab/dkim/sender.example.key"\nskip_services = ["tlsrpt-out"]\n'
+    )
+    common = ("--lab", str(root / "lab"), "--config", str(config), "--db", f"sqlite:///{root}/r.db")
+    collected = stage.mtasts_inside(
+        "tlsrpt",
+        "collect",
+        "--log",
+        str(root / "maillog"),
+        "--answers",
+        str(root / "cache.sqlite"),
+        "--once",
+        *common,
+    )
+    echo(f"  $ mtasts tlsrpt collect --log maillog --once\n  {collected.stdout.strip()}")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    sent = stage.mtasts_inside("tlsrpt", "send", "--day", today, "--partial-day", *common)
+    echo(f"  $ mtasts tlsrpt send --day {today} --partial-day\n  {sent.stdout.strip()}")
+    echo("  each domain's rua mailbox, ingested and judged on its receiving side:")
+    for domain in _STORY:
+        mailbox = root / "lab" / "mailboxes" / domain
+        deadline = time.monotonic() + 30
+        while not list((mailbox / "new").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        received = f"sqlite:///{root}/{domain}.db"
+        stage.mtasts_inside(
+            "reports",
+            "ingest",
+            "--maildir",
+            str(mailbox),
+            "--nameserver",
+            "127.77.0.53",
+            "--db",
+            received,
+        )
+        answer = stage.mtasts_inside("reports", "readiness", domain, "--db", received, "--json")
+        try:
+            found = json.loads(answer.stdout)
+        except ValueError:
+            echo(f"  {domain:<22} no report stored ({answer.stderr.strip()[:80]})", fg="red")
+            continue
+        types = sorted({g["result_type"] for g in found["would_defer"]})
+        signed = "DKIM ok" if "sender.example" in found["vouched"] else "unsigned"
+        echo(
+            f"  {domain:<22} {found['verdict']:<10} {found['failed']}/{found['sessions']} failed"
+            f" {', '.join(types) or ''} ({signed})",
+            fg="yellow" if found["verdict"] == "NOT READY" else "green",
+        )
 
 
 @click.command()
