@@ -9,6 +9,7 @@ from . import (
     parsers,
     resolver_speed,
     serve_speed,
+    tlsrpt_speed,
     watch_speed,
 )
 
@@ -20,3 +21,4 @@ if __name__ == "__main__":
     serve_speed.main()
     ingest_speed.main()
     watch_speed.main()
+    tlsrpt_speed.main()

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from rich.table import Table
 from mtasts.config import ConfigError
 from mtasts.net.dns import Nameserver, Resolver
 from mtasts.reporter.config import TlsrptConfig, load_tlsrpt
-from mtasts.reporter.datagrams import DatagramIntake, open_socket, serve_datagrams
+from mtasts.reporter.datagrams import DatagramIntake, open_socket, read_datagrams
 from mtasts.reporter.dkim import DkimKeyError, create_key, public_record, read_key
 from mtasts.reporter.follow import Joiner, JournalFollower, LogFollower
 from mtasts.reporter.postfix_log import PostfixLogReader
@@ -173,6 +174,13 @@ def collect(
         )
 
 
+def _dgram_queue() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _resolver_answers(config_path: Path) -> Path | None:
     from mtasts.resolver.config import load as load_resolver_config
 
@@ -206,7 +214,23 @@ async def _collect(
         )
         log.info("listening on %s receive_buffer=%d", config.socket, granted)
         intake = DatagramIntake(store, f"socket:{config.socket}", config.keep_malformed)
-        tasks.append(asyncio.create_task(serve_datagrams(sock, intake, stop)))
+        quit_reading = threading.Event()
+        tasks.append(
+            asyncio.create_task(asyncio.to_thread(read_datagrams, sock, intake, quit_reading))
+        )
+
+        async def relay_stop() -> None:
+            await stop.wait()
+            quit_reading.set()
+
+        tasks.append(asyncio.create_task(relay_stop()))
+        queue = _dgram_queue()
+        if queue is not None and queue < 512:
+            log.warning(
+                "net.unix.max_dgram_qlen is %d: a burst of more datagrams than that is dropped"
+                " by the MTA before we can read it; raise it (sysctl) to 512 or more",
+                queue,
+            )
     follower: LogFollower | JournalFollower | None = None
     if log_path is not None:
         follower = LogFollower(log_path, store, joiner, reader)

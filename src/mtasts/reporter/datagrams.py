@@ -1,15 +1,15 @@
 """The libtlsrpt socket: a Unix datagram socket Postfix 3.10+ writes one session to at a time.
 
-libtlsrpt sends without waiting (``MSG_DONTWAIT``): when our receive buffer is full the
-datagram is dropped on the MTA's side, which is never blocked. So the socket asks for
-a large buffer (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to the kernel's
-``rmem_max``), the loop only reads and parses, and sessions reach the database in
-batches from a thread, so a slow disk never stops the reading.
+libtlsrpt sends without waiting (``MSG_DONTWAIT``): when our queue is full the datagram
+is dropped on the MTA's side, which is never blocked. The queue holds at most
+``net.unix.max_dgram_qlen`` datagrams (Linux's default: 10) and ``SO_RCVBUF`` bytes, so
+the socket asks for a large buffer (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to
+``rmem_max``), a thread does nothing but read and count, and sessions reach the
+database from another thread once a second, so a slow disk never stops the reading.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import grp
@@ -17,9 +17,13 @@ import logging
 import os
 import pwd
 import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from mtasts.tlsrpt.datagram import MAX_DATAGRAM, DatagramError, Session, parse_datagram
+from mtasts.tlsrpt.datagram import MAX_DATAGRAM, DatagramError, parse_datagram
 
 from .store import ReporterStore
 
@@ -27,7 +31,6 @@ log = logging.getLogger("mtasts.reporter")
 
 RECEIVE_BUFFER = 32 * 1024 * 1024
 _FLUSH_SECONDS = 1.0
-_FLUSH_SESSIONS = 5_000
 _KEEP_AT_MOST = 1_000  # malformed datagrams kept for inspection per run
 
 
@@ -64,7 +67,12 @@ def open_socket(
 
 
 class DatagramIntake:
-    """Reads, parses and counts; :meth:`flush` stores what was read since the last flush."""
+    """Reads, parses and counts; :meth:`flush` stores what was read since the last flush.
+
+    An MTA sends the same bytes for every successful session to one domain, so each
+    distinct datagram of a batch is parsed once and then only counted: the cost of a
+    datagram is one ``recv`` and one dictionary lookup.
+    """
 
     def __init__(
         self, store: ReporterStore, source: str, keep_malformed: Path | None = None
@@ -72,15 +80,20 @@ class DatagramIntake:
         self.store = store
         self.source = source
         self.keep_malformed = keep_malformed
-        self.sessions: list[tuple[dt.datetime, Session]] = []
+        self.batch: dict[tuple[dt.date, bytes], list[Any]] = {}  # -> [session, count, when]
         self.received = self.malformed = self.kept = 0
         self.last_error: str | None = None
         self.totals = {"received": 0, "malformed": 0, "sessions": 0}
 
     def take(self, data: bytes, now: dt.datetime) -> None:
         self.received += 1
+        key = (now.date(), data)
+        entry = self.batch.get(key)
+        if entry is not None:
+            entry[1] += 1
+            return
         try:
-            self.sessions.append((now, parse_datagram(data)))
+            self.batch[key] = [parse_datagram(data), 1, now]
         except DatagramError as exc:
             self.malformed += 1
             self.last_error = f"malformed datagram: {exc}"[:300]
@@ -92,82 +105,91 @@ class DatagramIntake:
             if self.malformed <= 10 or self.malformed % 1000 == 0:
                 log.warning("%s (%d so far)", self.last_error, self.malformed)
 
+    def detach(self) -> DatagramIntake:
+        """What was read so far, as a batch of its own to flush from another thread."""
+        batch = DatagramIntake(self.store, self.source)
+        batch.batch, self.batch = self.batch, {}
+        batch.received, batch.malformed, batch.last_error = (
+            self.received,
+            self.malformed,
+            self.last_error,
+        )
+        self.received = self.malformed = 0
+        self.last_error = None
+        return batch
+
     def flush(self) -> int:
-        sessions, self.sessions = self.sessions, []
+        entries = list(self.batch.values())
+        self.batch = {}
         received, malformed, error = self.received, self.malformed, self.last_error
-        if not sessions and not received:
+        if not entries and not received:
             return 0
         self.received = self.malformed = 0
         self.last_error = None
+        sessions = [(when, session) for session, _count, when in entries]
         self.store.add_sessions(
-            sessions, source=self.source, received=received, malformed=malformed, last_error=error
+            sessions,
+            counts=[count for _session, count, _when in entries],
+            source=self.source,
+            received=received,
+            malformed=malformed,
+            last_error=error,
         )
+        stored = int(sum(count for _session, count, _when in entries))
         self.totals["received"] += received
         self.totals["malformed"] += malformed
-        self.totals["sessions"] += len(sessions)
-        return len(sessions)
+        self.totals["sessions"] += stored
+        return stored
 
 
-async def serve_datagrams(sock: socket.socket, intake: DatagramIntake, stop: asyncio.Event) -> None:
-    """Read until ``stop``; flush every second (or every 5,000 sessions) and at the end."""
-    loop = asyncio.get_running_loop()
-    readable = asyncio.Event()
-    loop.add_reader(sock.fileno(), readable.set)
-    pending: asyncio.Future[int] | None = None
-    last_flush = loop.time()
+def read_datagrams(sock: socket.socket, intake: DatagramIntake, stop: threading.Event) -> None:
+    """Read until ``stop`` (in a thread of its own: nothing else runs between two reads);
+    a second thread stores each second's batch, and what is left is stored at the end."""
+    sock.setblocking(True)
+    sock.settimeout(0.2)
+    flusher = ThreadPoolExecutor(1, thread_name_prefix="tlsrpt-store")
+    pending: Future[dict[str, int]] | None = None
+    last = time.monotonic()
+    now = dt.datetime.now(dt.UTC)
     try:
         while not stop.is_set():
-            readable.clear()
-            now = dt.datetime.now(dt.UTC)
-            while True:
-                try:
-                    data = sock.recv(MAX_DATAGRAM + 1)
-                except (BlockingIOError, InterruptedError):
-                    break
-                intake.take(data, now)
-                if len(intake.sessions) >= _FLUSH_SESSIONS:
-                    break
-            due = loop.time() - last_flush >= _FLUSH_SECONDS
-            if (due or len(intake.sessions) >= _FLUSH_SESSIONS) and (
-                pending is None or pending.done()
-            ):
-                if pending is not None:
-                    pending.result()
-                batch = DatagramIntake(intake.store, intake.source)
-                batch.sessions, intake.sessions = intake.sessions, []
-                batch.received, batch.malformed = intake.received, intake.malformed
-                batch.last_error = intake.last_error
-                intake.received = intake.malformed = 0
-                intake.last_error = None
-                pending = loop.run_in_executor(None, _flush_into, batch, intake)
-                last_flush = loop.time()
-            if len(intake.sessions) < _FLUSH_SESSIONS:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_FLUSH_SECONDS):
-                        await asyncio.wait(
-                            [
-                                asyncio.ensure_future(readable.wait()),
-                                asyncio.ensure_future(stop.wait()),
-                            ],
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
-            else:
-                await asyncio.sleep(0)
+            try:
+                intake.take(sock.recv(MAX_DATAGRAM + 1), now)
+                count = intake.received
+            except TimeoutError:
+                count = -1
+            if count % 256 == 0 or count < 0:
+                now = dt.datetime.now(dt.UTC)
+                if time.monotonic() - last >= _FLUSH_SECONDS and (
+                    pending is None or pending.done()
+                ):
+                    if pending is not None:
+                        _settle(pending, intake)
+                    pending = flusher.submit(_flush, intake.detach())
+                    last = time.monotonic()
     finally:
-        loop.remove_reader(sock.fileno())
         if pending is not None:
-            await pending
-        # What arrived before the stop is stored before the process ends.
-        while True:
+            _settle(pending, intake)
+        sock.setblocking(False)
+        while True:  # what arrived before the stop is stored before the process ends
             try:
                 intake.take(sock.recv(MAX_DATAGRAM + 1), dt.datetime.now(dt.UTC))
             except (BlockingIOError, InterruptedError, OSError):
                 break
         intake.flush()
+        flusher.shutdown()
 
 
-def _flush_into(batch: DatagramIntake, intake: DatagramIntake) -> int:
-    stored = batch.flush()
-    for key, value in batch.totals.items():
+def _flush(batch: DatagramIntake) -> dict[str, int]:
+    batch.flush()
+    return batch.totals
+
+
+def _settle(pending: Future[dict[str, int]], intake: DatagramIntake) -> None:
+    try:
+        totals = pending.result()
+    except Exception as exc:  # a busy database: that second's sessions are lost, not the rest
+        log.error("storing a batch of sessions failed: %s", exc)
+        return
+    for key, value in totals.items():
         intake.totals[key] += value
-    return stored

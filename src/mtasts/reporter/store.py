@@ -167,6 +167,7 @@ class ReporterStore:
         self,
         sessions: Sequence[tuple[dt.datetime, Session]],
         *,
+        counts: Sequence[int] | None = None,
         source: str,
         position: dict[str, Any] | None = None,
         received: int = 0,
@@ -174,10 +175,12 @@ class ReporterStore:
         last_error: str | None = None,
         now: dt.datetime | None = None,
     ) -> None:
-        """Count ``sessions`` (with when each ended) and move ``source`` on, atomically."""
+        """Count ``sessions`` (with when each ended; ``counts[i]`` times each, default once)
+        and move ``source`` on, atomically."""
         tallies: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         details: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
-        for at, session in sessions:
+        for index, (at, session) in enumerate(sessions):
+            times = counts[index] if counts is not None else 1
             day = at.astimezone(dt.UTC).date().isoformat()
             record_key = _sha(session.record)
             for entry in session.policies:
@@ -196,7 +199,7 @@ class ReporterStore:
                         "failed": 0,
                     },
                 )
-                row["failed" if entry.failed else "successful"] += 1
+                row["failed" if entry.failed else "successful"] += times
                 for detail in entry.details:
                     detail_text = _canonical(
                         {
@@ -218,7 +221,7 @@ class ReporterStore:
                             "count": 0,
                         },
                     )
-                    drow["count"] += detail.failed_session_count
+                    drow["count"] += detail.failed_session_count * times
         now = now or dt.datetime.now(dt.UTC)
         with DbSession(self.engine) as db, db.begin():
             table, dtable = TallyRow.__table__, DetailRow.__table__
@@ -247,7 +250,7 @@ class ReporterStore:
                 "source": source,
                 "position": _canonical(position or {}),
                 "received": received,
-                "sessions": len(sessions),
+                "sessions": sum(counts) if counts is not None else len(sessions),
                 "malformed": malformed,
                 "last_error": last_error,
                 "updated_at": now,
