@@ -158,4 +158,4 @@ def test_reports_go_from_postfix_log_to_the_rua_mailbox_and_readiness(
         "--json",
         *common,
     )
-    assert json.loads(again.stdout)["sessions"] == json.loads(collected.stdout)["sessions"]
+    assert json.loads(again.stdout)["sessions"] == 0

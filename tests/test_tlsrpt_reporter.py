@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from mtasts.lab.ca import LabCA, Validity
 
 from .conftest import MTASTS, port, wait_for_port
@@ -162,13 +164,14 @@ def test_the_log_follower_survives_restarts_and_rotation_without_losing_or_doubl
     assert collect()["sessions"] == 1  # pf-good: two recipients over one connection, one session
     with log.open("a") as handle:
         handle.write(LOG_B)
-    assert collect()["sessions"] == 3  # + badcert (its TLS lines were read before) + stripped
-    assert collect()["sessions"] == 3  # nothing new: nothing counted twice
+    assert collect()["sessions"] == 2  # badcert (its TLS lines were read before) + stripped
+    assert collect()["sessions"] == 0  # nothing new: nothing counted twice
     log.rename(tmp_path / "maillog.1")
     with (tmp_path / "maillog.1").open("a") as handle:  # written just before the rotation
         handle.write(LOG_C.splitlines(keepends=True)[0])
     log.write_text("".join(LOG_C.splitlines(keepends=True)[1:]))
-    assert collect()["sessions"] == 4  # our own report mail is not counted (RFC 8460 §3)
+    assert collect()["sessions"] == 1  # our own report mail is not counted (RFC 8460 §3)
+    assert status(db)["intake"][0]["sessions"] == 4  # type: ignore[index]
     out = tmp_path / "dry"
     day = f"{dt.datetime.now(dt.UTC).year}-12-06"
     done = run(
@@ -383,3 +386,49 @@ def test_send_without_organization_says_what_is_missing(tmp_path: Path) -> None:
     done = run("tlsrpt", "send", "--config", str(tmp_path / "mtasts.toml"))
     assert done.returncode == 2
     assert "relay_password_file" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('colour = "blue"', "unknown key 'colour'"),
+        ("socket_mode = 0o666", "socket_mode must not let every user write"),
+        ('relay = "smtp.example.net:587"\nsendmail = "/usr/sbin/sendmail"', "not both"),
+        ('relay = "smtp.example.net"', "is not HOST:PORT"),
+        ('retry = "soon"', "is not a duration"),
+        ('sender = "not an address"', "is not an e-mail address"),
+        ("timeout = 0", "timeout: seconds"),
+    ],
+)
+def test_bad_tlsrpt_settings_are_refused_in_one_line(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    (tmp_path / "mtasts.toml").write_text(f"[tlsrpt]\n{table}\n")
+    done = run(
+        "tlsrpt",
+        "send",
+        "--db",
+        f"sqlite:///{tmp_path / 'r.sqlite'}",
+        "--config",
+        str(tmp_path / "mtasts.toml"),
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert message in line
+    assert "[tlsrpt]" in line
+
+
+def test_prune_drops_old_days(tmp_path: Path) -> None:
+    from mtasts.reporter.store import ReporterStore
+    from mtasts.reports.store import open_store
+    from mtasts.tlsrpt.datagram import parse_datagram
+
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    store = ReporterStore(open_store(db).engine)
+    session = parse_datagram(datagram("old.example", True, ""))
+    now = dt.datetime.now(dt.UTC)
+    store.add_sessions([(now - dt.timedelta(days=100), session), (now, session)], source="test")
+    done = run("tlsrpt", "prune", "--older-than", "30d", "--db", db, "--json")
+    assert json.loads(done.stdout)["tallies"] == 1
+    (day,) = status(db)["days"]  # type: ignore[misc]
+    assert day["day"] == now.date().isoformat()

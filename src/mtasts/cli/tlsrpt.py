@@ -262,10 +262,7 @@ async def _collect(
         for key in totals:
             totals[key] += intake.totals[key]
     if follower is not None:
-        for row in store.intake():
-            if row.source == follower.source:
-                totals["sessions"] = row.sessions
-                totals["malformed"] += row.malformed
+        totals["sessions"] += follower.sessions
     return totals
 
 
@@ -404,6 +401,27 @@ def status(days: int, db: str | None, as_json: bool) -> None:
                 f"[yellow]suppressed until {e['suppressed_until']}: {escape(e['uri'])}"
                 f" ({escape(e['last_error'] or '')})[/yellow]"
             )
+
+
+@tlsrpt.command("prune")
+@click.option("--older-than", default="90d", show_default=True, help="30d, 12w ...")
+@db_option
+@json_option
+def prune(older_than: str, db: str | None, as_json: bool) -> None:
+    """Drop session tallies and finished reports of days older than this."""
+    from mtasts.watch.config import duration
+
+    try:
+        age = duration(older_than, "--older-than")
+    except ConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    before = (dt.datetime.now(dt.UTC) - age).date()
+    gone = _store(db).prune(before)
+    if as_json:
+        print_json({"before": before.isoformat(), "tallies": gone})
+    else:
+        echo(f"pruned {gone} tally row(s) of days before {before}")
 
 
 @tlsrpt.command("dkim-key")

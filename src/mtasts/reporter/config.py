@@ -162,14 +162,10 @@ def load_tlsrpt(path: Path) -> TlsrptConfig:
             raise ConfigError(f"{where}: skip_services: a list of master.cf service names")
         out["skip_services"] = tuple(values["skip_services"])
     for key in ("max_delay", "retry", "retry_for", "suppress_for"):
-        if key in values:
+        if key == "max_delay" and str(values.get(key)).strip() in ("0", "0s"):
+            out[key] = dt.timedelta(0)  # no random delay: send right after midnight UTC
+        elif key in values:
             out[key] = duration(values[key], f"{where} {key}")
-    if (
-        "max_delay" in raw
-        and isinstance(raw["max_delay"], int | str)
-        and str(raw["max_delay"]) in ("0", "0s")
-    ):
-        out["max_delay"] = dt.timedelta(0)
     if "suppress_after" in values:
         if not 1 <= values["suppress_after"] <= 1000:
             raise ConfigError(f"{where}: suppress_after: failures in a row, 1 to 1000")

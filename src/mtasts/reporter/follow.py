@@ -123,6 +123,7 @@ class LogFollower:
         self.inode: int | None = saved.get("inode")
         self.offset: int = int(saved.get("offset", 0))
         self._warmed = False
+        self.sessions = 0  # counted by this process
 
     def _rotated_file(self) -> Path | None:
         """The file the saved inode now lives in (``maillog.1`` after a rename rotation)."""
@@ -166,6 +167,7 @@ class LogFollower:
         self, logged: list[LoggedSession], inode: int, offset: int, lines: int
     ) -> None:
         joined = await self.joiner.sessions(logged)
+        self.sessions += len(joined)
         if lines or joined or inode != self.inode:
             await asyncio.to_thread(
                 self.store.add_sessions,
@@ -201,6 +203,7 @@ class JournalFollower:
         self.reader = reader
         self.source = "journal"
         self.cursor: str | None = store.position(self.source).get("cursor")
+        self.sessions = 0
 
     def feed_entry(self, entry: dict[str, Any]) -> LoggedSession | None:
         program = str(entry.get("SYSLOG_IDENTIFIER", ""))
@@ -245,6 +248,7 @@ class JournalFollower:
             self.cursor = str(entry.get("__CURSOR", self.cursor))
         if lines:
             joined = await self.joiner.sessions(logged)
+            self.sessions += len(joined)
             await asyncio.to_thread(
                 self.store.add_sessions,
                 joined,
