@@ -451,7 +451,7 @@ class ReporterStore:
         with DbSession(self.engine) as db, db.begin():
             row = db.get(OutgoingReport, report.id)
             assert row is not None
-            for uri, error in results.items():
+            for uri, failure in results.items():
                 delivery = db.get(DeliveryRow, (report.id, uri))
                 if delivery is None:
                     delivery = DeliveryRow(report=report.id, uri=uri, status="pending", attempts=0)
@@ -461,7 +461,7 @@ class ReporterStore:
                 if endpoint is None:
                     endpoint = EndpointRow(uri=uri, failures=0)
                     db.add(endpoint)
-                if error is None:
+                if failure is None:
                     delivery.status, delivery.accepted_at, delivery.last_error = (
                         "accepted",
                         now,
@@ -470,9 +470,9 @@ class ReporterStore:
                     endpoint.failures, endpoint.last_success = 0, now
                     endpoint.suppressed_until = None
                 else:
-                    delivery.status, delivery.last_error = "failed", error
+                    delivery.status, delivery.last_error = "failed", failure
                     endpoint.failures += 1
-                    endpoint.last_error = error
+                    endpoint.last_error = failure
                     if endpoint.failures >= suppress_after:
                         endpoint.suppressed_until = now + suppress_for
             row.attempts += 1
