@@ -105,6 +105,19 @@ def test_reports_go_from_postfix_log_to_the_rua_mailbox_and_readiness(
     )
     assert collected.returncode == 0, collected.stderr
     today = dt.datetime.now(dt.UTC).date().isoformat()
+    dry = postfix_lab.mtasts_inside(
+        "tlsrpt", "send", "--dry-run", "--out", str(root / "dry"), "--day", today, *common
+    )
+    assert dry.returncode == 0, dry.stderr
+    built = {
+        r["policies"][0]["policy"]["policy-domain"]: r["policies"][0]
+        for r in (json.loads(p.read_text()) for p in (root / "dry").glob("*.json"))
+    }
+    # The resolver's answer log says which policy Postfix applied to each session.
+    assert built["pf-good.example"]["policy"]["policy-type"] == "sts"
+    assert "mode: enforce" in built["pf-good.example"]["policy"]["policy-string"]
+    assert built["pf-good.example"]["policy"]["mx-host"] == "mx.pf-good.example"
+    assert built["pf-nopolicy.example"]["policy"]["policy-type"] == "no-policy-found"
     sent = postfix_lab.mtasts_inside(
         "tlsrpt", "send", "--day", today, "--partial-day", "--json", *common
     )
