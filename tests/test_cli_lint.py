@@ -58,11 +58,37 @@ def test_batch_goes_on_past_bad_and_missing_files(tmp_path: Path) -> None:
     html = tmp_path / "page.html"
     html.write_text("<html><body>404</body></html>")
     result = run("lint", "policy", str(html), str(tmp_path / "missing.txt"), str(good))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a file that cannot be read is a usage error (exit 2)
     assert f"{html}:1: error:" in result.stdout
     assert "HTML" in result.stdout
     assert "missing.txt: error: cannot read: No such file or directory" in result.stdout
     assert f"{good}: valid policy" in result.stdout
+
+
+def test_an_invalid_policy_alone_exits_1_and_strict_lists_every_deviation(tmp_path: Path) -> None:
+    html = tmp_path / "page.html"
+    html.write_text("<html><body>404</body></html>")
+    assert run("lint", "policy", str(html)).returncode == 1
+    report = {
+        "organization-name": "x",
+        "date-range": {
+            "start-datetime": "2026-05-20T00:00:00Z",
+            "end-datetime": "2026-05-20T23:59:59Z",
+        },
+        "contact-info": "r@x.example",
+        "report-id": "r1",
+        "policies": [
+            {
+                "policy": {"policy-type": "STS", "policy-domain": "x.example"},
+                "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0},
+            }
+        ],
+    }
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    result = run("lint", "report", "--strict", str(tmp_path / "r.json"))
+    assert result.returncode == 1
+    assert "is not lower-case" in result.stdout
+    assert "the applied policy is not included" in result.stdout
 
 
 def test_policy_from_stdin_and_json() -> None:

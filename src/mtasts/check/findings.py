@@ -131,6 +131,21 @@ RULES: dict[FindingCode, Rule] = {
 
 # For `check --explain` and the JSON's "explanation": code text -> words.
 EXPLANATIONS: dict[str, str] = {str(code): rule.explanation for code, rule in RULES.items()}
+# RFC 8460 §4.3.2.1's DANE result types: senders report them, the checker has no probe for
+# them (it reports DANE overlap as dane-tlsa), but a report that names one must be explainable.
+EXPLANATIONS.update(
+    {
+        "tlsa-invalid": "A sender found the MX host's TLSA records unusable or not matching the"
+        " certificate it was shown (RFC 8460 §4.3.2.1, RFC 7672 §2.2): fix or remove the TLSA"
+        " records before rotating certificates, and publish the next key's TLSA first.",
+        "dnssec-invalid": "A sender could not validate the DNSSEC chain of the MX host's TLSA"
+        " records (RFC 8460 §4.3.2.1): the zone's signatures or its DS record at the parent are"
+        " broken or expired, so DANE senders treat the records as bogus.",
+        "dane-required": "A sender was configured to require DANE for this domain but found no"
+        " usable TLSA records (RFC 8460 §4.3.2.1): publish signed TLSA records for every MX host,"
+        " or ask the sender to drop its requirement.",
+    }
+)
 
 
 def finding_code(text: str) -> FindingCode:

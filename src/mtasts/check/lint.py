@@ -218,12 +218,17 @@ def lint_tlsrpt_record(text: str, name: str = "tlsrpt-record") -> LintResult:
 
 def lint_report(data: bytes, name: str, *, strict: bool = False) -> LintResult:
     try:
-        report = tlsrpt.parse_report(data, strict=strict)
+        # Strict mode still reads leniently first, so every deviation is listed, not the first.
+        report = tlsrpt.parse_report(data)
     except tlsrpt.ReportError as exc:
         return LintResult(name, "report", (_from_tlsrpt(exc, Severity.ERROR),))
+    level = Severity.ERROR if strict else Severity.WARNING
+    rules = report.warning_rules
+    if len(rules) != len(report.warnings):
+        rules = ("report.deviation",) * len(report.warnings)
     messages = tuple(
-        LintMessage(Severity.WARNING, "report.deviation", "RFC 8460 §4.4", w)
-        for w in report.warnings
+        LintMessage(level, rule, "RFC 8460 §4.4", w)
+        for w, rule in zip(report.warnings, rules, strict=True)
     )
     summary = (
         f"{report.organization_name} report {report.report_id}:"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 import sys
@@ -420,10 +421,13 @@ def check(
 ) -> None:
     """Check DOMAINS end to end as a sending MTA would (exit 0 clean, 1 errors, 2 usage)."""
     if explain_code:
-        text = EXPLANATIONS.get(explain_code)
+        text = EXPLANATIONS.get(explain_code.strip().lower())
         if text is None:
+            close = difflib.get_close_matches(explain_code.lower(), list(EXPLANATIONS), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
             raise click.BadParameter(
-                f"unknown code; known: {', '.join(sorted(EXPLANATIONS))}", param_hint="--explain"
+                f"unknown code {explain_code!r}; {hint}known: {', '.join(sorted(EXPLANATIONS))}",
+                param_hint="--explain",
             )
         click.echo(f"{explain_code}: {text}")
         return

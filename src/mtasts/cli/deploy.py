@@ -172,6 +172,7 @@ def init(
     if any(d.name == name for d in existing.domains):
         echo(f"error: {config_path}: {name} is already configured", fg="red", err=True)
         sys.exit(EXIT_USAGE)
+    default_rua = not rua
     rua = rua or (f"mailto:tlsrpt@{name}",)
     try:
         patterns = tuple(MxPattern.parse(normalise_host(m)) for m in mx)
@@ -196,6 +197,11 @@ def init(
     echo(
         f"  3. mtasts check {name}         prove it works end to end, then read the TLS-RPT reports for two weeks"
     )
+    if default_rua:
+        echo(
+            f"reports go to {rua[0].removeprefix('mailto:')}: that mailbox must exist"
+            " (--rua mailto:...,https://... chooses another)"
+        )
 
 
 @click.command()
@@ -263,6 +269,7 @@ def history(domain: str, config_path: Path) -> None:
     state = DeployState(state_path(config_path))
     changes = state.history(as_asked(domain))
     if not changes:
+        _domain_or_exit(_load(config_path), as_asked(domain))  # "not in mtasts.toml", exit 2
         echo(f"{domain}: no published policy yet (mtasts records {domain} records the first)")
         return
     table = Table("when (UTC)", "who", "id", "change")
@@ -412,7 +419,8 @@ def _gate_or_exit(
 
 @click.command("mode")
 @click.argument("domain")
-@click.argument("mode", type=click.Choice([m.value for m in Mode]))
+# `none` is accepted only to point at `retire`; the help offers what works.
+@click.argument("mode", type=click.Choice([m.value for m in Mode]), metavar="{enforce|testing}")
 @config_option
 @with_check_options
 @click.option(
@@ -449,6 +457,16 @@ def mode_command(
             err=True,
         )
         sys.exit(EXIT_USAGE)
+    if current.mode.value == mode:
+        echo(f"{name}: already {mode}; nothing changed")
+        return
+    if current.mode is Mode.NONE:
+        echo(
+            f"{name}: was retired (mode none); switching to {mode} cancels the retirement:"
+            " keep its records published",
+            fg="yellow",
+            err=True,
+        )
     if mode == "enforce" and current.mode is not Mode.ENFORCE:
         _gate_or_exit(
             config_path,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -348,16 +349,28 @@ def lab_scenarios() -> None:
     """List the built-in scenarios."""
     for name, path in sorted(builtin_scenarios().items()):
         scenario = load_scenario(str(path))
-        first = scenario.description.splitlines()[0] if scenario.description else ""
-        echo(f"{name:<12} {len(scenario.domains):>3} domains  {first}")
+        # The whole first paragraph, wrapped, never cut mid-sentence.
+        first = " ".join(scenario.description.strip().split("\n\n")[0].split())
+        lines = textwrap.wrap(first, 70) or [""]
+        echo(f"{name:<12} {len(scenario.domains):>3} domains  {lines[0]}")
+        for line in lines[1:]:
+            echo(f"{'':<12} {'':>3}          {line}")
 
 
 @lab.command("explain")
-@click.argument("domain")
+@click.argument("domain", required=False)
 @click.option("--scenario", default="default", show_default=True)
-def lab_explain(domain: str, scenario: str) -> None:
-    """Tell what is wrong with a lab domain, and why."""
+def lab_explain(domain: str | None, scenario: str) -> None:
+    """Tell what is wrong with a lab domain, and why; with no DOMAIN, list them all."""
     loaded = _scenario_or_exit(scenario)
+    if domain is None:
+        width = max(len(d.name) for d in loaded.domains)
+        for d in loaded.domains:
+            summary = " ".join((d.explain or "").split())
+            cut = summary.split(". ")[0].rstrip(".") + "." if summary else ""
+            echo(f"{d.name:<{width}}  {', '.join(d.expect) or 'healthy':<28}  {cut}")
+        echo(f"details: mtasts lab explain DOMAIN --scenario {loaded.name}")
+        return
     match = next((d for d in loaded.domains if d.name == normalise_host(domain)), None)
     if match is None:
         names = ", ".join(d.name for d in loaded.domains)

@@ -17,7 +17,7 @@ from mtasts.check.lint import (
     lint_tlsrpt_record,
 )
 
-from .output import EXIT_OK, EXIT_PROBLEMS, echo, print_json
+from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, echo, print_json
 
 _COLOURS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -52,6 +52,8 @@ def render(results: Iterable[LintResult], as_json: bool) -> int:
                     fg="red",
                     bold=True,
                 )
+    if any(m.rule == "input.unreadable" for r in results for m in r.messages):
+        return EXIT_USAGE  # a file that cannot be read is a usage error, not an invalid text
     return EXIT_OK if all(r.valid for r in results) else EXIT_PROBLEMS
 
 

@@ -20,6 +20,7 @@ from mtasts.resolver.config import ResolverConfig, load
 from mtasts.resolver.daemon import build, serve
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.server import Listen, policy_domain
+from mtasts.sts import Mode
 
 from .output import EXIT_USAGE, echo, options
 
@@ -51,6 +52,13 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
         return base.merged(**overrides)
     except (ConfigError, ValueError, OSError, KeyError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
+        if config_file is not None and not config_file.exists():
+            echo(
+                '  a minimal one: [resolver] with listen = ["socketmap:inet:127.0.0.1:8461"]'
+                ' and cache = "/var/lib/mtasts/resolver-cache.sqlite" (docs/resolver.md lists'
+                " every key); or run without --config for those defaults",
+                err=True,
+            )
         sys.exit(EXIT_USAGE)
 
 
@@ -152,6 +160,7 @@ def resolver_query(config_file: Path | None, lab_dir: Path | None, key: str, **f
     """Print what Postfix would be told for KEY (a next-hop domain) and why."""
     config = _config(config_file, lab_dir, **flags)
     service, store = build(config)
+    service.engine.answers = None  # a question from the command line is not Postfix's
     domain = policy_domain(key, config.relays)
     if domain is None:
         click.echo(f"{key}: NOTFOUND (no policy domain: bracketed next hop or parent-zone key)")
@@ -165,9 +174,19 @@ def resolver_query(config_file: Path | None, lab_dir: Path | None, key: str, **f
             await store.aclose()
 
     lookup = asyncio.run(ask())
-    reply = policy_reply(lookup.cached, config.testing, config.tlsrpt_attributes)
+    reply = policy_reply(lookup.cached, config.testing, config.tlsrpt_attributes, lookup.dane)
     click.echo(f"{key}: {'OK ' + reply if reply else 'NOTFOUND'}")
     click.echo(f"  why: {lookup.reason} (source: {lookup.source})")
+    if (
+        reply is None
+        and lookup.cached is not None
+        and lookup.cached.policy.mode is Mode.TESTING
+        and config.testing is TestingAnswer.NONE
+    ):
+        click.echo(
+            '  testing policies are answered NOTFOUND (testing = "none"): Postfix cannot'
+            ' "deliver and report", so its own TLS settings apply; "may" or "secure" change that'
+        )
     if lookup.cached is not None:
         cached = lookup.cached
         fetched = dt.datetime.fromtimestamp(cached.fetched_at, dt.UTC)

@@ -195,8 +195,9 @@ class Retirement:
             return (
                 "every cached policy has expired: remove the _mta-sts record, then the policy host"
             )
-        left = self.removable_at - now
-        days, hours = left.days, left.seconds // 3600
+        # Rounded to the nearest hour, so two runs a second apart say the same.
+        hours_left = round((self.removable_at - now).total_seconds() / 3600)
+        days, hours = divmod(hours_left, 24)
         span = f"{days} day{'s' if days != 1 else ''} {hours} hour{'s' if hours != 1 else ''}"
         return (
             f"keep serving mode: none until {self.removable_at:%Y-%m-%d %H:%M} UTC"

@@ -98,6 +98,8 @@ class Report:
     report_id: str
     policies: tuple[PolicyResult, ...]
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # The rule each warning broke (``report.<rule>``), in the same order.
+    warning_rules: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

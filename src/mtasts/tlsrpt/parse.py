@@ -142,6 +142,7 @@ class _Reader:
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.warnings: list[str] = []
+        self.rules: list[str] = []
 
     def fail(self, path: str, message: str, rule: str) -> ReportError:
         return ReportError(
@@ -152,6 +153,7 @@ class _Reader:
         if self.strict:
             raise self.fail(path, message, rule)
         self.warnings.append(f"{path}: {message}")
+        self.rules.append(f"report.{rule}")
 
     def obj(self, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -380,5 +382,11 @@ def parse_report(
         _read_policy_result(reader, p, f"policies[{i}]") for i, p in enumerate(raw_policies)
     )
     return Report(
-        organization, DateRange(start, end), contact, report_id, policies, tuple(reader.warnings)
+        organization,
+        DateRange(start, end),
+        contact,
+        report_id,
+        policies,
+        tuple(reader.warnings),
+        tuple(reader.rules),
     )

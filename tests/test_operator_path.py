@@ -1,0 +1,115 @@
+"""Small things an admin meets on the way (the newcomer walkthrough's leftovers), via the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from .conftest import MTASTS, RunningLab
+
+ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MTASTS, *args], capture_output=True, text=True, timeout=60, env=ENV, cwd=cwd
+    )
+
+
+def test_mode_help_offers_what_works_and_repeats_are_no_ops(tmp_path: Path) -> None:
+    assert "DOMAIN {enforce|testing}" in run("mode", "--help").stdout
+    run("init", "a.example", "--mx", "mx.a.example", "--mode", "enforce", "--force", cwd=tmp_path)
+    again = run("mode", "a.example", "enforce", cwd=tmp_path)
+    assert again.returncode == 0
+    assert again.stdout.strip() == "a.example: already enforce; nothing changed"
+    none = run("mode", "a.example", "none", cwd=tmp_path)
+    assert none.returncode == 2
+    assert "mtasts retire" in none.stderr
+
+
+def test_leaving_retirement_says_so_and_the_retire_date_is_stable(tmp_path: Path) -> None:
+    run("init", "b.example", "--mx", "mx.b.example", cwd=tmp_path)
+    first = run("retire", "b.example", cwd=tmp_path).stdout.splitlines()[-1]
+    second = run("retire", "b.example", cwd=tmp_path).stdout.splitlines()[-1]
+    assert first == second
+    assert "1 day 0 hours from now" in first  # the one-day max_age of a new domain
+    back = run("mode", "b.example", "testing", cwd=tmp_path)
+    assert "cancels the retirement" in back.stderr
+
+
+def test_history_of_an_unconfigured_domain_says_so(tmp_path: Path) -> None:
+    run("init", "c.example", "--mx", "mx.c.example", cwd=tmp_path)
+    done = run("history", "nosuch.example", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no [[domain]] named 'nosuch.example' (configured: c.example)" in done.stderr
+
+
+def test_init_points_at_the_report_mailbox(tmp_path: Path) -> None:
+    done = run("init", "d.example", "--mx", "mx.d.example", cwd=tmp_path)
+    assert "reports go to tlsrpt@d.example: that mailbox must exist" in done.stdout
+    chosen = run(
+        "init", "e.example", "--mx", "mx.e.example", "--rua", "mailto:r@e.example", cwd=tmp_path
+    )
+    assert "that mailbox must exist" not in chosen.stdout
+
+
+def test_lab_lists_scenarios_and_domains_in_full() -> None:
+    scenarios = run("lab", "scenarios").stdout
+    assert "one domain\n" in scenarios or "one domain each" in scenarios
+    assert "next to healthy enforce and testing domains." in " ".join(scenarios.split())
+    listed = run("lab", "explain").stdout.splitlines()
+    assert len(listed) == 22  # 21 domains and the hint
+    assert listed[0].startswith("good-enforce.example")
+    assert any(
+        line.startswith("stripped.example") and "starttls-not-supported" in line for line in listed
+    )
+
+
+def test_explain_suggests_the_code_meant_and_knows_the_dane_result_types() -> None:
+    typo = run("check", "--explain", "certficate-host-mismatch")
+    assert typo.returncode == 2
+    assert "did you mean certificate-host-mismatch?" in typo.stderr
+    for code in ("tlsa-invalid", "dnssec-invalid", "dane-required"):
+        done = run("check", "--explain", code)
+        assert done.returncode == 0
+        assert done.stdout.startswith(f"{code}: ")
+        assert "RFC 8460" in done.stdout
+
+
+def test_resolver_without_its_config_says_what_one_needs(tmp_path: Path) -> None:
+    done = run("resolver", "run", "--config", str(tmp_path / "missing.toml"))
+    assert done.returncode == 2
+    assert "a minimal one: [resolver] with listen" in done.stderr
+
+
+def test_lint_of_an_unreadable_file_is_a_usage_error() -> None:
+    done = run("lint", "policy", "/nonexistent/mta-sts.txt")
+    assert done.returncode == 2
+    assert "cannot read: No such file or directory" in done.stdout
+
+
+def test_resolver_query_says_why_testing_is_notfound(lab: RunningLab) -> None:
+    done = run(
+        "resolver",
+        "query",
+        "--lab",
+        str(lab.state_dir),
+        "--cache",
+        ":memory:",
+        "good-testing.example",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("good-testing.example: NOTFOUND")
+    assert 'testing policies are answered NOTFOUND (testing = "none")' in done.stdout
+    enforce = run(
+        "resolver",
+        "query",
+        "--lab",
+        str(lab.state_dir),
+        "--cache",
+        ":memory:",
+        "good-enforce.example",
+    )
+    assert "OK secure match=" in enforce.stdout
+    assert "testing policies" not in enforce.stdout
