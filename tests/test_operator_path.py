@@ -113,3 +113,49 @@ def test_resolver_query_says_why_testing_is_notfound(lab: RunningLab) -> None:
     )
     assert "OK secure match=" in enforce.stdout
     assert "testing policies" not in enforce.stdout
+
+
+def test_quarantine_show_drop_and_json_and_ingest_says_where_it_stored(tmp_path: Path) -> None:
+    import json
+
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    (tmp_path / "broken.json").write_bytes(b'{"report-id": 7, "<script>": 1}')
+    done = run("reports", "ingest", str(tmp_path / "broken.json"), "--db", db, "--json")
+    counts = json.loads(done.stdout)
+    assert (counts["stored"], counts["quarantined"], counts["store"]) == (0, 1, db)
+    plain = run("reports", "ingest", str(tmp_path / "broken.json"), "--db", db)
+    assert f"store: {db}" in plain.stderr
+    (item,) = json.loads(run("reports", "quarantine", "--db", db, "--json").stdout)["quarantine"]
+    shown = subprocess.run(
+        [MTASTS, "reports", "quarantine", "--db", db, "--show", str(item["id"])],
+        capture_output=True,
+        timeout=60,
+        env=ENV,
+    )
+    assert shown.stdout == b'{"report-id": 7, "<script>": 1}'  # the bytes as received
+    assert run("reports", "quarantine", "--db", db, "--show", "999").returncode == 2
+    dropped = run("reports", "quarantine", "--db", db, "--drop", str(item["id"]))
+    assert dropped.stdout.strip() == "dropped 1 item(s)"
+    assert json.loads(run("reports", "quarantine", "--db", db, "--json").stdout)["quarantine"] == []
+
+
+def test_prune_gives_the_space_back(tmp_path: Path) -> None:
+    import gzip
+    import json
+
+    from .test_reports_analysis import stored_report
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(200):
+        data = json.loads(stored_report("google.com", "example.org"))
+        data["report-id"] = f"old-{i}"
+        data["policies"][0]["policy"]["policy-string"] = ["x" * 2000]
+        (folder / f"{i}.json.gz").write_bytes(gzip.compress(json.dumps(data).encode()))
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    assert "stored 200" in run("reports", "ingest", str(folder), "--db", db).stdout
+    done = json.loads(
+        run("reports", "prune", "--older-than", "2100-01-01", "--db", db, "--json").stdout
+    )
+    assert done["reports"] == 200
+    assert done["file_bytes"]["after"] < done["file_bytes"]["before"]

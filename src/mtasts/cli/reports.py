@@ -48,7 +48,7 @@ from mtasts.reports.verdict import Verdict
 from mtasts.sts.domain import normalise_host
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
-from .output import EXIT_USAGE, console, csv_cell, echo, shown
+from .output import EXIT_USAGE, console, csv_cell, echo, print_json, shown
 
 db_option = click.option(
     "--db", envvar="MTASTS_DB", help="SQLAlchemy URL (default: a SQLite file in your data folder)."
@@ -181,6 +181,7 @@ def reports() -> None:
 )
 @max_report_option
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="The counts as JSON.")
 def ingest(
     paths: tuple[Path, ...],
     maildir: tuple[Path, ...],
@@ -198,6 +199,7 @@ def ingest(
     nameservers: tuple[str, ...],
     max_report: int,
     db: str | None,
+    as_json: bool,
 ) -> None:
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
@@ -282,9 +284,26 @@ def ingest(
             err=True,
         )
         sys.exit(EX_TEMPFAIL if piped else 1)
+    if as_json:
+        counts = result.counts
+        print_json(
+            {
+                "stored": counts[Outcome.STORED],
+                "duplicates": counts[Outcome.DUPLICATE],
+                "quarantined": counts[Outcome.QUARANTINED],
+                "conflicting": counts[Outcome.CONFLICT],
+                "unrelated": counts["unrelated"],
+                "unreadable": counts["unreadable"],
+                "problems": list(result.problems),
+                "store": masked(db or default_url()),
+            }
+        )
+        sys.exit(1 if result.counts["unreadable"] else 0)
     for problem in result.problems:
         echo(problem, fg="yellow")
     echo(_counts(result), bold=True)
+    # Which store: the default lives in the user's data folder, which nobody guesses.
+    echo(f"store: {masked(db or default_url())}", err=True)
     sys.exit(1 if result.counts["unreadable"] else 0)
 
 
@@ -320,11 +339,69 @@ def _log_round(result: IngestResult) -> None:
     is_flag=True,
     help="Parse every held report again (after an upgrade, or with a larger --max-report-size).",
 )
+@click.option(
+    "--show", "show_id", type=int, metavar="ID", help="Write one item's raw bytes to stdout."
+)
+@click.option(
+    "--drop", "drop_ids", type=int, multiple=True, metavar="ID", help="Delete an item for good."
+)
 @max_report_option
 @db_option
-def quarantine(retry: bool, max_report: int, db: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def quarantine(
+    retry: bool,
+    show_id: int | None,
+    drop_ids: tuple[int, ...],
+    max_report: int,
+    db: str | None,
+    as_json: bool,
+) -> None:
     """List reports that could not be parsed (their raw bytes are kept for a fixed parser)."""
     store = open_report_store(db)
+    if show_id is not None:
+        data = store.quarantined_bytes(show_id)
+        if data is None:
+            echo(
+                f"error: no quarantined item {show_id} (see mtasts reports quarantine)",
+                fg="red",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        sys.stdout.buffer.write(data)  # as received: redirect it to a file to look at it
+        return
+    if drop_ids:
+        missing = [i for i in drop_ids if not store.drop(i)]
+        for i in missing:
+            echo(f"error: no quarantined item {i}", fg="red", err=True)
+        echo(f"dropped {len(drop_ids) - len(missing)} item(s)")
+        sys.exit(EXIT_USAGE if missing else 0)
+    if as_json and not retry:
+        print_json(
+            {
+                "quarantine": [
+                    {
+                        "id": r.id,
+                        "at": r.at.isoformat(),
+                        "source": r.source,
+                        "rule": r.rule,
+                        "reason": r.reason,
+                    }
+                    for r in store.quarantine()
+                ],
+                "conflicts": [
+                    {
+                        "id": c.id,
+                        "submitter": c.submitter,
+                        "report_id": c.report_id,
+                        "channel": c.channel,
+                        "dkim_domain": c.dkim_domain,
+                        "source": c.source,
+                    }
+                    for c in store.conflicts()
+                ],
+            }
+        )
+        return
     if retry:
         result = IngestResult()
         released = retry_quarantined(store, result, max_report)
@@ -382,18 +459,36 @@ def quarantine(retry: bool, max_report: int, db: str | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
 @db_option
-def prune(older_than: str, dry_run: bool, db: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def prune(older_than: str, dry_run: bool, db: str | None, as_json: bool) -> None:
     """Delete old reports, their rows and the raw bytes nothing else refers to (the quarantine stays)."""
     day = _since(older_than, "--older-than")
     assert day is not None
     before = dt.datetime.combine(day, dt.time(), dt.UTC)
-    pruned = open_report_store(db).prune(before, dry_run=dry_run)
+    store = open_report_store(db)
+    pruned = store.prune(before, dry_run=dry_run)
+    # A SQLite file does not shrink by itself: give the freed pages back to the disk.
+    sizes = store.vacuum() if pruned.reports and not dry_run else None
+    if as_json:
+        print_json(
+            {
+                "dry_run": dry_run,
+                "before": day.isoformat(),
+                "reports": pruned.reports,
+                "policy_rows": pruned.policy_rows,
+                "raw": pruned.raw,
+                "file_bytes": {"before": sizes[0], "after": sizes[1]} if sizes else None,
+            }
+        )
+        return
     verb = "would prune" if dry_run else "pruned"
     echo(
         f"{verb} {pruned.reports:,} reports from before {day} ({pruned.policy_rows:,} policy rows,"
         f" {pruned.raw:,} raw reports)",
         bold=True,
     )
+    if sizes:
+        echo(f"the store file went from {sizes[0]:,} to {sizes[1]:,} bytes")
 
 
 def _since(text: str | None, option: str = "--since") -> dt.date | None:

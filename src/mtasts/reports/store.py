@@ -508,6 +508,47 @@ class ReportStore:
                 for row_id, data, source in connection.execute(query)
             ]
 
+    def quarantined_bytes(self, quarantine_id: int) -> bytes | None:
+        """The raw bytes of one quarantined input as received, or None when no such id."""
+        query = (
+            select(RawReport.data)
+            .join_from(Quarantined, RawReport, Quarantined.raw_id == RawReport.id)
+            .where(Quarantined.id == quarantine_id)
+        )
+        with self.engine.connect() as connection:
+            data = connection.scalar(query)
+        return gzip.decompress(data) if data is not None else None
+
+    def drop(self, quarantine_id: int) -> bool:
+        """Delete a quarantined input and its raw bytes (unless a stored report shares them)."""
+        with self.engine.begin() as connection:
+            raw_id = connection.scalar(
+                select(Quarantined.raw_id).where(Quarantined.id == quarantine_id)
+            )
+            if raw_id is None:
+                return False
+            connection.execute(delete(Quarantined).where(Quarantined.id == quarantine_id))
+            shared = connection.scalar(
+                select(func.count()).select_from(ReportRow).where(ReportRow.raw_id == raw_id)
+            )
+            if not shared:
+                connection.execute(delete(RawReport).where(RawReport.id == raw_id))
+        return True
+
+    def vacuum(self) -> tuple[int, int] | None:
+        """Give a SQLite file's free pages back to the disk after a prune: (bytes before,
+        after); None for a database that manages its own space (PostgreSQL's autovacuum)."""
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            return None
+        path = Path(database)
+        before = path.stat().st_size if path.exists() else 0
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM")
+            # In WAL mode the rewritten pages sit in the -wal file until a checkpoint.
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, path.stat().st_size if path.exists() else 0
+
     def release(self, quarantine_id: int) -> None:
         """Take an input out of the quarantine once its reports are stored; its raw bytes stay."""
         with self.engine.begin() as connection:
