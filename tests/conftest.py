@@ -608,6 +608,19 @@ default_internal_user = nobody
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _drop_all() -> str:
+    """Every table of the report store's schema (reports, watch, reporter), for cleanup."""
+    from mtasts.reporter import models as _reporter  # noqa: F401  (their tables join Base)
+    from mtasts.reports.models import Base
+    from mtasts.watch import models as _watch  # noqa: F401
+
+    names = ", ".join(sorted(Base.metadata.tables))
+    return f"DROP TABLE IF EXISTS {names}, alembic_version CASCADE"
+
+
+DROP_ALL = _drop_all()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
@@ -616,12 +629,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url: str = request.getfixturevalue("postgres_url")
     yield url
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "DROP TABLE IF EXISTS tlsrpt_tallies, tlsrpt_details, tlsrpt_outgoing, tlsrpt_deliveries,"
-            " tlsrpt_endpoints, tlsrpt_intake, watch_outbox, watch_events, watch_observations, watch_domains,"
-            " watch_channels, watch_runs, quarantine, failures, policy_results, reports,"
-            " raw_reports, alembic_version CASCADE"
-        )
+        conn.execute(DROP_ALL)
 
 
 @pytest.fixture(scope="session")

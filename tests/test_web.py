@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import MTASTS, RunningLab, port
+from .conftest import DROP_ALL, MTASTS, RunningLab, port
 
 PASSWORD = "correct horse battery staple"
 DOMAIN = "load-balancer.example"
@@ -456,11 +456,7 @@ def test_every_page_reads_with_a_read_only_postgresql_role(
         server.wait(10)
         owner.engine.dispose()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(
-                "DROP TABLE IF EXISTS watch_outbox, watch_events, watch_observations, watch_domains,"
-                " watch_channels, watch_runs, quarantine, failures, policy_results, reports,"
-                " raw_reports, alembic_version CASCADE"
-            )
+            conn.execute(DROP_ALL)
             conn.execute("DROP ROLE IF EXISTS mtasts_reader")
 
 
