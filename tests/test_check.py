@@ -126,6 +126,12 @@ def test_partner_file_concurrency_adoption_table_and_csv(lab: RunningLab, tmp_pa
         ("no-sts.example", "none", "True", "warning"),
         ("good-testing.example", "testing", "True", "ok"),
     ]
+    # Why a partner is not ok, and the totals under the table.
+    assert [r["main_finding"] for r in rows] == ["", "sts-not-published", ""]
+    assert (
+        "3 domains: 1 enforce, 1 testing, 1 without MTA-STS, 0 broken; 0 with errors;"
+        " 3 publish TLS-RPT" in " ".join(result.stdout.split())
+    )
 
 
 def test_blocked_port_25_is_said_once(lab: RunningLab) -> None:

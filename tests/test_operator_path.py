@@ -159,3 +159,36 @@ def test_prune_gives_the_space_back(tmp_path: Path) -> None:
     )
     assert done["reports"] == 200
     assert done["file_bytes"]["after"] < done["file_bytes"]["before"]
+
+
+def test_lint_report_reads_mail_and_zip_as_ingest_does(tmp_path: Path) -> None:
+    import datetime as dt
+    import zipfile
+
+    from mtasts.tlsrpt.build import PolicyTally, build_report, report_mail
+    from mtasts.tlsrpt.model import PolicyType, ReportPolicy
+
+    report = build_report(
+        dt.date(2026, 12, 5),
+        organization="Sender Example",
+        contact="mailto:postmaster@sender.example",
+        report_id="r-1",
+        tallies=[PolicyTally(ReportPolicy(PolicyType.NO_POLICY_FOUND, "a.example"), 3, 0)],
+    )
+    (tmp_path / "one.eml").write_bytes(
+        report_mail(
+            report,
+            policy_domain="a.example",
+            submitter="sender.example",
+            sender="r@sender.example",
+            recipients=["tlsrpt@a.example"],
+            date_header="Sat, 05 Dec 2026 00:00:00 +0000",
+            message_id="<1@sender.example>",
+        )
+    )
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as bundle:
+        bundle.writestr("r.json", report.to_json())
+    done = run("lint", "report", str(tmp_path / "one.eml"), str(tmp_path / "bundle.zip"))
+    assert done.returncode == 0, done.stdout
+    assert "one.eml (sender.example!a.example!" in done.stdout
+    assert "bundle.zip!r.json: valid report" in done.stdout

@@ -74,7 +74,30 @@ def adoption_row(check: DomainCheck) -> dict[str, Any]:
         "errors": sum(f.severity is Severity.ERROR for f in check.findings),
         "warnings": sum(f.severity is Severity.WARNING for f in check.findings),
         "verdict": str(check.verdict),
+        # Why a partner fails, in one code (the first error, else the first warning), so a
+        # partner list's CSV can be tracked over time (walkthrough #36).
+        "main_finding": _main_finding(check),
     }
+
+
+def _main_finding(check: DomainCheck) -> str | None:
+    for severity in (Severity.ERROR, Severity.WARNING):
+        for finding in check.findings:
+            if finding.severity is severity:
+                return str(finding.code)
+    return None
+
+
+def adoption_totals(checks: list[DomainCheck]) -> dict[str, int]:
+    """How many domains are in each mode, broken, reporting: the line under an adoption table."""
+    totals = {"domains": len(checks), "enforce": 0, "testing": 0, "none": 0, "broken": 0}
+    for check in checks:
+        totals[check.mode if check.mode in totals else "none"] += 1
+    totals["errors"] = sum(
+        1 for c in checks if any(f.severity is Severity.ERROR for f in c.findings)
+    )
+    totals["tlsrpt"] = sum(1 for c in checks if c.tlsrpt_record is not None)
+    return totals
 
 
 def to_json(check: DomainCheck, *, with_facts: bool = False) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from mtasts.check.checker import (
 from mtasts.check.facts import DomainFacts, read_documents
 from mtasts.check.findings import EXPLANATIONS, CheckCode, CheckVerdict, Severity
 from mtasts.check.judge import Expected
-from mtasts.check.report import adoption_row, to_json
+from mtasts.check.report import adoption_row, adoption_totals, to_json
 from mtasts.deploy.config import DeployConfigError, load_config
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.lab.runtime import LabClient, read_state
@@ -154,7 +154,14 @@ def _result_cell(address: AddressResult | None) -> str:
 
 def render_adoption(checks: list[DomainCheck]) -> None:
     table = Table(
-        "domain", "MTA-STS", "TLS-RPT", "errors", "warnings", "verdict", title="MTA-STS adoption"
+        "domain",
+        "MTA-STS",
+        "TLS-RPT",
+        "errors",
+        "warnings",
+        "verdict",
+        "main finding",
+        title="MTA-STS adoption",
     )
     for check in checks:
         row = adoption_row(check)
@@ -165,14 +172,30 @@ def render_adoption(checks: list[DomainCheck]) -> None:
             str(row["errors"]),
             str(row["warnings"]),
             _VERDICT[check.verdict],
+            row["main_finding"] or "",
         )
     console().print(table)
+    totals = adoption_totals(checks)
+    console().print(
+        f"{totals['domains']} domains: {totals['enforce']} enforce, {totals['testing']} testing,"
+        f" {totals['none']} without MTA-STS, {totals['broken']} broken; {totals['errors']} with"
+        f" errors; {totals['tlsrpt']} publish TLS-RPT"
+    )
 
 
 def write_csv(path: Path, checks: list[DomainCheck]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(
-            handle, fieldnames=["domain", "mta_sts", "tlsrpt", "errors", "warnings", "verdict"]
+            handle,
+            fieldnames=[
+                "domain",
+                "mta_sts",
+                "tlsrpt",
+                "errors",
+                "warnings",
+                "verdict",
+                "main_finding",
+            ],
         )
         writer.writeheader()
         for check in checks:

@@ -16,6 +16,8 @@ from mtasts.check.lint import (
     lint_sts_record,
     lint_tlsrpt_record,
 )
+from mtasts.tlsrpt import ReportError
+from mtasts.tlsrpt.mail import expand_zip, extract_reports
 
 from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, echo, print_json
 
@@ -127,10 +129,44 @@ def lint_tlsrpt_record_cmd(texts: tuple[str, ...], as_json: bool) -> None:
 @json_option
 def lint_report_cmd(files: tuple[str, ...], strict: bool, as_json: bool) -> None:
     """Check TLS-RPT report files, JSON or gzip (RFC 8460 §4)."""
-    results = [
-        _unreadable(name, data, "report")
-        if isinstance(data, OSError)
-        else lint_report(data, name, strict=strict)
-        for name, data in _inputs(files)
-    ]
+    results: list[LintResult] = []
+    for name, data in _inputs(files):
+        if isinstance(data, OSError):
+            results.append(_unreadable(name, data, "report"))
+            continue
+        try:
+            found = _report_files(name, data)
+        except ReportError as exc:
+            results.append(
+                LintResult(
+                    name,
+                    "report",
+                    (LintMessage(Severity.ERROR, exc.rule, f"RFC 8460 {exc.section}", str(exc)),),
+                )
+            )
+            continue
+        results += [lint_report(part, where, strict=strict) for where, part in found]
     sys.exit(render(results, as_json))
+
+
+_ZIP = b"PK\x03\x04"
+
+
+def _report_files(name: str, data: bytes) -> list[tuple[str, bytes]]:
+    """The report files in an input, as `reports ingest` finds them: a report file itself,
+    the members of a zip, or the report parts of a mail (walkthrough #41)."""
+    if data.startswith(_ZIP):
+        return [(f"{name}!{member}", content) for member, content in expand_zip(data)]
+    if data[:2] == b"\x1f\x8b" or data.lstrip()[:1] in (b"{", b"["):
+        return [(name, data)]
+    mail = extract_reports(data)
+    if not mail.parts:
+        return [(name, data)]  # the report linter then says what it is not
+    out: list[tuple[str, bytes]] = []
+    for part in mail.parts:
+        where = f"{name} ({part.filename or part.content_type})"
+        if part.data.startswith(_ZIP):
+            out += [(f"{where}!{m}", c) for m, c in expand_zip(part.data)]
+        else:
+            out.append((where, part.data))
+    return out

@@ -53,3 +53,16 @@ def options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return func
 
     return apply
+
+
+LOG_FORMAT = "time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+
+
+def setup_logging() -> None:
+    """key=value lines on stderr for the daemons; the time is one token (RFC 3339, no space),
+    so logfmt parsers read it (walkthrough #57)."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"
+    )

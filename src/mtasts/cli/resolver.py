@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.server import Listen, policy_domain
 from mtasts.sts import Mode
 
-from .output import EXIT_USAGE, echo, options
+from .output import EXIT_USAGE, echo, options, setup_logging
 
 
 def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> ResolverConfig:
@@ -129,11 +128,7 @@ def resolver() -> None:
 )
 def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> None:
     """Run the policy daemon in the foreground (SIGHUP reloads the --config file)."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
+    setup_logging()
     config = _config(config_file, lab_dir, **flags)
 
     def reload() -> ResolverConfig:

@@ -27,7 +27,15 @@ from mtasts.reporter.store import ReporterStore
 from mtasts.resolver.answers import AnswerLog
 
 from .check import _options_from_lab
-from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo, print_json
+from .output import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    console,
+    echo,
+    print_json,
+    setup_logging,
+)
 from .output import shown as escape
 from .reports import db_option, open_report_store
 
@@ -135,7 +143,7 @@ def collect(
         log_path = config.log
     use_socket = socket_path is not None or not (log_path or journal)
     store = _store(db)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     answer_log = None
     answer_path = config.answers or _resolver_answers(config_path)
     if (log_path or journal) and answer_path is not None:
