@@ -192,3 +192,22 @@ def test_lint_report_reads_mail_and_zip_as_ingest_does(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout
     assert "one.eml (sender.example!a.example!" in done.stdout
     assert "bundle.zip!r.json: valid report" in done.stdout
+
+
+def test_ingest_names_what_it_skipped_and_why(tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "README.txt").write_text("hi\n")
+    (extra / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0JFIF")
+    (extra / "empty.json").write_bytes(b"")
+    (extra / "dangling").symlink_to(tmp_path / "nowhere")
+    (extra / ".hidden").write_text("From: a@b.example\nSubject: hi\n\nhello\n")
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    quiet = run("reports", "ingest", str(extra), "--db", db)
+    assert "unrelated mail skipped 5" in quiet.stdout
+    assert "-v names every skipped input" in quiet.stderr
+    loud = run("reports", "ingest", str(extra), "--db", db, "-v").stdout
+    assert f"skipped: {extra}/dangling: a symbolic link to nothing" in loud
+    assert f"skipped: {extra}/empty.json: empty" in loud
+    assert f"skipped: {extra}/.hidden: mail without a report part" in loud
+    assert f"skipped: {extra}/photo.jpg: 8 bytes that are not a report" in loud

@@ -182,6 +182,7 @@ def reports() -> None:
 @max_report_option
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="The counts as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Name every skipped input and why.")
 def ingest(
     paths: tuple[Path, ...],
     maildir: tuple[Path, ...],
@@ -200,6 +201,7 @@ def ingest(
     max_report: int,
     db: str | None,
     as_json: bool,
+    verbose: bool,
 ) -> None:
     """Store reports from files, folders, zips, mail files, Maildirs, mboxes or '-' (one message on stdin).
 
@@ -295,13 +297,18 @@ def ingest(
                 "unrelated": counts["unrelated"],
                 "unreadable": counts["unreadable"],
                 "problems": list(result.problems),
+                "skipped": list(result.skipped),
                 "store": masked(db or default_url()),
             }
         )
         sys.exit(1 if result.counts["unreadable"] else 0)
     for problem in result.problems:
         echo(problem, fg="yellow")
+    for line in result.skipped if verbose else ():
+        echo(f"skipped: {line}")
     echo(_counts(result), bold=True)
+    if result.skipped and not verbose:
+        echo("(-v names every skipped input and why)", err=True)
     # Which store: the default lives in the user's data folder, which nobody guesses.
     echo(f"store: {masked(db or default_url())}", err=True)
     sys.exit(1 if result.counts["unreadable"] else 0)

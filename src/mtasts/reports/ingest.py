@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import mailbox
 import os
+import re
 import stat
 import time
 from collections import Counter
@@ -43,6 +44,7 @@ AfterCommit = Callable[[bool], None]
 class IngestResult:
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)  # one line each: what, source: reason
+    skipped: list[str] = field(default_factory=list)  # "source: why", for --verbose
 
     def add(self, outcome: str, source: str = "", detail: str = "") -> None:
         self.counts[outcome] += 1
@@ -199,6 +201,8 @@ class Batch:
         if message.reports == 0:
             self._waiting.remove(message)
             self.result.add("unrelated", source)
+            if len(self.result.skipped) < 10_000:
+                self.result.skipped.append(f"{source}: {_why_skipped(data)}")
             return False
         self._settle()
         return True
@@ -228,10 +232,25 @@ class Batch:
             self.flush()
 
 
+_HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]*:[ \t]")
+
+
+def _why_skipped(data: bytes) -> str:
+    if not data.strip():
+        return "empty"
+    if _HEADER.match(data):
+        return "mail without a report part (no application/tlsrpt+gzip or report file attached)"
+    return f"{len(data):,} bytes that are not a report, a zip of reports or a mail carrying one"
+
+
 def ingest_path(batch: Batch, path: Path) -> None:
     if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            ingest_path(batch, child)
+        for child in sorted(path.rglob("*")):
+            if child.is_file():
+                ingest_path(batch, child)
+            elif child.is_symlink() and len(batch.result.skipped) < 10_000:
+                batch.result.counts["unrelated"] += 1
+                batch.result.skipped.append(f"{child}: a symbolic link to nothing")
         return
     try:
         data = path.read_bytes()
