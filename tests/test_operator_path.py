@@ -211,3 +211,32 @@ def test_ingest_names_what_it_skipped_and_why(tmp_path: Path) -> None:
     assert f"skipped: {extra}/empty.json: empty" in loud
     assert f"skipped: {extra}/.hidden: mail without a report part" in loud
     assert f"skipped: {extra}/photo.jpg: 8 bytes that are not a report" in loud
+
+
+def test_max_age_warnings_speak_in_hours_and_days(tmp_path: Path) -> None:
+    run("init", "f.example", "--mx", "mx.f.example", cwd=tmp_path)
+    done = run(
+        "max-age", "f.example", "7200", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}", cwd=tmp_path
+    )
+    assert "a broken policy would stay cached for 1.5 days" in done.stderr
+
+
+def test_init_history_retire_speak_json(tmp_path: Path) -> None:
+    import json
+
+    made = json.loads(
+        run("init", "g.example", "--mx", "mx.g.example", "--json", cwd=tmp_path).stdout
+    )
+    assert (made["domain"], made["mode"], made["max_age"], made["mx"]) == (
+        "g.example",
+        "testing",
+        86400,
+        ["mx.g.example"],
+    )
+    assert json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"] == []
+    retired = json.loads(run("retire", "g.example", "--json", cwd=tmp_path).stdout)
+    assert retired["mode"] == "none"
+    assert retired["records_removable_at"] > retired["retired_at"]
+    (change,) = json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"]
+    assert change["note"] == "retire: mode none"
+    assert "mode: none" in change["new_policy"]

@@ -228,7 +228,9 @@ def test_max_age_warns_when_it_outlives_the_clean_window(tmp_path: Path) -> None
         timeout=60,
     )
     assert result.returncode == 0
-    assert "warning: 7 days exceeds the 3-day window of clean reports" in result.stderr
+    assert (
+        "warning: 7 days is longer than the 3 days of clean TLS-RPT reports so far" in result.stderr
+    )
 
 
 def test_summary_by_mx_and_address(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -41,7 +42,7 @@ from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
 from mtasts.sts.domain import as_asked, normalise_host
 
-from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options
+from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options, print_json
 from .reports import large_sender_option, trust_option
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -139,6 +140,7 @@ def publication(config: DeployConfig, domain: DomainConfig) -> Publication:
     help="Start in enforce, or with a max_age over a week, without the gate (says what it skipped).",
 )
 @config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @serialised
 def init(
     domain: str,
@@ -148,6 +150,7 @@ def init(
     max_age: int,
     force: bool,
     config_path: Path,
+    as_json: bool,
 ) -> None:
     """Add DOMAIN to the configuration, starting in testing with a one-day max_age."""
     name = as_asked(domain)
@@ -188,6 +191,19 @@ def init(
         write_atomic(config_path, previous.encode(), 0o644)
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
+    if as_json:
+        print_json(
+            {
+                "domain": name,
+                "config": str(config_path),
+                "mode": mode,
+                "max_age": max_age,
+                "mx": [str(p) for p in patterns],
+                "rua": list(rua),
+                "next": [f"mtasts records {name}", f"mtasts check {name}"],
+            }
+        )
+        return
     echo(f"added {name} to {config_path} (mode {mode}, max_age {max_age})", fg="green")
     echo("next:")
     echo(f"  1. mtasts records {name}       the two TXT records and the policy to publish")
@@ -264,12 +280,19 @@ def _table(pub: Publication) -> None:
 @click.command()
 @click.argument("domain")
 @config_option
-def history(domain: str, config_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(domain: str, config_path: Path, as_json: bool) -> None:
     """Show every change of DOMAIN's policy: when, who, the id, old and new policy."""
     state = DeployState(state_path(config_path))
     changes = state.history(as_asked(domain))
     if not changes:
         _domain_or_exit(_load(config_path), as_asked(domain))  # "not in mtasts.toml", exit 2
+    if as_json:
+        print_json(
+            {"domain": as_asked(domain), "changes": [dataclasses.asdict(c) for c in changes]}
+        )
+        return
+    if not changes:
         echo(f"{domain}: no published policy yet (mtasts records {domain} records the first)")
         return
     table = Table("when (UTC)", "who", "id", "change")
@@ -346,18 +369,44 @@ def _publish_one(config: DeployConfig, domain: DomainConfig, target: PublishTarg
 def _lab_or_flags(
     lab_dir: Path | None, nameservers: tuple[str, ...], ca_file: Path | None, timeout: float
 ) -> CheckOptions:
+    meta = click.get_current_context(silent=True)
+    extra = meta.meta if meta is not None else {}
+    probes = int(extra.get("probes") or 1)
     if lab_dir is not None:
         lab = LabClient.from_state(read_state(lab_dir))
-        return CheckOptions((lab.nameserver,), lab.ca_file, lab.smtp_port, lab.https_port, timeout)
-    return CheckOptions(tuple(Nameserver.parse(n) for n in nameservers), ca_file, timeout=timeout)
+        return CheckOptions(
+            (lab.nameserver,),
+            lab.ca_file,
+            extra.get("smtp_port") or lab.smtp_port,
+            extra.get("https_port") or lab.https_port,
+            timeout,
+            probes,
+        )
+    return CheckOptions(
+        tuple(Nameserver.parse(n) for n in nameservers),
+        ca_file,
+        extra.get("smtp_port") or 25,
+        extra.get("https_port") or 443,
+        timeout=timeout,
+        probes=probes,
+    )
 
 
-def _republish(config_path: Path, name: str, note: str, publish_to: dict[str, Any]) -> None:
-    """Bump the id for the changed policy, then print the records or publish them (--publish)."""
+def _republish(
+    config_path: Path, name: str, note: str, publish_to: dict[str, Any], *, quiet: bool = False
+) -> str:
+    """Bump the id for the changed policy, then print the records or publish them (--publish);
+    ``quiet`` prints nothing (for --json) but still publishes. Returns the new id."""
     config = _load(config_path)
     domain = config.domain(name)
     state = DeployState(state_path(config_path))
     new_id = state.policy_id(domain.name, domain.policy, note=note)
+    if quiet:
+        if publish_to.get("server") and not _publish_one(
+            config, domain, _target(domain=name, **publish_to)
+        ):
+            sys.exit(EXIT_PROBLEMS)
+        return new_id
     if publish_to.get("server"):
         echo(
             f"{name}: policy id {new_id}; serve the new policy before senders see the new id",
@@ -365,9 +414,10 @@ def _republish(config_path: Path, name: str, note: str, publish_to: dict[str, An
         )
         if not _publish_one(config, domain, _target(domain=name, **publish_to)):
             sys.exit(EXIT_PROBLEMS)
-        return
+        return new_id
     echo(f"{name}: policy id {new_id}; serve the new policy first, then publish:", bold=True)
     click.echo(Publication(domain, new_id).bind())
+    return new_id
 
 
 def with_publish(func: Any) -> Any:
@@ -390,8 +440,37 @@ with_check_options = options(
     click.option(
         "--nameserver", "nameservers", multiple=True, help="HOST[:PORT] for the live check."
     ),
-    click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+    click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Extra trusted CAs for the live check (a private CA, or the lab's).",
+    ),
     click.option("--timeout", type=float, default=10.0, show_default=True),
+    # The same probe settings as `mtasts check` (walkthrough #22); kept in ctx.meta so each
+    # command's signature stays as it is.
+    click.option(
+        "--smtp-port",
+        type=click.IntRange(1, 65535),
+        expose_value=False,
+        callback=lambda ctx, _p, v: ctx.meta.__setitem__("smtp_port", v),
+        help="Port of the MX hosts for the live check.  [default: 25]",
+    ),
+    click.option(
+        "--https-port",
+        type=click.IntRange(1, 65535),
+        expose_value=False,
+        callback=lambda ctx, _p, v: ctx.meta.__setitem__("https_port", v),
+        help="Port of the policy host for the live check.  [default: 443]",
+    ),
+    click.option(
+        "--probes",
+        type=click.IntRange(1, 20),
+        default=1,
+        show_default=True,
+        expose_value=False,
+        callback=lambda ctx, _p, v: ctx.meta.__setitem__("probes", v),
+        help="Probe each MX address N times (a load balancer's bad backend).",
+    ),
 )
 
 
@@ -526,11 +605,12 @@ def max_age_command(
 
 
 @click.command("retire")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.argument("domain")
 @config_option
 @with_publish
 @serialised
-def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
+def retire_command(domain: str, config_path: Path, as_json: bool, **publish_to: Any) -> None:
     """Withdraw MTA-STS safely (RFC 8461 §8.3): mode none now, records removed after the old max_age."""
     name = as_asked(domain)
     config = _load(config_path)
@@ -541,9 +621,21 @@ def retire_command(domain: str, config_path: Path, **publish_to: Any) -> None:
     if retired is None:
         state.retire(name, current.max_age, now)
         set_domain_value(config_path, name, "mode", '"none"')
-        _republish(config_path, name, "retire: mode none", publish_to)
+        _republish(config_path, name, "retire: mode none", publish_to, quiet=as_json)
         retired = (now, current.max_age)
-    echo(f"{name}: {Retirement(*retired).status(now)}", bold=True)
+    retirement = Retirement(*retired)
+    if as_json:
+        print_json(
+            {
+                "domain": name,
+                "mode": "none",
+                "retired_at": retirement.retired_at.isoformat(),
+                "records_removable_at": retirement.removable_at.isoformat(),
+                "status": retirement.status(now),
+            }
+        )
+        return
+    echo(f"{name}: {retirement.status(now)}", bold=True)
 
 
 @click.command("publish")

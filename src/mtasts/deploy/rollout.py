@@ -158,20 +158,35 @@ def enforce_gate(
     return Gate(tuple(blockers))
 
 
+def span(seconds: float) -> str:
+    """A lifetime in words a person reads at a glance: ``2 hours``, ``7 days``, ``3.5 days``."""
+    if seconds < 86400:
+        hours = seconds / 3600
+        return f"{hours:g} hour{'s' if hours != 1 else ''}" if hours >= 1 else f"{seconds:g} s"
+    days = round(seconds / 86400, 1)
+    return f"{days:g} day{'s' if days != 1 else ''}"
+
+
 def max_age_gate(domain: DomainConfig, new_max_age: int, clean_days: float | None) -> Gate:
     warnings = []
     if domain.mode is Mode.TESTING and new_max_age > domain.max_age:
         warnings.append(
-            f"raising max_age while testing: a broken policy would stay cached for {new_max_age // 86400} days;"
-            " ramp it after moving to enforce"
+            f"raising max_age while testing: a broken policy would stay cached for"
+            f" {span(new_max_age)}; ramp it after moving to enforce"
         )
     if clean_days is None:
         warnings.append(
             "no clean TLS-RPT report window is known, so nothing shows this lifetime is safe yet"
         )
+    elif clean_days == 0 and new_max_age > 0:
+        warnings.append(
+            "the TLS-RPT reports of the last days show failures: no day was clean, so nothing"
+            f" shows that {span(new_max_age)} of caching is safe (see mtasts reports readiness)"
+        )
     elif new_max_age > clean_days * 86400:
         warnings.append(
-            f"{new_max_age // 86400} days exceeds the {clean_days:.0f}-day window of clean reports"
+            f"{span(new_max_age)} is longer than the {span(clean_days * 86400)} of clean TLS-RPT"
+            " reports so far: a mistake found later would stay cached that long"
         )
     if domain.mode is Mode.ENFORCE and new_max_age < 86400:
         warnings.append("under a day in enforce: RFC 8461 recommends weeks")
