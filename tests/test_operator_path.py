@@ -216,7 +216,7 @@ def test_ingest_names_what_it_skipped_and_why(tmp_path: Path) -> None:
 def test_max_age_warnings_speak_in_hours_and_days(tmp_path: Path) -> None:
     run("init", "f.example", "--mx", "mx.f.example", cwd=tmp_path)
     done = run(
-        "max-age", "f.example", "7200", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}", cwd=tmp_path
+        "max-age", "f.example", "129600", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}", cwd=tmp_path
     )
     assert "a broken policy would stay cached for 1.5 days" in done.stderr
 
