@@ -85,6 +85,18 @@ def test_a_wrong_key_is_refused_and_said_so(knot: dict[str, object], tmp_path: P
     )
     assert result.returncode == 1
     assert "example.com: error:" in result.stdout
+    assert f"rejects key {str(knot['key'])!r}'s secret" in result.stdout  # Knot says BADSIG
+    garbled = run(
+        "publish",
+        "--server",
+        str(knot["server"]),
+        "--tsig-key",
+        str(knot["key"]),
+        cwd=tmp_path,
+        env={"MTASTS_TSIG_SECRET": "not base64!"},
+    )
+    assert garbled.returncode == 1
+    assert "the secret is not base64" in garbled.stdout
     unsigned = run("publish", "--server", str(knot["server"]), cwd=tmp_path)
     assert unsigned.returncode == 1
     assert "refused the update of zone example.com.: " in unsigned.stdout  # Knot says NOTAUTH

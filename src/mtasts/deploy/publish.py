@@ -7,6 +7,8 @@ update the server is queried to prove it now serves what was sent.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -15,6 +17,7 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
@@ -64,6 +67,13 @@ def publish(publication: Publication, target: PublishTarget) -> list[str]:
     keyring = None
     if target.key_name and target.secret:
         try:
+            base64.b64decode(target.secret.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise PublishError(
+                f"TSIG key {target.key_name!r}: the secret is not base64 (copy the secret"
+                " value of the BIND or Knot key file, without quotes)"
+            ) from None
+        try:
             keyring = dns.tsigkeyring.from_text({target.key_name: target.secret})
         except (ValueError, dns.exception.DNSException) as exc:
             raise PublishError(f"TSIG key {target.key_name!r}: {exc}") from None
@@ -86,6 +96,17 @@ def publish(publication: Publication, target: PublishTarget) -> list[str]:
         response = dns.query.tcp(
             update, target.server.address, port=target.server.port, timeout=target.timeout
         )
+    except dns.tsig.PeerError as exc:
+        # RFC 8945 §5.2: the server could not verify our signature (BADSIG), does not know the
+        # key (BADKEY) or disagrees on the time (BADTIME); say which, not dnspython's words.
+        reason = {
+            "PeerBadSignature": f"BADSIG: {where} rejects key {target.key_name!r}'s secret"
+            " (the secret differs from the server's)",
+            "PeerBadKey": f"BADKEY: {where} does not know the key {target.key_name!r}"
+            " (check its name and algorithm)",
+            "PeerBadTime": f"BADTIME: {where} and this host disagree on the time (check NTP)",
+        }.get(type(exc).__name__, f"{where} rejected the TSIG signature: {exc}")
+        raise PublishError(reason) from None
     except (OSError, dns.exception.DNSException) as exc:
         raise PublishError(f"cannot send the update to {where}: {exc}") from None
     if response.rcode() != dns.rcode.NOERROR:
