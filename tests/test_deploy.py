@@ -156,6 +156,20 @@ def test_config_errors_name_the_file_domain_and_rule(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_every_mistake_of_a_domain_is_reported_at_once(tmp_path: Path) -> None:
+    (tmp_path / "mtasts.toml").write_text(
+        '[[domain]]\nname = "a.example"\nmx = ["mx.a.example."]\nmode = "enforcing"\nmax_age = -5\n'
+    )
+    result = run("records", cwd=tmp_path)
+    assert result.returncode == 2
+    where = "error: mtasts.toml [[domain]] #1 (a.example): "
+    assert result.stderr.splitlines() == [
+        where + "mode = 'enforcing' is not testing, enforce or none",
+        where + "max_age = -5 must be whole seconds from 0 to 31557600 (RFC 8461 §3.2)",
+        where + "mx = ['mx.a.example.']: ends with a dot; write 'mx.a.example'",
+    ]
+
+
 toml_lines = st.lists(
     st.one_of(
         st.sampled_from(

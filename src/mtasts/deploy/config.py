@@ -72,88 +72,99 @@ _KEYS = {"name", "mx", "mode", "max_age", "rua", "policy_host", "cert_file", "ke
 
 
 def _domain(raw: Any, where: str, base: Path) -> DomainConfig:
+    """One [[domain]] table; every mistake in it is reported at once (walkthrough #61), each
+    on its own line in TOML terms, not only the first."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise DeployConfigError(f'{where}: needs name = "your.domain"')
     name = normalise_host(raw["name"])
     where = f"{where} ({name})"
+    problems: list[str] = []
     unknown = set(raw) - _KEYS
     if unknown:
-        raise DeployConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_KEYS))})"
+        problems.append(
+            f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_KEYS))})"
         )
     mode_text = raw.get("mode", "testing")
+    mode: Mode | None
     try:
         mode = Mode(mode_text)
     except ValueError:
-        raise DeployConfigError(
-            f"{where}: mode = {mode_text!r} is not testing, enforce or none"
-        ) from None
+        mode = None
+        problems.append(f"mode = {mode_text!r} is not testing, enforce or none")
     max_age = raw.get("max_age", 86400)
     if (
         not isinstance(max_age, int)
         or isinstance(max_age, bool)
         or not 0 <= max_age <= sts.MAX_MAX_AGE
     ):
-        raise DeployConfigError(
-            f"{where}: max_age = {max_age!r} must be whole seconds from 0 to {sts.MAX_MAX_AGE} (RFC 8461 §3.2)"
+        problems.append(
+            f"max_age = {max_age!r} must be whole seconds from 0 to {sts.MAX_MAX_AGE} (RFC 8461 §3.2)"
         )
     patterns = raw.get("mx", [])
-    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-        raise DeployConfigError(f"{where}: mx must be a list of host names or *.domain patterns")
     mx = []
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        problems.append("mx must be a list of host names or *.domain patterns")
+        patterns = []
     for pattern in patterns:
         try:
             mx.append(MxPattern.parse(pattern))
         except sts.PolicyError as exc:
-            raise DeployConfigError(
-                f"{where}: mx {exc.message}" + (f" ({exc.fix})" if exc.fix else "")
-            ) from None
-    if mode is not Mode.NONE and not mx:
-        raise DeployConfigError(f"{where}: mode {mode} needs at least one mx (RFC 8461 §3.2)")
+            # In TOML terms: the policy's own words name the value, the fix is what to write.
+            said = exc.message.removeprefix(f"mx {pattern!r} ").removeprefix("mx ")
+            fix = exc.fix.removeprefix("mx: ") if exc.fix else None
+            if fix:
+                said = said.split(" (")[0]
+            problems.append(f"mx = [{pattern!r}]: {said}" + (f"; write {fix!r}" if fix else ""))
+    if mode is not None and mode is not Mode.NONE and not patterns:
+        problems.append(f"mode {mode} needs at least one mx (RFC 8461 §3.2)")
     rua = raw.get("rua", [])
     if not isinstance(rua, list) or not all(isinstance(u, str) for u in rua):
-        raise DeployConfigError(f"{where}: rua must be a list of mailto: or https: URIs")
+        problems.append("rua must be a list of mailto: or https: URIs")
+        rua = []
     for uri in rua:
         problem = tlsrpt.record.uri_problem(uri)
         if problem is not None:
             hint = f" (did you mean {problem[1]!r}?)" if problem[1] else ""
-            raise DeployConfigError(f"{where}: rua {problem[0]}{hint} (RFC 8460 §3)")
+            problems.append(f"rua {problem[0]}{hint} (RFC 8460 §3)")
     host = raw.get("policy_host", {})
     if (
         not isinstance(host, dict)
         or set(host) - {"address", "cname"}
         or ("address" in host and "cname" in host)
     ):
-        raise DeployConfigError(
-            f'{where}: policy_host is {{ address = [...] }} or {{ cname = "..." }}, not both'
-        )
+        problems.append('policy_host is { address = [...] } or { cname = "..." }, not both')
+        host = {}
     addresses = host.get("address", [])
     if isinstance(addresses, str):
         addresses = [addresses]
     if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-        raise DeployConfigError(
-            f"{where}: policy_host address must be an IP address or a list of them"
-        )
+        problems.append("policy_host address must be an IP address or a list of them")
+        addresses = []
     cname = host.get("cname")
     if cname is not None and (
         not isinstance(cname, str) or domain_problem(cname.rstrip(".")) is not None
     ):
-        raise DeployConfigError(f"{where}: policy_host cname {cname!r} is not a host name")
+        problems.append(f"policy_host cname {cname!r} is not a host name")
     for address in addresses:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise DeployConfigError(
-                f"{where}: policy_host address {address!r} is not an IP address"
-            ) from None
+            problems.append(f"policy_host address {address!r} is not an IP address")
     files: dict[str, Path | None] = {}
+    bad_file = False
     for key in ("cert_file", "key_file"):
         value = raw.get(key)
         if value is not None and not (isinstance(value, str) and value):
-            raise DeployConfigError(f"{where}: {key} must be a file path")
+            problems.append(f"{key} must be a file path")
+            value, bad_file = None, True
         files[key] = (base / value) if value else None
-    if (files["cert_file"] is None) != (files["key_file"] is None):
-        raise DeployConfigError(f"{where}: cert_file and key_file go together")
+    if not bad_file and (files["cert_file"] is None) != (files["key_file"] is None):
+        problems.append("cert_file and key_file go together")
+    if problems:
+        # One line per mistake; the CLI prints the first after "error: ", so the others
+        # carry their own prefix.
+        raise DeployConfigError("\nerror: ".join(f"{where}: {p}" for p in problems))
+    assert mode is not None
     return DomainConfig(
         name,
         tuple(mx),
