@@ -240,3 +240,20 @@ def test_init_history_retire_speak_json(tmp_path: Path) -> None:
     (change,) = json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"]
     assert change["note"] == "retire: mode none"
     assert "mode: none" in change["new_policy"]
+
+
+def test_init_takes_u_label_names_as_their_a_labels(tmp_path: Path) -> None:
+    done = run(
+        "init",
+        "bücher.example",
+        "--mx",
+        "mx.bücher.example",
+        "--mx",
+        "*.bücher.example",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "mtasts.toml").read_text()
+    assert 'name = "xn--bcher-kva.example"' in text
+    assert 'mx = ["mx.xn--bcher-kva.example", "*.xn--bcher-kva.example"]' in text
+    assert 'rua = ["mailto:tlsrpt@xn--bcher-kva.example"]' in text

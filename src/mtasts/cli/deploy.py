@@ -97,6 +97,15 @@ config_option = click.option(
 )
 
 
+def _a_label(pattern: str) -> str:
+    wildcard = pattern.startswith("*.")
+    try:
+        name = as_asked(pattern[2:] if wildcard else pattern)
+    except ValueError:
+        return pattern  # MxPattern.parse says what is wrong with it
+    return f"*.{name}" if wildcard else name
+
+
 def _load(path: Path) -> DeployConfig:
     try:
         return load_config(path)
@@ -178,7 +187,9 @@ def init(
     default_rua = not rua
     rua = rua or (f"mailto:tlsrpt@{name}",)
     try:
-        patterns = tuple(MxPattern.parse(normalise_host(m)) for m in mx)
+        # A U-label MX name is taken as its A-label, which is what a policy must hold
+        # (RFC 8461 §3.2): the tool knows it, so the admin need not (walkthrough #38).
+        patterns = tuple(MxPattern.parse(_a_label(normalise_host(m))) for m in mx)
     except ValueError as exc:
         echo(f"error: --mx: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
