@@ -257,3 +257,21 @@ def test_init_takes_u_label_names_as_their_a_labels(tmp_path: Path) -> None:
     assert 'name = "xn--bcher-kva.example"' in text
     assert 'mx = ["mx.xn--bcher-kva.example", "*.xn--bcher-kva.example"]' in text
     assert 'rua = ["mailto:tlsrpt@xn--bcher-kva.example"]' in text
+
+
+def test_narrow_terminals_get_lists_not_cut_tables(lab: RunningLab) -> None:
+    env = {**ENV, "COLUMNS": "60"}
+    done = subprocess.run(
+        [MTASTS, "check", "--lab", str(lab.state_dir), "load-balancer.example"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert "…" not in done.stdout  # nothing cut to "certifi…"
+    assert "- MX: 10 mx.load-balancer.example" in done.stdout
+    assert "  certificate: old-backend.load-balancer.example" in done.stdout
+    wide = run("check", "--lab", str(lab.state_dir), "load-balancer.example")
+    lines = wide.stdout.splitlines()
+    assert any(line.startswith("MX") and "a sender would" in line for line in lines)
+    assert all(line == line.rstrip() for line in lines)  # no padding to 160 columns

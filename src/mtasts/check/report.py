@@ -7,7 +7,7 @@ from typing import Any
 
 from mtasts.net.tls import Leaf
 
-from .findings import Severity
+from .findings import CheckCode, Severity
 from .judge import AddressResult, DomainCheck, MxResult, PolicyHostResult
 
 SCHEMA_VERSION = 1
@@ -83,7 +83,11 @@ def adoption_row(check: DomainCheck) -> dict[str, Any]:
 def _main_finding(check: DomainCheck) -> str | None:
     for severity in (Severity.ERROR, Severity.WARNING):
         for finding in check.findings:
-            if finding.severity is severity:
+            # A blocked port 25 is where the check ran, not the domain's: said once per run.
+            if (
+                finding.severity is severity
+                and finding.code is not CheckCode.OUTBOUND_PORT_25_BLOCKED
+            ):
                 return str(finding.code)
     return None
 

@@ -35,7 +35,7 @@ from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.sts.domain import as_asked, domain_problem
 
-from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, csv_cell, echo
+from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, csv_cell, echo, print_table
 from .output import shown as escape  # MX names, certificates and messages quote strangers
 
 _STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -141,7 +141,7 @@ def render_detail(check: DomainCheck) -> None:
                     _result_cell(address),
                     escape(mx.action) if i == 0 else "",
                 )
-        out.print(table)
+        print_table(out, table)
 
 
 def _result_cell(address: AddressResult | None) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from mtasts.text import csv_cell, plain
 
@@ -27,8 +28,35 @@ def use_color() -> bool:
 
 def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 160  # pipes and logs get whole lines, not 80 columns
+    # Pipes and logs get whole lines, not 80 columns, unless COLUMNS says otherwise.
+    columns = os.environ.get("COLUMNS", "")
+    width = None if stream.isatty() else int(columns) if columns.isdigit() else 160
     return Console(stderr=stderr, no_color=not use_color(), highlight=False, width=width)
+
+
+def print_table(out: Console, table: Table) -> None:
+    """A table as a table when it fits, else as a list of ``column: value`` lines, so that
+    nothing is cut to "certifi…" on a narrow terminal (walkthrough #34); lines end without
+    the padding spaces a table adds (#33)."""
+    needed = out.measure(table, options=out.options.update(width=100_000)).maximum
+    if needed > out.width and len(table.columns) > 2:
+        if table.title:
+            out.print(str(table.title), style="bold")
+        headers = [str(c.header) for c in table.columns]
+        cells = [list(c.cells) for c in table.columns]
+        for row in range(table.row_count):
+            first = True
+            for header, column in zip(headers, cells, strict=True):
+                value = column[row] if row < len(column) else ""
+                if value in ("", None):
+                    continue
+                out.print(f"{'-' if first else ' '} {header}: {value}", soft_wrap=True)
+                first = False
+        return
+    with out.capture() as captured:
+        out.print(table)
+    text = captured.get()
+    out.file.write("\n".join(line.rstrip() for line in text.splitlines()) + "\n")
 
 
 def shown(value: object) -> str:

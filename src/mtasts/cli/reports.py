@@ -48,7 +48,7 @@ from mtasts.reports.verdict import Verdict
 from mtasts.sts.domain import normalise_host
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
-from .output import EXIT_USAGE, console, csv_cell, echo, print_json, shown
+from .output import EXIT_USAGE, console, csv_cell, echo, print_json, print_table, shown
 
 db_option = click.option(
     "--db", envvar="MTASTS_DB", help="SQLAlchemy URL (default: a SQLite file in your data folder)."
@@ -780,7 +780,7 @@ def _render_readiness(verdict: Readiness) -> None:
                 f"{g.sessions:,}",
                 dates,
             )
-        out.print(table)
+        print_table(out, table)
     if verdict.would_defer or verdict.unaffected:
         out.print(
             "each result type is also the `mtasts check` finding that explains it: run mtasts check "
