@@ -275,3 +275,60 @@ def test_narrow_terminals_get_lists_not_cut_tables(lab: RunningLab) -> None:
     lines = wide.stdout.splitlines()
     assert any(line.startswith("MX") and "a sender would" in line for line in lines)
     assert all(line == line.rstrip() for line in lines)  # no padding to 160 columns
+
+
+def test_mode_and_max_age_speak_json_refusals_included(tmp_path: Path) -> None:
+    import json
+
+    run("init", "h.example", "--mx", "mx.h.example", cwd=tmp_path)
+    refused = run(
+        "mode",
+        "h.example",
+        "enforce",
+        "--json",
+        "--nameserver",
+        "127.0.0.1:9",
+        "--timeout",
+        "1",
+        "--db",
+        f"sqlite:///{tmp_path / 'r.sqlite'}",
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 1
+    document = json.loads(refused.stdout)
+    assert document["change"] == "enforce"
+    assert document["refused"]
+    ramp = run(
+        "max-age",
+        "h.example",
+        "2d",
+        "--json",
+        "--db",
+        f"sqlite:///{tmp_path / 'r.sqlite'}",
+        cwd=tmp_path,
+    )
+    changed = json.loads(ramp.stdout)
+    assert (changed["mode"], changed["max_age"]) == ("testing", 172800)
+    assert changed["records"][0]["value"] == f"v=STSv1; id={changed['policy_id']};"
+    assert any("raising max_age while testing" in w for w in changed["warnings"])
+
+
+def test_resolver_query_and_lab_explain_speak_json(lab: RunningLab) -> None:
+    import json
+
+    answer = json.loads(
+        run(
+            "resolver",
+            "query",
+            "--lab",
+            str(lab.state_dir),
+            "--cache",
+            ":memory:",
+            "good-enforce.example",
+            "--json",
+        ).stdout
+    )
+    assert answer["reply"].startswith("OK secure match=")
+    assert answer["policy"]["mode"] == "enforce"
+    (domain,) = json.loads(run("lab", "explain", "stripped.example", "--json").stdout)
+    assert domain["expect"] == ["starttls-not-supported"]

@@ -486,7 +486,8 @@ def check(
     if as_json:
         for result in checks:
             document = to_json(result, with_facts=with_facts)
-            click.echo(json.dumps(document, indent=2 if len(checks) == 1 else None))
+            # JSON Lines, one domain per line, whatever the count: one format to parse (#37).
+            click.echo(json.dumps(document))
     else:
         if blocked:
             port = next(

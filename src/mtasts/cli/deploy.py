@@ -240,6 +240,7 @@ def init(
     default="table",
     show_default=True,
 )
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("--nginx", is_flag=True, help="Print an nginx server block that hosts the policy.")
 @click.option("--caddy", is_flag=True, help="Print a Caddy site that hosts the policy.")
 @click.option(
@@ -248,9 +249,21 @@ def init(
 @config_option
 @serialised
 def records(
-    domain: str | None, fmt: str, nginx: bool, caddy: bool, policy_only: bool, config_path: Path
+    domain: str | None,
+    fmt: str,
+    as_json: bool,
+    nginx: bool,
+    caddy: bool,
+    policy_only: bool,
+    config_path: Path,
 ) -> None:
     """Print what to publish: TXT records, the policy host, the policy file (the id changes only with it)."""
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise click.UsageError(
+                f"choose one output: --json and --format {fmt} cannot go together"
+            )
+        fmt = "json"  # --json everywhere else; --format json stays for scripts that use it
     chosen = [
         name
         for name, on in (("--nginx", nginx), ("--caddy", caddy), ("--policy", policy_only))
@@ -492,19 +505,42 @@ def _gate_or_exit(
     force: bool,
     options: CheckOptions,
     readiness: Readiness,
-) -> None:
-    """The enforce gate on the live deployment and the configured policy; exit 1 when shut."""
+    as_json: bool = False,
+) -> list[str]:
+    """The enforce gate on the live deployment and the configured policy; exit 1 when shut.
+    Returns what --force skipped."""
     check = asyncio.run(check_domain(domain.name, options))
     state = DeployState(state_path(config_path))
     gate = enforce_gate(check, readiness, domain, state.recorded_id(domain.name, domain.policy))
     if gate.open:
-        return
+        return []
+    if as_json:
+        if not force:
+            print_json({"domain": domain.name, "change": what, "refused": list(gate.blockers)})
+            sys.exit(EXIT_PROBLEMS)
+        return list(gate.blockers)
     label = "skipped (--force)" if force else "refused"
     echo(f"{domain.name}: {what} {label}:", fg="yellow" if force else "red", bold=True)
     for blocker in gate.blockers:
         echo(f"  - {blocker}", fg="yellow" if force else "red")
     if not force:
         sys.exit(EXIT_PROBLEMS)
+    return list(gate.blockers)
+
+
+def _changed(
+    config_path: Path, name: str, change: str, new_id: str, skipped: list[str]
+) -> dict[str, Any]:
+    domain = _load(config_path).domain(name)
+    return {
+        "domain": name,
+        "change": change,
+        "mode": str(domain.mode),
+        "max_age": domain.max_age,
+        "policy_id": new_id,
+        "records": Publication(domain, new_id).to_json()["records"],
+        "skipped": skipped,
+    }
 
 
 @click.command("mode")
@@ -522,6 +558,7 @@ def _gate_or_exit(
 @large_sender_option
 @trust_option
 @with_publish
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @serialised
 def mode_command(
     domain: str,
@@ -535,6 +572,7 @@ def mode_command(
     db: str | None,
     large_senders: tuple[str, ...],
     trusted: tuple[str, ...],
+    as_json: bool,
     **publish_to: Any,
 ) -> None:
     """Switch DOMAIN's mode; enforce only after the live check and the TLS-RPT reports are clean."""
@@ -548,7 +586,10 @@ def mode_command(
         )
         sys.exit(EXIT_USAGE)
     if current.mode.value == mode:
-        echo(f"{name}: already {mode}; nothing changed")
+        if as_json:
+            print_json({"domain": name, "change": None, "mode": mode})
+        else:
+            echo(f"{name}: already {mode}; nothing changed")
         return
     if current.mode is Mode.NONE:
         echo(
@@ -557,17 +598,22 @@ def mode_command(
             fg="yellow",
             err=True,
         )
+    skipped: list[str] = []
     if mode == "enforce" and current.mode is not Mode.ENFORCE:
-        _gate_or_exit(
+        skipped = _gate_or_exit(
             config_path,
             current,
             "enforce",
             force,
             _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
             report_readiness(name, db, large_senders=large_senders, trusted=trusted),
+            as_json,
         )
     set_domain_value(config_path, name, "mode", f'"{mode}"')
-    _republish(config_path, name, f"mode {mode}" + (" (forced)" if force else ""), publish_to)
+    note = f"mode {mode}" + (" (forced)" if force else "")
+    new_id = _republish(config_path, name, note, publish_to, quiet=as_json)
+    if as_json:
+        print_json(_changed(config_path, name, f"mode {mode}", new_id, skipped))
 
 
 @click.command("max-age")
@@ -580,6 +626,7 @@ def mode_command(
 @large_sender_option
 @trust_option
 @with_publish
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @serialised
 def max_age_command(
     domain: str,
@@ -593,26 +640,33 @@ def max_age_command(
     db: str | None,
     large_senders: tuple[str, ...],
     trusted: tuple[str, ...],
+    as_json: bool,
     **publish_to: Any,
 ) -> None:
     """Ramp DOMAIN's max_age (warns when it is premature; past a week, the enforce gate decides)."""
     name = as_asked(domain)
     config = _load(config_path)
     current = _domain_or_exit(config, name)
-    for warning in max_age_gate(current, seconds, clean_days(name, db)).warnings:
+    warnings = max_age_gate(current, seconds, clean_days(name, db)).warnings
+    for warning in warnings:
         echo(f"warning: {warning}", fg="yellow", err=True)
+    skipped: list[str] = []
     if current.mode is Mode.ENFORCE and seconds > max(current.max_age, _LARGE_MAX_AGE):
         # A long max_age under enforce is how long a mistake stays cached by every sender.
-        _gate_or_exit(
+        skipped = _gate_or_exit(
             config_path,
             current,
             f"max_age {seconds}",
             force,
             _lab_or_flags(lab_dir, nameservers, ca_file, timeout),
             report_readiness(name, db, large_senders=large_senders, trusted=trusted),
+            as_json,
         )
     set_domain_value(config_path, name, "max_age", str(seconds))
-    _republish(config_path, name, f"max_age {seconds}", publish_to)
+    new_id = _republish(config_path, name, f"max_age {seconds}", publish_to, quiet=as_json)
+    if as_json:
+        document = _changed(config_path, name, f"max_age {seconds}", new_id, skipped)
+        print_json({**document, "warnings": list(warnings)})
 
 
 @click.command("retire")

@@ -22,7 +22,7 @@ from mtasts.lab.runtime import STATE_FILE, Lab, LabConfig, read_state, run_forev
 from mtasts.lab.scenario import ScenarioError, builtin_scenarios, load_scenario
 from mtasts.sts.domain import normalise_host
 
-from .output import EXIT_USAGE, echo
+from .output import EXIT_USAGE, echo, print_json
 
 
 @click.group()
@@ -360,9 +360,38 @@ def lab_scenarios() -> None:
 @lab.command("explain")
 @click.argument("domain", required=False)
 @click.option("--scenario", default="default", show_default=True)
-def lab_explain(domain: str | None, scenario: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def lab_explain(domain: str | None, scenario: str, as_json: bool) -> None:
     """Tell what is wrong with a lab domain, and why; with no DOMAIN, list them all."""
     loaded = _scenario_or_exit(scenario)
+    if as_json:
+        picked = [d for d in loaded.domains if domain is None or d.name == normalise_host(domain)]
+        if not picked:
+            echo(f"error: {domain!r} is not in scenario {loaded.name!r}", fg="red", err=True)
+            sys.exit(EXIT_USAGE)
+        print_json(
+            [
+                {
+                    "domain": d.name,
+                    "expect": list(d.expect),
+                    "explain": " ".join((d.explain or "").split()),
+                    "mx": [
+                        {
+                            "name": mx.name,
+                            "preference": mx.preference,
+                            "cname": mx.cname,
+                            "faults": [a.fault.value for a in mx.addresses],
+                        }
+                        for mx in d.mx
+                    ],
+                    "sts_txt": ["".join(r) for r in d.sts_txt()],
+                    "tlsrpt_txt": ["".join(r) for r in d.tlsrpt_txt()],
+                    "policy_host_fault": d.policy_host.value,
+                }
+                for d in picked
+            ]
+        )
+        return
     if domain is None:
         width = max(len(d.name) for d in loaded.domains)
         for d in loaded.domains:

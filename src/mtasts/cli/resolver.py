@@ -21,7 +21,7 @@ from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.server import Listen, policy_domain
 from mtasts.sts import Mode
 
-from .output import EXIT_USAGE, echo, options, setup_logging
+from .output import EXIT_USAGE, echo, options, print_json, setup_logging
 
 
 def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> ResolverConfig:
@@ -151,13 +151,19 @@ def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -
 @resolver.command("query")
 @common
 @click.argument("key")
-def resolver_query(config_file: Path | None, lab_dir: Path | None, key: str, **flags: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def resolver_query(
+    config_file: Path | None, lab_dir: Path | None, key: str, as_json: bool, **flags: Any
+) -> None:
     """Print what Postfix would be told for KEY (a next-hop domain) and why."""
     config = _config(config_file, lab_dir, **flags)
     service, store = build(config)
     service.engine.answers = None  # a question from the command line is not Postfix's
     domain = policy_domain(key, config.relays)
     if domain is None:
+        if as_json:
+            print_json({"key": key, "reply": None, "why": "no policy domain"})
+            return
         click.echo(f"{key}: NOTFOUND (no policy domain: bracketed next hop or parent-zone key)")
         return
 
@@ -170,6 +176,30 @@ def resolver_query(config_file: Path | None, lab_dir: Path | None, key: str, **f
 
     lookup = asyncio.run(ask())
     reply = policy_reply(lookup.cached, config.testing, config.tlsrpt_attributes, lookup.dane)
+    if as_json:
+        cached = lookup.cached
+        print_json(
+            {
+                "key": key,
+                "domain": domain,
+                "reply": f"OK {reply}" if reply else "NOTFOUND",
+                "why": lookup.reason,
+                "source": lookup.source,
+                "dane": lookup.dane,
+                "policy": None
+                if cached is None
+                else {
+                    "id": cached.policy_id,
+                    "mode": str(cached.policy.mode),
+                    "mx": [str(p) for p in cached.policy.mx],
+                    "max_age": cached.policy.max_age,
+                    "fetched_at": cached.fetched_at,
+                    "expires_at": cached.expires_at,
+                },
+            }
+        )
+        store.close()
+        return
     click.echo(f"{key}: {'OK ' + reply if reply else 'NOTFOUND'}")
     click.echo(f"  why: {lookup.reason} (source: {lookup.source})")
     if (
