@@ -165,7 +165,7 @@ def test_demo_runs_the_lab_and_checks_every_domain() -> None:
     assert "21 domains" in result.stdout
     assert "21 of 21 match the lab's expected findings" in result.stdout
     lines = result.stdout.splitlines()
-    stripped = next(line for line in lines if "│ stripped.example" in line)
+    stripped = next(line for line in lines if line.startswith("stripped.example "))
     assert "enforce" in stripped
     assert "ERROR" in stripped
     assert "cname-mx.example: ERROR  MTA-STS enforce" in result.stdout

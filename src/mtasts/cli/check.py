@@ -174,7 +174,7 @@ def render_adoption(checks: list[DomainCheck]) -> None:
             _VERDICT[check.verdict],
             row["main_finding"] or "",
         )
-    console().print(table)
+    print_table(console(), table)
     totals = adoption_totals(checks)
     console().print(
         f"{totals['domains']} domains: {totals['enforce']} enforce, {totals['testing']} testing,"

@@ -42,7 +42,7 @@ from mtasts.net.dns import Nameserver
 from mtasts.sts import Mode, MxPattern
 from mtasts.sts.domain import as_asked, normalise_host
 
-from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options, print_json
+from .output import EXIT_PROBLEMS, EXIT_USAGE, console, echo, options, print_json, print_table
 from .reports import large_sender_option, trust_option
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -328,7 +328,7 @@ def history(domain: str, config_path: Path, as_json: bool) -> None:
             _summary(change.old_policy, change.new_policy)
             + (f" ({change.note})" if change.note else ""),
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 def _summary(old: str | None, new: str) -> str:

@@ -37,7 +37,9 @@ def console(stderr: bool = False) -> Console:
 def print_table(out: Console, table: Table) -> None:
     """A table as a table when it fits, else as a list of ``column: value`` lines, so that
     nothing is cut to "certifi…" on a narrow terminal (walkthrough #34); lines end without
-    the padding spaces a table adds (#33)."""
+    the padding spaces a table adds (#33); piped, every table is plain columns (#64)."""
+    if not out.is_terminal:
+        table.box, table.pad_edge = None, False  # pipes and files: plain columns (#64)
     needed = out.measure(table, options=out.options.update(width=100_000)).maximum
     if needed > out.width and len(table.columns) > 2:
         if table.title:

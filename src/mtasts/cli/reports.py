@@ -440,7 +440,7 @@ def quarantine(
                 shown(c.source),
                 f"{c.ingested_at:%Y-%m-%d %H:%M}",
             )
-        console().print(table)
+        print_table(console(), table)
     rows = store.quarantine()
     if not rows:
         echo("the quarantine is empty")
@@ -454,7 +454,7 @@ def quarantine(
             shown(row.rule),
             shown(row.reason),
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 @reports.command("prune")
@@ -579,7 +579,7 @@ def summary_command(
             f"[red]{row.failed:,}[/red]" if row.failed else "0",
             shown(failures),
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 def _export(
@@ -649,7 +649,7 @@ def _summary_by_domain(
             str(row.senders),
             row.trend,
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> None:
@@ -675,7 +675,7 @@ def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> N
             shown(row.result_type),
             f"{row.sessions:,}",
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 large_sender_option = click.option(

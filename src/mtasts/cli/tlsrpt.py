@@ -34,6 +34,7 @@ from .output import (
     console,
     echo,
     print_json,
+    print_table,
     setup_logging,
 )
 from .output import shown as escape
@@ -396,7 +397,7 @@ def status(days: int, db: str | None, as_json: bool) -> None:
             escape(r.last_error or ""),
         )
     out = console()
-    out.print(table)
+    print_table(out, table)
     for i in intake:
         out.print(
             f"intake {escape(i.source)}: {i.received} read, {i.sessions} session(s),"

@@ -26,7 +26,16 @@ from mtasts.watch.status import status_rows
 from mtasts.watch.store import WatchStore
 
 from .check import _configured, _options_from_lab
-from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, echo, options, print_json
+from .output import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    console,
+    echo,
+    options,
+    print_json,
+    print_table,
+)
 from .output import shown as escape
 from .reports import db_option, open_report_store
 
@@ -309,7 +318,7 @@ def watch_status(db: str | None, as_json: bool) -> None:
             f"{row.horizon:%Y-%m-%d %H:%M}" if row.horizon else "-",
             f"{row.last_run:%Y-%m-%d %H:%M}" if row.last_run else "-",
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 def _since(value: str | None) -> dt.datetime | None:
@@ -453,7 +462,7 @@ def watch_channels(config_path: Path, db: str | None, as_json: bool) -> None:
             str(h.sent),
             str(h.pending),
         )
-    console().print(table)
+    print_table(console(), table)
 
 
 @watch.command("metrics")
