@@ -332,3 +332,22 @@ def test_resolver_query_and_lab_explain_speak_json(lab: RunningLab) -> None:
     assert answer["policy"]["mode"] == "enforce"
     (domain,) = json.loads(run("lab", "explain", "stripped.example", "--json").stdout)
     assert domain["expect"] == ["starttls-not-supported"]
+
+
+def test_tables_name_senders_as_their_reports_do(tmp_path: Path) -> None:
+    import gzip
+    import json
+
+    from .test_reports_analysis import stored_report
+
+    data = json.loads(stored_report("microsoft.com", "example.org"))
+    data["organization-name"] = "Microsoft Corporation"
+    (tmp_path / "r.json.gz").write_bytes(gzip.compress(json.dumps(data).encode()))
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    run("reports", "ingest", str(tmp_path / "r.json.gz"), "--db", db)
+    table = run("reports", "summary", "--since", "2000-01-01", "--db", db).stdout
+    assert "Microsoft Corporation" in table
+    exported = json.loads(
+        run("reports", "summary", "--since", "2000-01-01", "--db", db, "--json").stdout
+    )
+    assert exported[0]["submitter"] == "microsoft corporation"  # the key stays as stored

@@ -26,6 +26,7 @@ from mtasts.reports.analysis import (
     SummaryRow,
     domains_reported,
     readiness,
+    sender_names,
     summary,
     summary_by_domain,
     summary_by_mx,
@@ -56,6 +57,8 @@ db_option = click.option(
 
 
 FC = TypeVar("FC", bound=Callable[..., object])
+# Submitter keys (lower case) to the organization names reports wrote, for the tables.
+_NAMES: dict[str, str] = {}
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
@@ -532,9 +535,9 @@ def summary_command(
 ) -> None:
     """Sessions per day, sender and policy (or failures per MX and address), with the result types."""
     if group == "mx":
-        _summary_by_mx(
-            summary_by_mx(open_report_store(db), domain, _since(since)), as_json, csv_path
-        )
+        store = open_report_store(db)
+        _NAMES.update(sender_names(store))
+        _summary_by_mx(summary_by_mx(store, domain, _since(since)), as_json, csv_path)
         return
     if group == "domain":
         start = _since(since)
@@ -547,6 +550,7 @@ def summary_command(
         _summary_by_domain(rows_by_domain, start, as_json, csv_path)
         return
     store = open_report_store(db)
+    _NAMES.update(sender_names(store))
     rows = summary(store, domain, _since(since))
     conflicts = len(store.conflicts())
     if conflicts:  # on stderr, so --json and --csv stay clean
@@ -572,7 +576,7 @@ def summary_command(
         failures = ", ".join(f"{k} {v}" for k, v in sorted(row.failures.items()))
         table.add_row(
             row.day.isoformat(),
-            shown(row.submitter),
+            shown(_NAMES.get(row.submitter, row.submitter)),
             shown(row.domain),
             shown(row.policy_type),
             f"{row.successful:,}",
@@ -668,7 +672,7 @@ def _summary_by_mx(rows: list[MxRow], as_json: bool, csv_path: Path | None) -> N
     for row in rows:
         table.add_row(
             row.day.isoformat(),
-            shown(row.submitter),
+            shown(_NAMES.get(row.submitter, row.submitter)),
             shown(row.domain),
             shown(row.receiving_mx or "-"),
             shown(row.receiving_ip or "-"),
@@ -717,6 +721,7 @@ def readiness_command(
     With no DOMAIN, every domain with reports in the window is judged, in one call.
     """
     store = open_report_store(db)
+    _NAMES.update(sender_names(store))
     since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
     names = list(domains) or domains_reported(store, since)
     if not names:
@@ -773,7 +778,7 @@ def _render_readiness(verdict: Readiness) -> None:
         for g in groups:
             dates = f"{g.first} .. {g.last}" if g.first != g.last else str(g.first)
             table.add_row(
-                shown(g.submitter),
+                shown(_NAMES.get(g.submitter, g.submitter)),
                 shown(g.result_type),
                 shown(g.receiving_mx or "-"),
                 shown(g.receiving_ip or "-"),

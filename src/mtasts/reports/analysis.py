@@ -517,3 +517,18 @@ def clean_window_days(
         days += 1
         day -= dt.timedelta(days=1)
     return days
+
+
+def sender_names(store: ReportStore) -> dict[str, str]:
+    """Each submitter key (lower case, how reports are grouped) with the organization name
+    as its latest report wrote it ("Microsoft Corporation"), for display (walkthrough #50)."""
+    latest = (
+        select(ReportRow.submitter, func.max(ReportRow.id).label("last"))
+        .group_by(ReportRow.submitter)
+        .subquery()
+    )
+    query = select(ReportRow.submitter, ReportRow.organization).join(
+        latest, ReportRow.id == latest.c.last
+    )
+    with store.engine.connect() as connection:
+        return {key: name or key for key, name in connection.execute(query)}
