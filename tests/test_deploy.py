@@ -249,7 +249,12 @@ def test_concurrent_changes_of_one_config_are_all_kept(tmp_path: Path) -> None:
         config = tomllib.loads((tmp_path / "mtasts.toml").read_text())
         assert {d["name"]: d["max_age"] for d in config["domain"]} == dict.fromkeys(names, seconds)
     state = json.loads((tmp_path / "mtasts.state.json").read_text())
-    assert all(len(state["domains"][name]["history"]) == 3 for name in names)
+    # init's entry (no id), then the three max-age changes, none lost.
+    assert all(
+        [bool(c["policy_id"]) for c in state["domains"][name]["history"]]
+        == [False, True, True, True]
+        for name in names
+    )
 
 
 def test_records_are_never_cut_and_the_policy_can_be_saved_alone(tmp_path: Path) -> None:

@@ -233,13 +233,16 @@ def test_init_history_retire_speak_json(tmp_path: Path) -> None:
         86400,
         ["mx.g.example"],
     )
-    assert json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"] == []
+    # The history starts at init, which gives no id (walkthrough #10).
+    (init,) = json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"]
+    assert (init["note"], init["policy_id"]) == ("init (not published yet)", "")
     retired = json.loads(run("retire", "g.example", "--json", cwd=tmp_path).stdout)
     assert retired["mode"] == "none"
     assert retired["records_removable_at"] > retired["retired_at"]
-    (change,) = json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"]
+    _, change = json.loads(run("history", "g.example", "--json", cwd=tmp_path).stdout)["changes"]
     assert change["note"] == "retire: mode none"
     assert "mode: none" in change["new_policy"]
+    assert change["policy_id"]
 
 
 def test_init_takes_u_label_names_as_their_a_labels(tmp_path: Path) -> None:

@@ -202,6 +202,9 @@ def init(
         write_atomic(config_path, previous.encode(), 0o644)
         echo(f"error: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
+    # The history starts here (walkthrough #10); the id is given when the records are made.
+    added = DomainConfig(name, patterns, Mode(mode), max_age, rua)
+    DeployState(state_path(config_path)).note(name, added.policy, "init (not published yet)")
     if as_json:
         print_json(
             {
@@ -316,16 +319,19 @@ def history(domain: str, config_path: Path, as_json: bool) -> None:
             {"domain": as_asked(domain), "changes": [dataclasses.asdict(c) for c in changes]}
         )
         return
-    if not changes:
+    if not any(c.policy_id for c in changes):
         echo(f"{domain}: no published policy yet (mtasts records {domain} records the first)")
-        return
+        if not changes:
+            return
     table = Table("when (UTC)", "who", "id", "change")
     for change in changes:
         table.add_row(
             change.when,
             change.who,
-            change.policy_id,
-            _summary(change.old_policy, change.new_policy)
+            change.policy_id or "-",
+            f"{change.note}: {_fields(change.new_policy)}"
+            if not change.policy_id
+            else _summary(change.old_policy, change.new_policy)
             + (f" ({change.note})" if change.note else ""),
         )
     print_table(console(), table)

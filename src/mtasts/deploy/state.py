@@ -75,6 +75,16 @@ class DeployState:
         self.save()
         return new_id
 
+    def note(self, name: str, policy: Policy, note: str, now: dt.datetime | None = None) -> None:
+        """A history entry that gives no id (``init``: the history starts there, but an id is
+        given only when the records are made, and days in a mode count from then)."""
+        moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        change = Change(
+            moment.isoformat(timespec="seconds"), getpass.getuser(), "", None, str(policy), note
+        )
+        self._domain(name)["history"].append(change.__dict__)
+        self.save()
+
     def recorded_id(self, name: str, policy: Policy) -> str | None:
         """The id given to exactly this policy text, without giving one: None if it has none."""
         entry = self.data.get("domains", {}).get(name) or {}

@@ -112,6 +112,8 @@ def mode_since(history: list[Change], mode: Mode) -> dt.datetime | None:
     """When the current stretch of ``mode`` began: the oldest change of the latest run of it."""
     since = None
     for change in reversed(history):
+        if not change.policy_id:
+            continue  # `init`: nothing was published, so no sender saw that mode yet
         try:
             changed_to = parse_policy(change.new_policy).mode
         except ValueError:
