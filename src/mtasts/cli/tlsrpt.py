@@ -24,6 +24,7 @@ from mtasts.reporter.follow import Joiner, JournalFollower, LogFollower
 from mtasts.reporter.postfix_log import PostfixLogReader
 from mtasts.reporter.send import send_due, write_dry_run
 from mtasts.reporter.store import ReporterStore
+from mtasts.reports.store import default_url
 from mtasts.resolver.answers import AnswerLog
 
 from .check import _options_from_lab
@@ -168,7 +169,18 @@ def collect(
     reader = PostfixLogReader(skip_services=config.skip_services)
     try:
         totals = asyncio.run(
-            _collect(config, store, joiner, reader, use_socket, log_path, journal, once, poll)
+            _collect(
+                config,
+                store,
+                db or default_url(),
+                joiner,
+                reader,
+                use_socket,
+                log_path,
+                journal,
+                once,
+                poll,
+            )
         )
     except (OSError, RuntimeError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
@@ -202,6 +214,7 @@ def _resolver_answers(config_path: Path) -> Path | None:
 async def _collect(
     config: TlsrptConfig,
     store: ReporterStore,
+    db_url: str,
     joiner: Joiner,
     reader: PostfixLogReader,
     use_socket: bool,
@@ -222,7 +235,7 @@ async def _collect(
             config.socket, config.socket_mode, config.socket_owner, config.socket_group
         )
         log.info("listening on %s receive_buffer=%d", config.socket, granted)
-        intake = DatagramIntake(store, f"socket:{config.socket}", config.keep_malformed)
+        intake = DatagramIntake(db_url, f"socket:{config.socket}", config.keep_malformed)
         quit_reading = threading.Event()
         tasks.append(
             asyncio.create_task(asyncio.to_thread(read_datagrams, sock, intake, quit_reading))

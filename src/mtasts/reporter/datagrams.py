@@ -4,8 +4,9 @@ libtlsrpt sends without waiting (``MSG_DONTWAIT``): when our queue is full the d
 is dropped on the MTA's side, which is never blocked. The queue holds at most
 ``net.unix.max_dgram_qlen`` datagrams (Linux's default: 10) and ``SO_RCVBUF`` bytes, so
 the socket asks for a large buffer (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to
-``rmem_max``), a thread does nothing but read and count, and sessions reach the
-database from another thread once a second, so a slow disk never stops the reading.
+``rmem_max``), a thread does nothing but read and count identical datagrams, and once a
+second another process parses and stores them, so neither a slow disk nor Python's
+global lock stops the reading.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import grp
+import hashlib
 import logging
+import multiprocessing
 import os
 import pwd
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mtasts.tlsrpt.datagram import MAX_DATAGRAM, DatagramError, parse_datagram
+from mtasts.tlsrpt.datagram import MAX_DATAGRAM, DatagramError, Session, parse_datagram
 
 from .store import ReporterStore
 
@@ -67,129 +70,159 @@ def open_socket(
 
 
 class DatagramIntake:
-    """Reads, parses and counts; :meth:`flush` stores what was read since the last flush.
+    """Counts what arrives, by its bytes; :func:`store_counts` parses and stores.
 
-    An MTA sends the same bytes for every successful session to one domain, so each
-    distinct datagram of a batch is parsed once and then only counted: the cost of a
-    datagram is one ``recv`` and one dictionary lookup.
+    An MTA sends the same bytes for every successful session to one domain, so a
+    datagram costs the reader one ``recv`` and one dictionary increment. Parsing and
+    storing happen in another process (:class:`ProcessPoolExecutor`), so neither the
+    database nor Python's global lock ever keeps the reader from the socket.
     """
 
-    def __init__(
-        self, store: ReporterStore, source: str, keep_malformed: Path | None = None
-    ) -> None:
-        self.store = store
+    def __init__(self, url: str, source: str, keep_malformed: Path | None = None) -> None:
+        self.url = url
         self.source = source
         self.keep_malformed = keep_malformed
-        self.batch: dict[tuple[dt.date, bytes], list[Any]] = {}  # -> [session, count, when]
-        self.received = self.malformed = self.kept = 0
-        self.last_error: str | None = None
+        self.batch: dict[tuple[dt.date, bytes], int] = {}
+        self.received = 0
         self.totals = {"received": 0, "malformed": 0, "sessions": 0}
+        self.last_error: str | None = None
 
-    def take(self, data: bytes, now: dt.datetime) -> None:
+    def take(self, data: bytes, day: dt.date) -> None:
         self.received += 1
-        key = (now.date(), data)
-        entry = self.batch.get(key)
-        if entry is not None:
-            entry[1] += 1
-            return
+        key = (day, data)
+        self.batch[key] = self.batch.get(key, 0) + 1
+
+    def detach(self) -> tuple[dict[tuple[dt.date, bytes], int], int]:
+        batch, received = self.batch, self.received
+        self.batch, self.received = {}, 0
+        return batch, received
+
+    def settle(self, totals: dict[str, Any]) -> None:
+        for key in ("received", "malformed", "sessions"):
+            self.totals[key] += int(totals[key])
+        if totals.get("last_error"):
+            self.last_error = str(totals["last_error"])
+
+
+_STORES: dict[str, ReporterStore] = {}
+
+
+def store_counts(
+    url: str,
+    source: str,
+    keep_malformed: Path | None,
+    batch: dict[tuple[dt.date, bytes], int],
+    received: int,
+) -> dict[str, Any]:
+    """In the storing process: parse each distinct datagram once, store the sessions with
+    their counts and the intake counters in one transaction, keep malformed ones."""
+    store = _STORES.get(url)
+    if store is None:
+        from mtasts.reports.store import open_store
+
+        store = _STORES[url] = ReporterStore(open_store(url).engine)
+    sessions: list[tuple[dt.datetime, Session]] = []
+    counts: list[int] = []
+    malformed, error, kept = 0, None, 0
+    for (day, data), count in batch.items():
         try:
-            self.batch[key] = [parse_datagram(data), 1, now]
+            session = parse_datagram(data)
         except DatagramError as exc:
-            self.malformed += 1
-            self.last_error = f"malformed datagram: {exc}"[:300]
-            if self.keep_malformed is not None and self.kept < _KEEP_AT_MOST:
-                self.kept += 1
-                self.keep_malformed.mkdir(parents=True, exist_ok=True)
-                name = f"{now:%Y%m%dT%H%M%S}-{self.kept:04d}.dgram"
-                (self.keep_malformed / name).write_bytes(data[:MAX_DATAGRAM])
-            if self.malformed <= 10 or self.malformed % 1000 == 0:
-                log.warning("%s (%d so far)", self.last_error, self.malformed)
-
-    def detach(self) -> DatagramIntake:
-        """What was read so far, as a batch of its own to flush from another thread."""
-        batch = DatagramIntake(self.store, self.source)
-        batch.batch, self.batch = self.batch, {}
-        batch.received, batch.malformed, batch.last_error = (
-            self.received,
-            self.malformed,
-            self.last_error,
-        )
-        self.received = self.malformed = 0
-        self.last_error = None
-        return batch
-
-    def flush(self) -> int:
-        entries = list(self.batch.values())
-        self.batch = {}
-        received, malformed, error = self.received, self.malformed, self.last_error
-        if not entries and not received:
-            return 0
-        self.received = self.malformed = 0
-        self.last_error = None
-        sessions = [(when, session) for session, _count, when in entries]
-        self.store.add_sessions(
-            sessions,
-            counts=[count for _session, count, _when in entries],
-            source=self.source,
-            received=received,
-            malformed=malformed,
-            last_error=error,
-        )
-        stored = int(sum(count for _session, count, _when in entries))
-        self.totals["received"] += received
-        self.totals["malformed"] += malformed
-        self.totals["sessions"] += stored
-        return stored
+            malformed += count
+            error = f"malformed datagram: {exc}"[:300]
+            if keep_malformed is not None and kept < _KEEP_AT_MOST:
+                kept += 1
+                keep_malformed.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256(data).hexdigest()[:16]
+                (keep_malformed / f"{day:%Y%m%d}-{digest}.dgram").write_bytes(data[:MAX_DATAGRAM])
+            continue
+        sessions.append((dt.datetime.combine(day, dt.time(12), dt.UTC), session))
+        counts.append(count)
+    if error is not None:
+        log.warning("%s (%d in this batch)", error, malformed)
+    store.add_sessions(
+        sessions,
+        counts=counts,
+        source=source,
+        received=received,
+        malformed=malformed,
+        last_error=error,
+    )
+    return {
+        "received": received,
+        "malformed": malformed,
+        "sessions": sum(counts),
+        "last_error": error,
+    }
 
 
-def read_datagrams(sock: socket.socket, intake: DatagramIntake, stop: threading.Event) -> None:
-    """Read until ``stop`` (in a thread of its own: nothing else runs between two reads);
-    a second thread stores each second's batch, and what is left is stored at the end."""
+def read_datagrams(
+    sock: socket.socket,
+    intake: DatagramIntake,
+    stop: threading.Event,
+    storer: Executor | None = None,
+) -> None:
+    """Read until ``stop`` (in a thread of its own), hand each second's counts to ``storer``
+    (a process of its own by default), and store what is left at the end."""
     sock.setblocking(True)
     sock.settimeout(0.2)
-    flusher = ThreadPoolExecutor(1, thread_name_prefix="tlsrpt-store")
-    pending: Future[dict[str, int]] | None = None
+    own = storer is None
+    if storer is None:
+        # spawn, not fork: this process has threads, and a forked child would inherit locks.
+        storer = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pending: Future[dict[str, Any]] | None = None
     last = time.monotonic()
-    now = dt.datetime.now(dt.UTC)
+    day = dt.datetime.now(dt.UTC).date()
+    receive = sock.recv
+    take = intake.take
     try:
         while not stop.is_set():
             try:
-                intake.take(sock.recv(MAX_DATAGRAM + 1), now)
-                count = intake.received
+                take(receive(MAX_DATAGRAM + 1), day)
+                if intake.received & 1023:
+                    continue
             except TimeoutError:
-                count = -1
-            if count % 256 == 0 or count < 0:
-                now = dt.datetime.now(dt.UTC)
-                if time.monotonic() - last >= _FLUSH_SECONDS and (
-                    pending is None or pending.done()
-                ):
-                    if pending is not None:
-                        _settle(pending, intake)
-                    pending = flusher.submit(_flush, intake.detach())
-                    last = time.monotonic()
+                pass
+            day = dt.datetime.now(dt.UTC).date()
+            if time.monotonic() - last >= _FLUSH_SECONDS and (pending is None or pending.done()):
+                if pending is not None:
+                    _settle(pending, intake)
+                batch, received = intake.detach()
+                if received:
+                    pending = storer.submit(
+                        store_counts,
+                        intake.url,
+                        intake.source,
+                        intake.keep_malformed,
+                        batch,
+                        received,
+                    )
+                else:
+                    pending = None
+                last = time.monotonic()
     finally:
         if pending is not None:
             _settle(pending, intake)
         sock.setblocking(False)
         while True:  # what arrived before the stop is stored before the process ends
             try:
-                intake.take(sock.recv(MAX_DATAGRAM + 1), dt.datetime.now(dt.UTC))
+                take(sock.recv(MAX_DATAGRAM + 1), dt.datetime.now(dt.UTC).date())
             except (BlockingIOError, InterruptedError, OSError):
                 break
-        intake.flush()
-        flusher.shutdown()
+        batch, received = intake.detach()
+        if received:
+            _settle(
+                storer.submit(
+                    store_counts, intake.url, intake.source, intake.keep_malformed, batch, received
+                ),
+                intake,
+            )
+        if own:
+            storer.shutdown()
 
 
-def _flush(batch: DatagramIntake) -> dict[str, int]:
-    batch.flush()
-    return batch.totals
-
-
-def _settle(pending: Future[dict[str, int]], intake: DatagramIntake) -> None:
+def _settle(pending: Future[dict[str, Any]], intake: DatagramIntake) -> None:
     try:
-        totals = pending.result()
+        intake.settle(pending.result())
     except Exception as exc:  # a busy database: that second's sessions are lost, not the rest
         log.error("storing a batch of sessions failed: %s", exc)
-        return
-    for key, value in totals.items():
-        intake.totals[key] += value
