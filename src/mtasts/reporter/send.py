@@ -156,12 +156,14 @@ async def _attempt(
     done = store.accepted_uris(outgoing.id)
     suppressed = store.suppressed(uris, now)
     results: dict[str, str | None] = {}
+    skipped: list[str] = []
     report = parse_report(gzip.decompress(outgoing.document))
     for uri in uris:
         if uri in done:
             continue
         if uri in suppressed:
-            results[uri] = f"{uri}: suppressed after {config.suppress_after} failures in a row"
+            # Not tried, so not another failure of the endpoint: its suppression ends on time.
+            skipped.append(f"{uri}: suppressed after {config.suppress_after} failures in a row")
             continue
         try:
             await asyncio.to_thread(
@@ -179,8 +181,9 @@ async def _attempt(
         next_attempt=now + wait,
         suppress_after=config.suppress_after,
         suppress_for=config.suppress_for,
+        error="; ".join(skipped) or None,
     )
-    errors = [e for e in results.values() if e]
+    errors = [e for e in results.values() if e] + skipped
     summary.errors.extend(errors)  # also when another URI took it: the admin should know
     if status == "sent":
         summary.sent += 1
