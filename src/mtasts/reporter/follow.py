@@ -82,16 +82,40 @@ class Joiner:
         return verdict
 
     async def sessions(self, logged: list[LoggedSession]) -> list[tuple[dt.datetime, Session]]:
-        out = []
-        for item in logged:
-            if item.sender is not None and item.sender in self.skip_senders:
-                continue  # §3: report mail is not counted in the next report
-            answer = self.answer(item)
-            confirmed = None
-            if self.confirm and needs_confirmation(item, answer):
-                confirmed = await self.confirmed(item)
-            out.append((item.at, join(item, answer, confirmed)))
-        return out
+        counted = [
+            (item, self.answer(item))
+            for item in logged
+            # §3: report mail is not counted in the next report
+            if item.sender is None or item.sender not in self.skip_senders
+        ]
+        # Each (MX, address) a batch needs confirmed is probed once, all of them at once.
+        wanted = {
+            (item.mx_host, item.address): item
+            for item, answer in counted
+            if self.confirm and needs_confirmation(item, answer)
+        }
+        limit = asyncio.Semaphore(20)
+
+        async def one(item: LoggedSession) -> Confirmed | None:
+            async with limit:
+                return await self.confirmed(item)
+
+        verdicts = dict(
+            zip(wanted, await asyncio.gather(*(one(i) for i in wanted.values())), strict=True)
+        )
+        return [
+            (
+                item.at,
+                join(
+                    item,
+                    answer,
+                    verdicts.get((item.mx_host, item.address))
+                    if self.confirm and needs_confirmation(item, answer)
+                    else None,  # a verified session is never judged by another's probe
+                ),
+            )
+            for item, answer in counted
+        ]
 
 
 def _lines(handle: Any, start: int, end: int | None = None) -> Iterator[tuple[int, str]]:
