@@ -151,3 +151,19 @@ def test_the_resolver_answer_log_keeps_changes_only(tmp_path: object) -> None:
     )
     # Syslog stamps are whole seconds: an answer made 0.4 s "after" the logged second applies.
     assert reader.at("a.example", 399.6).policy_id == "id2"  # type: ignore[union-attr]
+
+
+def test_head_revision_is_the_newest_migration() -> None:
+    """The store skips alembic when already at HEAD_REVISION: it must be the newest file's."""
+    import re
+    from importlib import resources
+
+    from mtasts.reports.store import HEAD_REVISION
+
+    folder = resources.files("mtasts.reports") / "migrations" / "versions"
+    revisions = sorted(
+        re.search(r'^revision = "(\w+)"', f.read_text(), re.M)[1]  # type: ignore[index]
+        for f in folder.iterdir()
+        if f.name[0].isdigit()
+    )
+    assert revisions[-1] == HEAD_REVISION

@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-import dns.resolver
-
 from mtasts.errors import MtastsError
 from mtasts.sts.domain import normalise_host
 
@@ -283,6 +281,10 @@ class Resolver:
 
 def _system_nameservers() -> tuple[Nameserver, ...]:
     """The servers /etc/resolv.conf names; none (each lookup then says so) when it cannot be read."""
+    # dnspython's resolver module pulls in its DoH/DoQ clients: imported only here, where
+    # /etc/resolv.conf is read, not by every command that imports this module.
+    import dns.resolver
+
     try:
         system = dns.resolver.Resolver(configure=True)
     except (dns.resolver.NoResolverConfiguration, OSError):

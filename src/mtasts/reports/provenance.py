@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import dkim
-
 from mtasts.net.dns import DnsLookupError, Nameserver, Resolver
 from mtasts.sts.domain import normalise_host
 
@@ -68,6 +66,8 @@ class DkimVerifier:
     _failed: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def lookup(self, name: str) -> bytes | None:
+        import dkim  # dkimpy loads dnspython's resolver: only when a signature is checked
+
         name = normalise_host(name)
         failed = self._failed.get(name)
         if failed is not None and time.monotonic() - failed[0] < self.retry_after:
@@ -83,6 +83,8 @@ class DkimVerifier:
         return self._keys[name]
 
     async def _ask(self, name: str) -> bytes | None:
+        import dkim
+
         try:
             records = await Resolver(self.nameservers, timeout=self.timeout).txt(name)
         except DnsLookupError as exc:
@@ -103,6 +105,7 @@ def verify_dkim(message: bytes, lookup: TxtLookup) -> tuple[str, str | None]:
     count = len(_SIGNATURE.findall(head))
     if not count:
         return "none", None
+    import dkim  # only for signed mail: unsigned ingest never loads dkimpy
 
     unreachable = False
 
