@@ -167,3 +167,21 @@ def test_head_revision_is_the_newest_migration() -> None:
         if f.name[0].isdigit()
     )
     assert revisions[-1] == HEAD_REVISION
+
+
+def test_a_whole_day_is_read_and_stored_in_batches(db_url: str) -> None:
+    store = ReporterStore(open_store(db_url).engine)
+    sessions = [(DAY, _session(f"d{i}.example", i % 3 == 0)) for i in range(30)]
+    store.add_sessions(sessions, counts=[2] * 30, source="t")
+    pending = store.unreported(dt.date(2026, 12, 6))
+    by_day = store.day_tallies(DAY.date())
+    assert len(by_day) == 30
+    for p in pending:  # the same tallies as one query pair per report gave
+        assert sorted(by_day[(p.policy_domain, p.record_key)], key=repr) == sorted(
+            store.tallies(p), key=repr
+        )
+    now = dt.datetime(2026, 12, 6, 1, tzinfo=dt.UTC)
+    items = [(p, f"rid-{p.policy_domain}", b"x", now) for p in pending]
+    assert store.create_reports(items, now=now, retry_for=dt.timedelta(hours=24)) == 30
+    assert store.create_reports(items, now=now, retry_for=dt.timedelta(hours=24)) == 0
+    assert store.unreported(dt.date(2026, 12, 6)) == []
