@@ -466,3 +466,22 @@ def test_a_failing_endpoint_is_retried_then_suppressed_not_hammered(tmp_path: Pa
     (endpoint,) = status(db)["endpoints"]  # type: ignore[misc]
     assert endpoint["failures_in_a_row"] == 2  # the skipped round is not a third failure
     assert endpoint["suppressed_until"] is not None
+
+
+def test_a_single_datagram_is_stored_within_seconds_while_running(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    (tmp_path / "mtasts.toml").write_text("[tlsrpt]\n")
+    process, path = start_collector(tmp_path, db)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+            client.sendto(datagram("quiet.example", False, ""), str(path))
+        deadline = time.monotonic() + 20
+        days: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not days:
+            time.sleep(0.5)
+            days = status(db)["days"]  # type: ignore[assignment]
+        assert days, "nothing stored while the collector kept running"
+        assert days[0]["sessions"] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
