@@ -6,13 +6,12 @@ ports, the resolver, and a private Postfix whose smtp_tls_policy_maps is the res
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from mtasts.lab.scenario import builtin_scenarios
-from mtasts.lab.sender import REPORTER, PostfixStage, unavailable
+from mtasts.lab.sender import PostfixStage, unavailable
 
 from .conftest import MTASTS
 
@@ -84,25 +83,9 @@ def test_reports_go_from_postfix_log_to_the_rua_mailbox_and_readiness(
     for domain in domains:
         postfix_lab.outcome(f"loop@{domain}")
     root = postfix_lab.root
-    config = root / "mtasts.toml"
-    config.write_text(
-        '[tlsrpt]\norganization = "Sender Example"\ncontact = "mailto:postmaster@sender.example"\n'
-        f'sender = "{REPORTER}"\nsendmail = "/usr/sbin/sendmail"\n'
-        f'dkim_key = "{root}/lab/dkim/sender.example.key"\nskip_services = ["tlsrpt-out"]\n'
-    )
-    db, lab = f"sqlite:///{root}/reporter.sqlite", str(root / "lab")
-    common = ("--lab", lab, "--config", str(config), "--db", db)
-    collected = postfix_lab.mtasts_inside(
-        "tlsrpt",
-        "collect",
-        "--log",
-        str(root / "maillog"),
-        "--answers",
-        str(root / "cache.sqlite"),
-        "--once",
-        "--json",
-        *common,
-    )
+    lab = str(root / "lab")
+    common = postfix_lab.reporter(f"sqlite:///{root}/reporter.sqlite")
+    collected = postfix_lab.collect("--json", *common)
     assert collected.returncode == 0, collected.stderr
     today = dt.datetime.now(dt.UTC).date().isoformat()
     dry = postfix_lab.mtasts_inside(
@@ -126,20 +109,7 @@ def test_reports_go_from_postfix_log_to_the_rua_mailbox_and_readiness(
     received = f"sqlite:///{root}/received.sqlite"
     verdicts = {}
     for domain in domains:
-        mailbox = root / "lab" / "mailboxes" / domain
-        deadline = time.monotonic() + 60
-        while not list((mailbox / "new").glob("*")) and time.monotonic() < deadline:
-            time.sleep(0.2)  # Postfix delivers the report mail on its own time
-        ingested = postfix_lab.mtasts_inside(
-            "reports",
-            "ingest",
-            "--maildir",
-            str(mailbox),
-            "--nameserver",
-            "127.77.0.53",
-            "--db",
-            received,
-        )
+        ingested = postfix_lab.ingest_mailbox(domain, received)
         assert "stored 1" in ingested.stdout, ingested.stdout + ingested.stderr
         verdicts[domain] = postfix_lab.mtasts_inside(
             "reports", "readiness", domain, "--db", received
@@ -160,15 +130,5 @@ def test_reports_go_from_postfix_log_to_the_rua_mailbox_and_readiness(
             verdicts[domain].stdout,
         )
     # Our own report mail crossed the log too, and was not counted in the next report.
-    again = postfix_lab.mtasts_inside(
-        "tlsrpt",
-        "collect",
-        "--log",
-        str(root / "maillog"),
-        "--answers",
-        str(root / "cache.sqlite"),
-        "--once",
-        "--json",
-        *common,
-    )
+    again = postfix_lab.collect("--json", *common)
     assert json.loads(again.stdout)["sessions"] == 0

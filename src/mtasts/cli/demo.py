@@ -24,7 +24,7 @@ from mtasts.lab.dkim import LabSigners
 from mtasts.lab.reports import simulate_mail
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.lab.scenario import builtin_scenarios
-from mtasts.lab.sender import REPORTER, PostfixStage, unavailable
+from mtasts.lab.sender import PostfixStage, unavailable
 from mtasts.net.dns import Nameserver, Resolver
 from mtasts.reports.analysis import readiness
 from mtasts.reports.ingest import Batch, IngestResult
@@ -187,44 +187,16 @@ def _report_back(stage: PostfixStage) -> None:
     """Postfix's log -> `tlsrpt collect` -> `tlsrpt send` (DKIM-signed, through that Postfix)
     -> each domain's rua mailbox -> `reports ingest` -> `reports readiness`."""
     root = stage.root
-    config = root / "mtasts.toml"
-    config.write_text(
-        '[tlsrpt]\norganization = "Sender Example"\ncontact = "mailto:postmaster@sender.example"\n'
-        f'sender = "{REPORTER}"\nsendmail = "/usr/sbin/sendmail"\n'
-        f'dkim_key = "{root}/lab/dkim/sender.example.key"\nskip_services = ["tlsrpt-out"]\n'
-    )
-    common = ("--lab", str(root / "lab"), "--config", str(config), "--db", f"sqlite:///{root}/r.db")
-    collected = stage.mtasts_inside(
-        "tlsrpt",
-        "collect",
-        "--log",
-        str(root / "maillog"),
-        "--answers",
-        str(root / "cache.sqlite"),
-        "--once",
-        *common,
-    )
+    common = stage.reporter(f"sqlite:///{root}/r.db")
+    collected = stage.collect(*common)
     echo(f"  $ mtasts tlsrpt collect --log maillog --once\n  {collected.stdout.strip()}")
     today = dt.datetime.now(dt.UTC).date().isoformat()
     sent = stage.mtasts_inside("tlsrpt", "send", "--day", today, "--partial-day", *common)
     echo(f"  $ mtasts tlsrpt send --day {today} --partial-day\n  {sent.stdout.strip()}")
     echo("  each domain's rua mailbox, ingested and judged on its receiving side:")
     for domain in _STORY:
-        mailbox = root / "lab" / "mailboxes" / domain
-        deadline = time.monotonic() + 30
-        while not list((mailbox / "new").glob("*")) and time.monotonic() < deadline:
-            time.sleep(0.2)
         received = f"sqlite:///{root}/{domain}.db"
-        stage.mtasts_inside(
-            "reports",
-            "ingest",
-            "--maildir",
-            str(mailbox),
-            "--nameserver",
-            "127.77.0.53",
-            "--db",
-            received,
-        )
+        stage.ingest_mailbox(domain, received, timeout=30)
         answer = stage.mtasts_inside("reports", "readiness", domain, "--db", received, "--json")
         try:
             found = json.loads(answer.stdout)

@@ -104,6 +104,47 @@ class PostfixStage:
             timeout=timeout,
         )
 
+    def reporter(self, db: str) -> tuple[str, ...]:
+        """``mtasts tlsrpt`` options for this stage's reporter: a ``[tlsrpt]`` table (report mail
+        through this Postfix's `tlsrpt-out`, signed with the lab's key for sender.example), the
+        lab and the store ``db``."""
+        config = self.root / "mtasts.toml"
+        config.write_text(
+            '[tlsrpt]\norganization = "Sender Example"\n'
+            'contact = "mailto:postmaster@sender.example"\n'
+            f'sender = "{REPORTER}"\nsendmail = "/usr/sbin/sendmail"\n'
+            f'dkim_key = "{self.root}/lab/dkim/sender.example.key"\n'
+            'skip_services = ["tlsrpt-out"]\n'
+        )
+        return ("--lab", str(self.root / "lab"), "--config", str(config), "--db", db)
+
+    def collect(self, *options: str) -> subprocess.CompletedProcess[str]:
+        """``tlsrpt collect --once`` over this Postfix's log and its resolver's answers."""
+        log, answers = str(self.root / "maillog"), str(self.root / "cache.sqlite")
+        return self.mtasts_inside(
+            "tlsrpt", "collect", "--log", log, "--answers", answers, "--once", *options
+        )
+
+    def ingest_mailbox(
+        self, domain: str, db: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Wait for report mail in ``domain``'s rua mailbox (Postfix delivers on its own time),
+        then ingest it, DKIM checked against the lab's DNS."""
+        mailbox = self.root / "lab" / "mailboxes" / domain
+        deadline = time.monotonic() + timeout
+        while not list((mailbox / "new").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.mtasts_inside(
+            "reports",
+            "ingest",
+            "--maildir",
+            str(mailbox),
+            "--nameserver",
+            "127.77.0.53",
+            "--db",
+            db,
+        )
+
     def _spawn(self, *args: str) -> None:
         log = (self.root / f"{args[1]}.log").open("wb")
         self.processes.append(

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from email.utils import formatdate
 
 from mtasts import __version__
@@ -30,8 +31,18 @@ def _line(text: object) -> str:
     return " ".join(str(text).split())[:300]
 
 
-async def rua_for(resolver: Resolver, domain: str, fallback: str) -> tuple[tuple[str, ...], str]:
-    """The URIs to send ``domain``'s report to, looked up now (§3), and a note.
+@dataclass(frozen=True, slots=True)
+class Rua:
+    """Where a domain's report goes now: its URIs, why there are none, and whether DNS could
+    say (a failed lookup is retried later; a missing record means the domain takes none)."""
+
+    uris: tuple[str, ...]
+    note: str = ""
+    dns_failed: bool = False
+
+
+async def rua_for(resolver: Resolver, domain: str, fallback: str) -> Rua:
+    """The URIs to send ``domain``'s report to, looked up now (§3).
 
     No record (or several) now means the domain takes no reports: nothing is sent. When
     DNS cannot answer, the record the MTA saw when it reported the session is used.
@@ -41,18 +52,18 @@ async def rua_for(resolver: Resolver, domain: str, fallback: str) -> tuple[tuple
     except DnsLookupError as exc:
         if fallback:
             try:
-                return parse_record(
-                    fallback
-                ).rua, f"DNS failed ({exc}); used the record the MTA saw"
+                return Rua(
+                    parse_record(fallback).rua, f"DNS failed ({exc}); used the record the MTA saw"
+                )
             except TlsRptRecordError:
                 pass
-        return (), f"DNS failed: {exc}"
+        return Rua((), f"DNS failed: {exc}", dns_failed=True)
     try:
-        return select_record(records).rua, ""
+        return Rua(select_record(records).rua)
     except NoTlsRptRecordError:
-        return (), "the domain publishes no TLSRPT record: it takes no reports"
+        return Rua((), "the domain publishes no TLSRPT record: it takes no reports")
     except TlsRptRecordError as exc:
-        return (), f"the TLSRPT record is unusable: {exc}"
+        return Rua((), f"the TLSRPT record is unusable: {exc}")
 
 
 def _context(config: TlsrptConfig) -> ssl.SSLContext:

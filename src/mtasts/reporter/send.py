@@ -30,7 +30,7 @@ from mtasts.tlsrpt.model import Report
 
 from .config import TlsrptConfig
 from .deliver import DeliveryError, compose, deliver, rua_for
-from .store import Outgoing, Pending, ReporterStore
+from .store import Outgoing, Pending, ReporterStore, ReportStatus
 
 log = logging.getLogger("mtasts.reporter")
 _LONGEST_WAIT = dt.timedelta(hours=6)
@@ -153,10 +153,11 @@ async def _attempt(
     now: dt.datetime,
     summary: SendSummary,
 ) -> None:
-    uris, note = await rua_for(resolver, outgoing.policy_domain, outgoing.record)
+    rua = await rua_for(resolver, outgoing.policy_domain, outgoing.record)
+    uris, note = rua.uris, rua.note
     wait = min(config.retry * (2**outgoing.attempts), _LONGEST_WAIT)
     if not uris:
-        if note.startswith("DNS failed"):
+        if rua.dns_failed:
             # Nothing is known about the endpoints: try again later, blaming none of them.
             status = store.record_attempt(
                 outgoing,
@@ -167,11 +168,11 @@ async def _attempt(
                 suppress_for=config.suppress_for,
                 error=note,
             )
-            summary.failed += status == "failed"
-            summary.retrying += status == "pending"
+            summary.failed += status == ReportStatus.FAILED
+            summary.retrying += status == ReportStatus.PENDING
             summary.errors.append(f"{outgoing.policy_domain}: {note}")
             return
-        store.set_status(outgoing, "no-rua", note)
+        store.set_status(outgoing, ReportStatus.NO_RUA, note)
         summary.no_rua += 1
         log.info(
             "report not sent domain=%s report_id=%s: %s",
@@ -212,10 +213,10 @@ async def _attempt(
     )
     errors = [e for e in results.values() if e] + skipped
     summary.errors.extend(errors)  # also when another URI took it: the admin should know
-    if status == "sent":
+    if status == ReportStatus.SENT:
         summary.sent += 1
         log.info("report sent domain=%s report_id=%s", outgoing.policy_domain, outgoing.report_id)
-    elif status == "failed":
+    elif status == ReportStatus.FAILED:
         summary.failed += 1
     else:
         summary.retrying += 1

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, select, update
@@ -23,6 +24,23 @@ from mtasts.tlsrpt.datagram import Session
 from mtasts.tlsrpt.model import FailureDetail, PolicyType, ReportPolicy, _detail_dict
 
 from .models import DeliveryRow, DetailRow, EndpointRow, IntakeRow, OutgoingReport, TallyRow
+
+
+class ReportStatus(StrEnum):
+    """Where an outgoing report stands."""
+
+    PENDING = "pending"  # waiting for its first attempt or a retry
+    SENT = "sent"  # one rua URI accepted it (RFC 8460 §3)
+    FAILED = "failed"  # retried for retry_for (§5.5) and given up
+    NO_RUA = "no-rua"  # the domain publishes no usable TLSRPT record now
+
+
+class DeliveryStatus(StrEnum):
+    """One URI's part in a report's delivery."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    FAILED = "failed"
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -418,7 +436,7 @@ class ReporterStore:
                         document=document,
                         created_at=now,
                         deadline=first_attempt + retry_for,
-                        status="pending",
+                        status=ReportStatus.PENDING,
                         next_attempt=first_attempt,
                         attempts=0,
                         sessions=pending.sessions,
@@ -437,27 +455,14 @@ class ReporterStore:
         now: dt.datetime,
         retry_for: dt.timedelta,
     ) -> Outgoing:
-        with DbSession(self.engine) as db, db.begin():
-            existing = db.scalar(
-                select(OutgoingReport).where(OutgoingReport.report_id == report_id)
-            )
-            if existing is None:
-                existing = OutgoingReport(
-                    day=pending.day.isoformat(),
-                    policy_domain=pending.policy_domain,
-                    record_key=pending.record_key,
-                    report_id=report_id,
-                    document=document,
-                    created_at=now,
-                    deadline=first_attempt + retry_for,
-                    status="pending",
-                    next_attempt=first_attempt,
-                    attempts=0,
-                    sessions=pending.sessions,
-                )
-                db.add(existing)
-                db.flush()
-            return self._outgoing(existing, pending.record)
+        """One report (the one already stored under ``report_id``, if any)."""
+        self.create_reports(
+            [(pending, report_id, document, first_attempt)], now=now, retry_for=retry_for
+        )
+        with DbSession(self.engine) as db:
+            row = db.scalar(select(OutgoingReport).where(OutgoingReport.report_id == report_id))
+            assert row is not None
+            return self._outgoing(row, pending.record)
 
     @staticmethod
     def _outgoing(row: OutgoingReport, record: str) -> Outgoing:
@@ -486,7 +491,7 @@ class ReporterStore:
                         TallyRow.record_key == OutgoingReport.record_key,
                     ),
                 )
-                .where(OutgoingReport.status == "pending")
+                .where(OutgoingReport.status == ReportStatus.PENDING)
             )
             query = query.where(
                 OutgoingReport.day == day.isoformat() if day else OutgoingReport.next_attempt <= now
@@ -501,7 +506,7 @@ class ReporterStore:
             return set(
                 db.scalars(
                     select(DeliveryRow.uri).where(
-                        DeliveryRow.report == report, DeliveryRow.status == "accepted"
+                        DeliveryRow.report == report, DeliveryRow.status == DeliveryStatus.ACCEPTED
                     )
                 )
             )
@@ -535,7 +540,9 @@ class ReporterStore:
             for uri, failure in results.items():
                 delivery = db.get(DeliveryRow, (report.id, uri))
                 if delivery is None:
-                    delivery = DeliveryRow(report=report.id, uri=uri, status="pending", attempts=0)
+                    delivery = DeliveryRow(
+                        report=report.id, uri=uri, status=DeliveryStatus.PENDING, attempts=0
+                    )
                     db.add(delivery)
                 delivery.attempts += 1
                 endpoint = db.get(EndpointRow, uri)
@@ -544,14 +551,14 @@ class ReporterStore:
                     db.add(endpoint)
                 if failure is None:
                     delivery.status, delivery.accepted_at, delivery.last_error = (
-                        "accepted",
+                        DeliveryStatus.ACCEPTED,
                         now,
                         None,
                     )
                     endpoint.failures, endpoint.last_success = 0, now
                     endpoint.suppressed_until = None
                 else:
-                    delivery.status, delivery.last_error = "failed", failure
+                    delivery.status, delivery.last_error = DeliveryStatus.FAILED, failure
                     endpoint.failures += 1
                     endpoint.last_error = failure
                     if endpoint.failures >= suppress_after:
@@ -561,7 +568,8 @@ class ReporterStore:
             accepted = any(e is None for e in results.values()) or bool(
                 db.scalar(
                     select(func.count()).where(
-                        DeliveryRow.report == report.id, DeliveryRow.status == "accepted"
+                        DeliveryRow.report == report.id,
+                        DeliveryRow.status == DeliveryStatus.ACCEPTED,
                     )
                 )
             )
@@ -570,9 +578,9 @@ class ReporterStore:
                 row.status = final_status
             elif accepted:
                 # §3: delivered once one endpoint accepted it; others are not retried forever.
-                row.status, row.sent_at = "sent", row.sent_at or now
+                row.status, row.sent_at = ReportStatus.SENT, row.sent_at or now
             elif next_attempt > (_utc(row.deadline) or next_attempt):
-                row.status = "failed"  # §5.5: retried for 24 hours, then given up
+                row.status = ReportStatus.FAILED  # §5.5: retried for 24 hours, then given up
             else:
                 row.next_attempt = next_attempt
             return row.status
@@ -627,10 +635,10 @@ class ReporterStore:
                     domains,
                     ok + failed,
                     failed,
-                    counts.get("pending", 0),
-                    counts.get("sent", 0),
-                    counts.get("failed", 0),
-                    counts.get("no-rua", 0),
+                    counts.get(ReportStatus.PENDING, 0),
+                    counts.get(ReportStatus.SENT, 0),
+                    counts.get(ReportStatus.FAILED, 0),
+                    counts.get(ReportStatus.NO_RUA, 0),
                     errors.get(d),
                 )
             )
@@ -656,12 +664,14 @@ class ReporterStore:
             gone = getattr(result, "rowcount", 0)
             db.execute(delete(DetailRow).where(DetailRow.day < before.isoformat()))
             old = select(OutgoingReport.id).where(
-                OutgoingReport.day < before.isoformat(), OutgoingReport.status != "pending"
+                OutgoingReport.day < before.isoformat(),
+                OutgoingReport.status != ReportStatus.PENDING,
             )
             db.execute(delete(DeliveryRow).where(DeliveryRow.report.in_(old)))
             db.execute(
                 delete(OutgoingReport).where(
-                    OutgoingReport.day < before.isoformat(), OutgoingReport.status != "pending"
+                    OutgoingReport.day < before.isoformat(),
+                    OutgoingReport.status != ReportStatus.PENDING,
                 )
             )
             return int(gone or 0)
