@@ -612,6 +612,7 @@ def _drop_all() -> str:
     """Every table of the report store's schema (reports, watch, reporter), for cleanup."""
     from mtasts.reporter import models as _reporter  # noqa: F401  (their tables join Base)
     from mtasts.reports.models import Base
+    from mtasts.scan import models as _scan  # noqa: F401
     from mtasts.watch import models as _watch  # noqa: F401
 
     names = ", ".join(sorted(Base.metadata.tables))

@@ -76,6 +76,7 @@ async def gather_many(
     options: CheckOptions,
     concurrency: int = 50,
     on_done: Callable[[DomainFacts], None] | None = None,
+    probe_smtp: bool = True,
 ) -> list[DomainFacts]:
     resolver = Resolver(options.nameservers, timeout=options.timeout)
     limit = asyncio.Semaphore(concurrency)
@@ -83,7 +84,7 @@ async def gather_many(
     async def one(domain: str) -> DomainFacts:
         async with limit:
             try:
-                result = await gather(domain, options, resolver)
+                result = await gather(domain, options, resolver, probe_smtp=probe_smtp)
             except Exception as exc:  # one domain's hostile DNS or servers never stop the batch
                 log.error("check of %r failed: %r", domain, exc)
                 result = DomainFacts(

@@ -320,3 +320,16 @@ def _fetch_from(raw: dict[str, Any]) -> PolicyFetch:
         raw.get("error"),
         float(raw.get("seconds", 0.0)),
     )
+
+
+def probe_to_dict(probe: SmtpProbe) -> dict[str, Any]:
+    """One probe in the facts document's form (``scan`` stores shared probes this way)."""
+    return _probe(probe)
+
+
+def probe_from_dict(raw: dict[str, Any]) -> SmtpProbe:
+    """The inverse of :func:`probe_to_dict`; FactsError when ``raw`` is not one."""
+    try:
+        return _probe_from(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise FactsError(f"not a probe: {type(exc).__name__}: {exc}") from None

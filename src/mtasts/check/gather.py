@@ -47,7 +47,7 @@ async def _txt(resolver: Resolver, name: str) -> TxtFacts:
 
 
 async def _mx_host(
-    resolver: Resolver, host: str, preference: int, options: CheckOptions
+    resolver: Resolver, host: str, preference: int, options: CheckOptions, probe_smtp: bool
 ) -> MxFacts:
     try:
         v4, v6, tlsa = await asyncio.gather(
@@ -64,6 +64,8 @@ async def _mx_host(
     kept = addresses[: options.max_addresses]
 
     async def probe(address: str) -> AddressFacts:
+        if not probe_smtp:  # a scan probes each (host, address) once for all its domains
+            return AddressFacts(address, ())
         probes = []
         for _ in range(options.probes):
             probes.append(
@@ -93,8 +95,12 @@ async def gather(
     options: CheckOptions,
     resolver: Resolver | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    probe_smtp: bool = True,
 ) -> DomainFacts:
-    """Every fact about ``domain``; network trouble is recorded as a fact, never raised."""
+    """Every fact about ``domain``; network trouble is recorded as a fact, never raised.
+
+    Without ``probe_smtp`` each MX address is listed with no probe: ``mtasts scan`` probes
+    every (MX host, address) pair once per scan and fills them in (``scan.plan``)."""
     domain = as_asked(domain)  # a U-label name is asked by its A-label (IDNA)
     resolver = resolver or Resolver(options.nameservers, timeout=options.timeout)
     observed_at = clock()
@@ -123,7 +129,11 @@ async def gather(
         records, mx_error, exists = mx_answer[0], None, mx_answer[1]
     kept = sorted(records)[: options.max_mx]  # the most preferred, as senders try them
     mx = await asyncio.gather(
-        *(_mx_host(resolver, host, pref, options) for pref, host in kept if host not in ("", "."))
+        *(
+            _mx_host(resolver, host, pref, options, probe_smtp)
+            for pref, host in kept
+            if host not in ("", ".")
+        )
     )
     return DomainFacts(
         domain=domain,

@@ -33,6 +33,7 @@ from mtasts.deploy.config import DeployConfigError, load_config
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
+from mtasts.scan.plan import PlanError, in_shard, parse_shard
 from mtasts.sts.domain import as_asked, domain_problem
 
 from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, csv_cell, echo, print_table
@@ -260,6 +261,47 @@ def _progress_lines(total: int) -> Callable[[int], None]:
     return advance
 
 
+def network_settings(
+    nameservers: tuple[str, ...],
+    ca_file: Path | None,
+    smtp_port: int,
+    https_port: int,
+    lab_dir: Path | None,
+) -> dict[str, Any]:
+    """CheckOptions' network fields from the flags and, with --lab, the running lab's values
+    (the base: a flag the user typed, or set by env, still wins). Shared with `scan submit`."""
+    try:
+        flags: dict[str, Any] = {
+            "ca_file": ca_file,
+            "smtp_port": smtp_port,
+            "https_port": https_port,
+            "nameservers": tuple(Nameserver.parse(n) for n in nameservers),
+        }
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nameserver") from None
+    settings = _options_from_lab(lab_dir) if lab_dir is not None else {}
+    context = click.get_current_context()
+    for key, value in flags.items():
+        source = context.get_parameter_source(key)
+        if key not in settings or source in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
+            settings[key] = value
+    return settings
+
+
+def _shard(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except PlanError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _check_live(
     domains: tuple[str, ...],
     domain_file: Path | None,
@@ -275,6 +317,7 @@ def _check_live(
     lab_dir: Path | None,
     concurrency: int,
     workers_option: int,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[DomainCheck], list[str], bool]:
     """Gather and judge the domains asked for (or configured): checks, bad names, interrupted."""
     given = [(d, "") for d in domains if d.strip()]
@@ -291,25 +334,11 @@ def _check_live(
         echo(problem, fg="red", err=True)
     if not names:
         sys.exit(EXIT_USAGE)
-    try:
-        flags: dict[str, Any] = {
-            "ca_file": ca_file,
-            "smtp_port": smtp_port,
-            "https_port": https_port,
-            "nameservers": tuple(Nameserver.parse(n) for n in nameservers),
-        }
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--nameserver") from None
-    # The lab's values are the base; a flag the user typed (or set by env) still wins.
-    settings = _options_from_lab(lab_dir) if lab_dir is not None else {}
-    context = click.get_current_context()
-    for key, value in flags.items():
-        source = context.get_parameter_source(key)
-        if key not in settings or source in (
-            ParameterSource.COMMANDLINE,
-            ParameterSource.ENVIRONMENT,
-        ):
-            settings[key] = value
+    if shard is not None:
+        k, n = shard
+        names = [name for name in names if in_shard(name, k, n)]
+        echo(f"shard {k}/{n}: {len(names):,} domains of this list", err=True)
+    settings = network_settings(nameservers, ca_file, smtp_port, https_port, lab_dir)
     options = CheckOptions(
         timeout=timeout, probes=probes, max_mx=max_mx, max_addresses=max_addresses, **settings
     )
@@ -343,6 +372,12 @@ def _check_live(
     "csv_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the adoption table as CSV.",
+)
+@click.option(
+    "--shard",
+    callback=_shard,
+    metavar="K/N",
+    help="Check only shard K of N of the domains (the same split on every machine).",
 )
 @click.option("--concurrency", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option(
@@ -426,6 +461,7 @@ def check(
     domain_file: Path | None,
     as_json: bool,
     csv_path: Path | None,
+    shard: tuple[int, int] | None,
     concurrency: int,
     nameservers: tuple[str, ...],
     ca_file: Path | None,
@@ -457,8 +493,10 @@ def check(
     if with_facts and not as_json:
         raise click.UsageError("--facts goes with --json")
     if facts_source is not None:
-        if domains or domain_file:
-            raise click.UsageError("--from-facts judges saved facts: give no DOMAIN or --file")
+        if domains or domain_file or shard:
+            raise click.UsageError(
+                "--from-facts judges saved facts: give no DOMAIN, --file or --shard"
+            )
         gathered, problems = read_facts(facts_source)
         for problem in problems:
             echo(problem, fg="red", err=True)
@@ -481,6 +519,7 @@ def check(
             lab_dir,
             concurrency,
             workers_option,
+            shard,
         )
     blocked = any(not c.smtp_reachable for c in checks)
     if as_json:

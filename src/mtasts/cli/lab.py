@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from mtasts.lab.control import Change, ChangeError, send_change
+from mtasts.lab.control import Change, ChangeError, read_stats, send_change
 from mtasts.lab.dkim import LabSigners
 from mtasts.lab.reports import simulate_mail
 from mtasts.lab.runtime import STATE_FILE, Lab, LabConfig, read_state, run_forever
@@ -50,6 +50,19 @@ def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
     help="Add N generated domains (deterministic).",
 )
 @click.option(
+    "--providers",
+    type=click.IntRange(0, 1000),
+    default=0,
+    help="Host about two thirds of the generated domains at N shared mail providers.",
+)
+@click.option(
+    "--mx-addresses",
+    type=click.IntRange(1, 10000),
+    default=16,
+    show_default=True,
+    help="How many MX addresses the generated domains' healthy MX hosts share.",
+)
+@click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("lab-state"),
@@ -81,6 +94,8 @@ def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
 def lab_up(
     scenario: str,
     generate_count: int,
+    providers: int,
+    mx_addresses: int,
     state_dir: Path,
     subnet: str,
     ports: str,
@@ -110,6 +125,8 @@ def lab_up(
         dns_port,
         https_port,
         smtp_port,
+        providers,
+        mx_addresses,
     )
     instance = Lab(config)
 
@@ -306,6 +323,32 @@ def lab_change(
         sys.exit(EXIT_USAGE)
     for line in done:
         echo(line)
+
+
+@lab.command("stats")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("lab-state"),
+    show_default=True,
+    envvar="MTASTS_LAB_STATE",
+)
+@click.option("--reset", is_flag=True, help="Start the counters anew after reading them.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: address -> counters.")
+def lab_stats(state_dir: Path, reset: bool, as_json: bool) -> None:
+    """What the lab's MX hosts saw: connections per address and the most open at once."""
+    try:
+        stats = read_stats(state_dir, reset)
+    except ChangeError as exc:
+        echo(f"error: lab stats: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    if as_json:
+        print_json(stats)
+        return
+    total = sum(s["connections"] for s in stats.values())
+    echo(f"{total:,} SMTP connections to {len(stats):,} MX addresses")
+    for address, counters in sorted(stats.items(), key=lambda i: -i[1]["connections"])[:20]:
+        echo(f"  {address:<16} {counters['connections']:>7,} connections, peak {counters['peak']}")
 
 
 @lab.command("reports")

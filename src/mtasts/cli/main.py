@@ -31,6 +31,7 @@ _COMMANDS = (
     ("Monitor", "reports", "reports", "reports", "TLS-RPT reports: ingest, summary, readiness."),
     ("Monitor", "watch", "watch", "watch", "Watch domains and partners over time; alert."),
     ("Monitor", "web", "web", "web", "The dashboard in a browser."),
+    ("Monitor", "scan", "scan", "scan", "Adoption scans of millions of domains over many workers."),
     ("Enforce", "mode", "deploy", "mode_command", "Switch a domain to testing or enforce."),
     ("Enforce", "max-age", "deploy", "max_age_command", "Ramp a domain's max_age, gated."),
     ("Enforce", "retire", "deploy", "retire_command", "Withdraw MTA-STS safely (RFC 8461 §8.3)."),

@@ -269,6 +269,19 @@ def _dns(topo: Topology, owner: str, fault: str) -> str:
     return f"DNS for {owner} now: {fault}"
 
 
+def smtp_stats(topo: Topology, reset: bool = False) -> dict[str, dict[str, int]]:
+    """Per MX address that saw a client: connections accepted and the most open at once."""
+    stats = {
+        address: {"connections": e.connections, "peak": e.peak}
+        for address, e in topo.smtp.items()
+        if e.connections
+    }
+    if reset:
+        for endpoint in topo.smtp.values():
+            endpoint.connections, endpoint.peak = 0, endpoint.active
+    return stats
+
+
 async def serve_control(state: LabState, path: Path) -> asyncio.AbstractServer:
     """The control socket: only the lab's owner may connect (mode 0600)."""
     with contextlib.suppress(FileNotFoundError):
@@ -279,8 +292,15 @@ async def serve_control(state: LabState, path: Path) -> asyncio.AbstractServer:
             line = await reader.readline()
             if len(line) > _MAX_REQUEST:
                 raise ChangeError("request too large")
-            done = apply(state, Change.from_dict(json.loads(line)))
-            reply: dict[str, Any] = {"ok": True, "done": done}
+            request = json.loads(line)
+            reply: dict[str, Any]
+            if isinstance(request, dict) and request.get("op") == "stats":
+                reply = {
+                    "ok": True,
+                    "stats": smtp_stats(state.topology, bool(request.get("reset"))),
+                }
+            else:
+                reply = {"ok": True, "done": apply(state, Change.from_dict(request))}
         except (ChangeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             reply = {"ok": False, "error": str(exc)}
         writer.write(json.dumps(reply).encode() + b"\n")
@@ -298,6 +318,21 @@ async def serve_control(state: LabState, path: Path) -> asyncio.AbstractServer:
 
 def send_change(state_dir: Path, change: Change, timeout: float = 10.0) -> list[str]:
     """Ask the lab running from ``state_dir`` to make ``change``; the lines it did."""
+    reply = _ask(state_dir, change.to_dict(), timeout)
+    return [str(line) for line in reply.get("done", [])]
+
+
+def read_stats(
+    state_dir: Path, reset: bool = False, timeout: float = 10.0
+) -> dict[str, dict[str, int]]:
+    """The running lab's SMTP counters (see :func:`smtp_stats`); ``reset`` starts them anew."""
+    stats: dict[str, dict[str, int]] = _ask(state_dir, {"op": "stats", "reset": reset}, timeout)[
+        "stats"
+    ]
+    return stats
+
+
+def _ask(state_dir: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     path = state_dir / CONTROL_SOCKET
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -305,7 +340,7 @@ def send_change(state_dir: Path, change: Change, timeout: float = 10.0) -> list[
             sock.connect(str(path))
         except OSError as exc:
             raise ChangeError(f"cannot reach the lab at {path} ({exc}); is it running?") from None
-        sock.sendall(json.dumps(change.to_dict()).encode() + b"\n")
+        sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)
@@ -316,6 +351,6 @@ def send_change(state_dir: Path, change: Change, timeout: float = 10.0) -> list[
         reply = json.loads(data)
     except json.JSONDecodeError:
         raise ChangeError(f"the lab at {path} sent no answer") from None
-    if not reply.get("ok"):
-        raise ChangeError(str(reply.get("error")))
-    return [str(line) for line in reply.get("done", [])]
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        raise ChangeError(str(reply.get("error") if isinstance(reply, dict) else reply))
+    return reply

@@ -42,6 +42,8 @@ class LabConfig:
     dns_port: int | None = None
     https_port: int | None = None
     smtp_port: int | None = None
+    providers: int = 0  # generated domains hosted by that many shared mail providers
+    mx_addresses: int = 16  # healthy MX addresses the generated domains share
 
 
 def _bindable(address: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
@@ -80,8 +82,12 @@ class Lab:
 
     def __init__(self, config: LabConfig) -> None:
         self.config = config
-        self.generated = generate(config.generate) if config.generate else ()
-        self.topology = build(config.scenario.domains, self.generated, config.subnet)
+        self.generated = (
+            generate(config.generate, providers=config.providers) if config.generate else ()
+        )
+        self.topology = build(
+            config.scenario.domains, self.generated, config.subnet, config.mx_addresses
+        )
         self.state = LabState(self.topology, (*config.scenario.domains, *self.generated))
         self.ports: dict[str, int] = {}
         self._servers: list[Any] = []

@@ -340,8 +340,14 @@ _RANDOM_FAULTS: tuple[tuple[str, MxFault | HostFault | None], ...] = (
 )
 
 
-def generate(count: int, seed: int = 8461) -> tuple[LabDomain, ...]:
-    """``count`` domains with 2 MX of 2 addresses each; about a third carry one fault."""
+def generate(count: int, seed: int = 8461, providers: int = 0) -> tuple[LabDomain, ...]:
+    """``count`` domains with 2 MX of 2 addresses each; about a third carry one fault.
+
+    With ``providers``, about two thirds of the domains whose MX hosts are healthy are
+    hosted by one of that many mail providers: their MX records name the provider's own
+    hosts (``mx1.provider007.example``), as a large provider's customers all do, so a scan
+    meets the same (MX host, address) pairs again and again (issue #15).
+    """
     rng = random.Random(seed)
     out = []
     for n in range(count):
@@ -350,6 +356,8 @@ def generate(count: int, seed: int = 8461) -> tuple[LabDomain, ...]:
         code, fault = (
             _RANDOM_FAULTS[rng.randrange(len(_RANDOM_FAULTS))] if fault_pick < 0.33 else ("", None)
         )
+        hosted = providers > 0 and not isinstance(fault, MxFault) and rng.random() < 0.67
+        provider = f"provider{rng.randrange(providers):03d}.example" if hosted else name
         mx = []
         for m in (1, 2):
             addresses = [MxAddress(), MxAddress()]
@@ -357,7 +365,7 @@ def generate(count: int, seed: int = 8461) -> tuple[LabDomain, ...]:
                 addresses[1] = MxAddress(
                     fault, f"other.{name}" if fault is MxFault.CERT_NAME else None
                 )
-            mx.append(MxHost(f"mx{m}.{name}", m * 10, None, tuple(addresses)))
+            mx.append(MxHost(f"mx{m}.{provider}", m * 10, None, tuple(addresses)))
         out.append(
             LabDomain(
                 name=name,

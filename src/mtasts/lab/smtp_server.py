@@ -210,11 +210,15 @@ async def _client(
     writer: asyncio.StreamWriter,
 ) -> None:
     session = _Session(endpoint, tls_context(ca, endpoint), log_path, reader, writer)
+    endpoint.connections += 1
+    endpoint.active += 1
+    endpoint.peak = max(endpoint.peak, endpoint.active)
     try:
         await session.run()
     except (TimeoutError, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, OSError):
         pass
     finally:
+        endpoint.active -= 1
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()

@@ -16,7 +16,7 @@ from mtasts.sts.domain import normalise_host
 
 from .scenario import HostFault, LabDomain, MxAddress, MxFault
 
-_POOL_SIZE = 16
+_POOL_SIZE = 16  # healthy MX addresses shared by generated domains, unless asked otherwise
 
 
 @dataclass
@@ -32,6 +32,11 @@ class SmtpEndpoint:
     days_left: int | None = None
     generation: int = 0
     context: ssl.SSLContext | None = field(default=None, repr=False)  # built by smtp_server
+    # Counted by smtp_server for `lab stats`: a scan's politeness is proven by what the
+    # servers saw, not by what the scanner says it did.
+    connections: int = 0
+    active: int = 0
+    peak: int = 0
 
     @property
     def default_name(self) -> str:
@@ -86,7 +91,10 @@ def txt_value(strings: tuple[str, ...]) -> str:
 
 
 def build(
-    domains: tuple[LabDomain, ...], generated: tuple[LabDomain, ...], subnet: str
+    domains: tuple[LabDomain, ...],
+    generated: tuple[LabDomain, ...],
+    subnet: str,
+    pool_size: int = _POOL_SIZE,
 ) -> Topology:
     topo = Topology(subnet, f"{subnet}.0.53", f"{subnet}.0.1", f"{subnet}.0.2", f"{subnet}.0.3")
     addresses = _Addresses(subnet)
@@ -95,7 +103,7 @@ def build(
         for mx in domain.mx:
             for spec in mx.addresses:
                 _place(topo, domain, mx.name, mx.cname, spec, addresses.take(), addresses)
-    pool = [addresses.take() for _ in range(_POOL_SIZE)] if generated else []
+    pool = [addresses.take() for _ in range(pool_size)] if generated else []
     fault_pool: dict[MxFault, str] = {}
     for domain in generated:
         _publish(topo, domain)

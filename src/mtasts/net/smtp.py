@@ -90,8 +90,16 @@ class _Progress:
     starttls: bool | None = None
 
 
-async def _session(probe: SmtpProbe, context: ssl.SSLContext, progress: _Progress) -> SmtpProbe:
-    reader, writer = await asyncio.open_connection(probe.address, probe.port)
+async def _session(
+    probe: SmtpProbe,
+    context: ssl.SSLContext,
+    progress: _Progress,
+    helo: str = HELO_NAME,
+    source: str | None = None,
+) -> SmtpProbe:
+    reader, writer = await asyncio.open_connection(
+        probe.address, probe.port, local_addr=(source, 0) if source else None
+    )
     progress.connected = True
     probe = replace(probe, connected=True)
     try:
@@ -100,7 +108,7 @@ async def _session(probe: SmtpProbe, context: ssl.SSLContext, progress: _Progres
         probe = replace(probe, banner=progress.banner)
         if code != 220:
             raise _Failure("greeting", f"greeting {code} {banner[0] if banner else ''}")
-        writer.write(f"EHLO {HELO_NAME}\r\n".encode())
+        writer.write(f"EHLO {helo}\r\n".encode())
         code, caps = await _reply(reader)
         offered = code == 250 and any(c.strip().upper() == "STARTTLS" for c in caps[1:])
         progress.starttls = offered
@@ -139,13 +147,20 @@ async def probe_mx(
     port: int = 25,
     ca_file: Path | None = None,
     timeout: float = 10.0,
+    helo: str = HELO_NAME,
+    source: str | None = None,
 ) -> SmtpProbe:
-    """Probe one MX address; never raises for network trouble, it becomes ``error_kind``."""
+    """Probe one MX address; never raises for network trouble, it becomes ``error_kind``.
+
+    ``helo`` names the prober in EHLO (a scan says who it is); ``source`` binds the local
+    address, so an operator can scan from an address the providers know."""
     started = time.perf_counter()
     progress = _Progress()
     probe = SmtpProbe(host, address, port)
     try:
-        probe = await asyncio.wait_for(_session(probe, client_context(ca_file), progress), timeout)
+        probe = await asyncio.wait_for(
+            _session(probe, client_context(ca_file), progress, helo, source), timeout
+        )
     except ssl.SSLCertVerificationError as exc:
         probe = replace(probe, connected=True, starttls=True, trust=trust_from_error(exc))
         with contextlib.suppress(Exception):
@@ -154,6 +169,8 @@ async def probe_mx(
                     SmtpProbe(host, address, port),
                     client_context(ca_file, verify=False),
                     _Progress(),
+                    helo,
+                    source,
                 ),
                 timeout,
             )

@@ -56,7 +56,7 @@ from .normalise import NAME, SHORT, clean, storable
 from .provenance import Channel, Provenance, claimed_domain
 
 # The newest migration in migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 _LEGACY = "legacy"  # the content hash of rows stored before migration 0002
 # Bound parameters per IN list: well under SQLite's 32,766 and PostgreSQL's 65,535.
 _CHUNK = 500
