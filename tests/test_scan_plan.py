@@ -71,7 +71,8 @@ def test_opt_out_covers_domains_mx_hosts_and_networks() -> None:
         ]
     )
     assert problems == ["f:4: 'not a name' is neither a domain, an MX host nor an address"]
-    assert opt_out.domain("private.example") and opt_out.domain("sub.private.example")
+    assert opt_out.domain("private.example")
+    assert opt_out.domain("sub.private.example")
     assert not opt_out.domain("public.example")
     assert opt_out.pair(("mx3.bigmail.example", "198.51.100.7"))
     assert opt_out.pair(("mx.other.example", "192.0.2.25"))

@@ -17,6 +17,7 @@ from mtasts.sts.domain import normalise_host
 from .scenario import HostFault, LabDomain, MxAddress, MxFault
 
 _POOL_SIZE = 16  # healthy MX addresses shared by generated domains, unless asked otherwise
+_FAULT_SPREAD = 8  # addresses per MX fault among generated domains
 
 
 @dataclass
@@ -104,7 +105,7 @@ def build(
             for spec in mx.addresses:
                 _place(topo, domain, mx.name, mx.cname, spec, addresses.take(), addresses)
     pool = [addresses.take() for _ in range(pool_size)] if generated else []
-    fault_pool: dict[MxFault, str] = {}
+    fault_pool: dict[tuple[MxFault, int], str] = {}
     for domain in generated:
         _publish(topo, domain)
         for mx in domain.mx:
@@ -112,7 +113,11 @@ def build(
                 if spec.fault is MxFault.NONE:
                     address = pool[(zlib.crc32(mx.name.encode()) + n) % len(pool)]
                 else:
-                    address = fault_pool.setdefault(spec.fault, addresses.take())
+                    # Spread over a few addresses per fault, as real broken hosts are: one
+                    # address holding every broken MX name would be a hot spot no real
+                    # provider is, and a polite scan crawls through it one slot at a time.
+                    spread = (spec.fault, zlib.crc32(mx.name.encode()) % _FAULT_SPREAD)
+                    address = fault_pool.setdefault(spread, addresses.take())
                 _place(topo, domain, mx.name, mx.cname, spec, address, addresses)
     return topo
 

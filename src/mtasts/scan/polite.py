@@ -122,7 +122,7 @@ class PgPoliteness:
             # Every slot is open somewhere: wait a little, longer each time, with jitter so
             # the workers do not all knock at once.
             await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.05)
 
     async def _give(self, key: str, slot: int) -> None:
         self._held.get(key, set()).discard(slot)
