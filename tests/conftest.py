@@ -89,6 +89,10 @@ class RunningLab:
 
 def start_lab(state_dir: Path, subnet: str, *extra: str) -> RunningLab:
     ports = [f"--{k}-port={v}" for k, v in LAB_PORTS.items()]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # A file, not a pipe: nobody reads a pipe while the tests run, and a lab that logs a
+    # line too many would block on its full stderr and freeze every endpoint with it.
+    output = (state_dir / "lab.out").open("wb")
     process = subprocess.Popen(
         [
             MTASTS,
@@ -102,16 +106,15 @@ def start_lab(state_dir: Path, subnet: str, *extra: str) -> RunningLab:
             "--no-reports",
             *extra,
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "NO_COLOR": "1"},
     )
+    output.close()  # the child has its own copy
     deadline = time.monotonic() + 60
     while not (state_dir / "lab.json").exists():
         if process.poll() is not None:
-            raise RuntimeError(
-                f"lab exited: {process.stderr.read().decode() if process.stderr else ''}"
-            )
+            raise RuntimeError(f"lab exited: {(state_dir / 'lab.out').read_text()[-3000:]}")
         if time.monotonic() > deadline:
             process.kill()
             raise RuntimeError("lab did not start in 60 s")

@@ -12,7 +12,9 @@ types it has no zone-file reader for are converted by dnspython, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import struct
 
 import dns.exception
@@ -28,6 +30,7 @@ log = logging.getLogger("mtasts.lab.dns")
 _TTL = 300
 _MAX_CHAIN = 8
 _UDP_LIMIT = 512  # without EDNS (RFC 1035 §4.2.1)
+_RCVBUF = 4 * 1024 * 1024
 
 
 class Zone:
@@ -158,6 +161,14 @@ async def serve_dns(
     transport, _ = await loop.create_datagram_endpoint(
         lambda: _Udp(zone), local_addr=(topology.dns_address, port)
     )
+    # A scan's first seconds send thousands of questions at once while the same loop does
+    # TLS handshakes; the default buffer (about 200 queries) drops the rest, which reads as
+    # a DNS timeout. Real servers take a bigger one too (Unbound's so-rcvbuf); the kernel
+    # caps it at net.core.rmem_max.
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
     server = await asyncio.start_server(
         lambda r, w: _tcp_client(zone, r, w), topology.dns_address, port
     )

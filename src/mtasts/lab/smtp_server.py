@@ -19,6 +19,8 @@ import ssl
 import time
 from pathlib import Path
 
+from mtasts.net.tls import quiet_start_tls_eof
+
 from .ca import LabCA, Validity
 from .scenario import MxFault
 from .topology import SmtpEndpoint
@@ -228,6 +230,7 @@ async def serve_smtp(
     ca: LabCA, endpoint: SmtpEndpoint, port: int, log_path: Path
 ) -> asyncio.AbstractServer:
     tls_context(ca, endpoint)  # certificates are made before the first client comes
+    quiet_start_tls_eof()
     return await asyncio.start_server(
         lambda r, w: _client(ca, endpoint, log_path, r, w), endpoint.address, port
     )

@@ -15,7 +15,9 @@ reads /etc/resolv.conf.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import cast
@@ -25,6 +27,7 @@ from mtasts.sts.domain import normalise_host
 
 from . import dnswire
 
+_RCVBUF = 1024 * 1024  # bytes; the kernel caps it at net.core.rmem_max
 _PER_TRY = 2.0  # seconds before asking again (or asking the next server), as dnspython does
 _SOCKET_USES = 500  # queries per UDP socket before a new one (and a new source port)
 _MAX_CNAMES = 16
@@ -77,6 +80,13 @@ class _Channel(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Python 3.11's selector transport does not subclass DatagramTransport, but is one.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        # Hundreds of lookups share this socket (check --file, a scan batch): their answers
+        # can arrive in one burst, more than the default buffer (about 200 datagrams)
+        # holds, and a dropped answer costs a retry after _PER_TRY seconds.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
 
     def datagram_received(self, data: bytes, _addr: object) -> None:
         if len(data) < 12:

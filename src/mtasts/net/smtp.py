@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .tls import Leaf, Trust, client_context, trust_from_error
+from .tls import Leaf, Trust, client_context, quiet_start_tls_eof, trust_from_error
 
 log = logging.getLogger("mtasts.net.smtp")
 HELO_NAME = "mtasts-check.invalid"
@@ -154,6 +154,7 @@ async def probe_mx(
 
     ``helo`` names the prober in EHLO (a scan says who it is); ``source`` binds the local
     address, so an operator can scan from an address the providers know."""
+    quiet_start_tls_eof()
     started = time.perf_counter()
     progress = _Progress()
     probe = SmtpProbe(host, address, port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +89,25 @@ class Trust:
 
 def trust_from_error(exc: ssl.SSLCertVerificationError) -> Trust:
     return Trust(False, exc.verify_code, exc.verify_message)
+
+
+class _StartTlsEofFilter(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl".
+
+    ``StreamWriter.start_tls`` (used by both sides of STARTTLS, RFC 3207 §4) leaves the
+    stream protocol believing it is not over TLS, so asyncio logs that warning each time a
+    peer closes a TLS session: harmless, but one line per connection. A lab serving ten
+    thousand domains wrote it until its stderr pipe filled and the whole lab froze."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+_EOF_FILTER = _StartTlsEofFilter()
+
+
+def quiet_start_tls_eof() -> None:
+    """Install :class:`_StartTlsEofFilter` on the asyncio logger (once)."""
+    logger = logging.getLogger("asyncio")
+    if _EOF_FILTER not in logger.filters:
+        logger.addFilter(_EOF_FILTER)
