@@ -433,3 +433,30 @@ def test_a_detached_lab_writes_reports_a_user_can_ingest(tmp_path: Path) -> None
     assert down.returncode == 0
     assert "lab stopped" in down.stdout
     assert not (state / "lab.json").exists()
+
+
+def test_tls_sessions_closed_by_the_client_leave_the_lab_quiet(lab: RunningLab) -> None:
+    """asyncio logs a warning for each STARTTLS session a client closes; a lab serving a
+    scan wrote it until its output pipe filled and every endpoint froze. Our own probe
+    closes sessions the way that triggered it."""
+    import asyncio
+
+    from mtasts.net.smtp import probe_mx
+
+    async def probes() -> list[str | None]:
+        address = lab.mx_address("good-enforce.example")
+        done = [
+            await probe_mx(
+                "mx1.good-enforce.example",
+                address,
+                port=SMTP_PORT,
+                ca_file=Path(lab.ca_file),
+                timeout=5,
+            )
+            for _ in range(20)
+        ]
+        return [p.tls_version for p in done]
+
+    assert asyncio.run(probes()) == ["TLSv1.3"] * 20
+    time.sleep(0.3)  # the lab logs after the client has gone
+    assert "eof_received" not in (lab.state_dir / "lab.out").read_text()
