@@ -20,12 +20,30 @@ from mtasts.scan.plan import (
     in_shard,
     pairs_of,
     parse_shard,
+    probe_jobs,
     provider_of,
     with_probes,
 )
 from mtasts.scan.stats import adoption, diff
 
 NAMES = [f"d{n}.example" for n in range(2000)]
+
+
+def test_probe_jobs_hold_one_address_each_and_spread_a_busy_one_over_its_slots() -> None:
+    busy = [(f"mx{n}.customer{n}.example", "192.0.2.1") for n in range(400)]
+    quiet = [("mx.other.example", "192.0.2.9"), ("mx2.other.example", "2001:db8::9")]
+    jobs = probe_jobs(busy + quiet, group=8, per_address=2)
+    # Every pair once, each job one address, at most `group` pairs.
+    assert sorted(p for j in jobs for p in j.pairs) == sorted(busy + quiet)
+    assert all(len({a for _, a in j.pairs}) == 1 and len(j.pairs) <= 8 for j in jobs)
+    # The key names the address and one of its `per_address` slots; both slots are used.
+    keys = {j.key for j in jobs if j.pairs[0][1] == "192.0.2.1"}
+    assert keys == {"192.0.2.1#0", "192.0.2.1#1"}
+    assert all(j.key.rsplit("#", 1)[0] == j.pairs[0][1] for j in jobs)
+    # The same pairs get the same keys in a second run (a resumed scan keeps its slots).
+    assert probe_jobs(busy + quiet, 8, 2) == jobs
+    # One slot per address: every key ends in #0.
+    assert {j.key.rsplit("#", 1)[1] for j in probe_jobs(busy, 8, 1)} == {"0"}
 
 
 def test_shards_split_a_list_into_disjoint_parts_that_cover_it() -> None:

@@ -69,7 +69,7 @@ def scan() -> None:
 
     \b
     mtasts scan submit top-1m.txt --name 2026-12
-    mtasts scan worker --concurrency 8      # on each machine
+    mtasts scan worker --concurrency 32     # on each machine
     mtasts scan status 2026-12
     mtasts scan results 2026-12 --stats
     mtasts scan diff 2026-11 2026-12
@@ -222,10 +222,17 @@ def scan_submit(
 @scan.command("worker")
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 200),
-    default=8,
+    type=click.IntRange(1, 1000),
+    default=32,
     show_default=True,
-    help="Jobs at once in this process (a job is a batch of domains or a group of probes).",
+    help="Probes at once in this process (phase 2: one connection each).",
+)
+@click.option(
+    "--batches",
+    type=click.IntRange(1, 100),
+    default=2,
+    show_default=True,
+    help="Phase-1 batches at once in this process (each resolves its domains together).",
 )
 @click.option("--once", is_flag=True, help="Exit when no scan has work left (batch jobs).")
 @click.option(
@@ -238,7 +245,7 @@ def scan_submit(
 @click.option("-v", "--verbose", is_flag=True, help="Log every job.")
 @_DB
 def scan_worker(
-    concurrency: int, once: bool, stalled_after: float, verbose: bool, db: str | None
+    concurrency: int, batches: int, once: bool, stalled_after: float, verbose: bool, db: str | None
 ) -> None:
     """Run scan jobs from the queue until interrupted (or, with --once, until none is left)."""
     from mtasts.scan.engine import conninfo_of
@@ -257,7 +264,7 @@ def scan_worker(
         await politeness.open()
         try:
             async with engine.open():
-                await engine.run_worker(runtime, concurrency, once, stalled_after)
+                await engine.run_worker(runtime, concurrency, once, stalled_after, batches=batches)
         finally:
             await politeness.close()
 
@@ -529,6 +536,7 @@ def scan_cancel(name: str, db: str | None) -> None:
 @_DB
 def scan_resume(name: str, db: str | None) -> None:
     """Queue again what scan NAME has not done (after cancel, or a database restored)."""
+    from mtasts.scan.plan import probe_jobs
     from mtasts.scan.store import ScanError, ScanStatus
     from mtasts.scan.work import ScanOptions
 
@@ -541,7 +549,7 @@ def scan_resume(name: str, db: str | None) -> None:
     if info.status is ScanStatus.DONE:
         echo(f"scan {name} is already done")
         return
-    group = ScanOptions.from_dict(info.options).probe_group
+    options = ScanOptions.from_dict(info.options)
     store.set_status(info.id, ScanStatus.RUNNING)
     pending = store.pending_batches(info.id)
     pairs = store.pending_pairs(info.id)
@@ -550,14 +558,11 @@ def scan_resume(name: str, db: str | None) -> None:
         await engine.ensure_schema()
         async with engine.open():
             await engine.defer_gather(name, pending)
-            await engine.defer_probes(name, [list(c) for c in batches_of(pairs, group)])
+            jobs = probe_jobs(pairs, options.probe_group, options.limits.per_address)
+            await engine.defer_probes(name, jobs)
 
     asyncio.run(resume())
     echo(f"scan {name} resumed: {len(pending):,} batches and {len(pairs):,} probes queued again")
-
-
-def batches_of(pairs: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
-    return [pairs[i : i + size] for i in range(0, len(pairs), max(1, size))]
 
 
 __all__ = ["scan"]

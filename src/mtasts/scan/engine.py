@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,19 +22,21 @@ from procrastinate.schema import SchemaManager
 from procrastinate.worker import Worker
 
 from . import work
-from .plan import Pair
+from .plan import ProbeJob
 from .store import ScanStatus
 
 log = logging.getLogger("mtasts.scan")
 
-QUEUE_PREFIX = "mtasts-scan."
+# Two queues shared by every scan (the scan's name travels in each job's arguments): a
+# worker runs phase 1 and phase 2 in two procrastinate workers of their own sizes, since a
+# phase-1 job is a batch of domains resolved at once and a phase-2 job is one connection.
+GATHER_QUEUE = "mtasts-scan.gather"
+PROBE_QUEUE = "mtasts-scan.probe"
+QUEUES = (GATHER_QUEUE, PROBE_QUEUE)
+PROBE_LOCK_PREFIX = "mtasts-scan-probe:"
 _DEFER_CHUNK = 1000
 _SCHEMA_LOCK = 8461_0015  # advisory lock key: two workers starting at once apply it once
 _runtime: work.Runtime | None = None  # the worker process's, set by run_worker
-
-
-def queue_of(scan: str) -> str:
-    return f"{QUEUE_PREFIX}{scan}"
 
 
 def conninfo_of(url: str) -> str:
@@ -60,15 +63,16 @@ class ProcrastinateEngine:
     def __init__(self, connector: BaseConnector, conninfo: str | None = None) -> None:
         self.conninfo = conninfo
         self.app = App(connector=connector)
-        # A job that raised (the database went away mid-job) is retried; a job whose worker
-        # died is recovered by the heartbeat check in run_worker. work.py caps both.
+        # A job that raised (the database went away, or it outlived work.py's deadline) is
+        # retried; a job whose worker died is recovered by the heartbeat check in
+        # run_worker. work.py counts attempts per domain and pair and gives up after its cap.
         retry = RetryStrategy(max_attempts=3, wait=2)
-        self.gather_task = self.app.task(name="mtasts.scan.gather", pass_context=True, retry=retry)(
-            _gather
-        )
-        self.probe_task = self.app.task(name="mtasts.scan.probe", pass_context=True, retry=retry)(
-            _probe
-        )
+        self.gather_task = self.app.task(
+            name="mtasts.scan.gather", queue=GATHER_QUEUE, pass_context=True, retry=retry
+        )(_gather)
+        self.probe_task = self.app.task(
+            name="mtasts.scan.probe", queue=PROBE_QUEUE, pass_context=True, retry=retry
+        )(_probe)
 
     @classmethod
     def for_url(cls, url: str) -> ProcrastinateEngine:
@@ -77,6 +81,14 @@ class ProcrastinateEngine:
 
     def open(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return self.app.open_async()
+
+    async def _sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        assert self.conninfo is not None
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as db:
+            cursor = await db.execute(query.encode(), params)
+            return await cursor.fetchall()
 
     async def ensure_schema(self) -> None:
         """Create procrastinate's tables in the scan database the first time."""
@@ -96,38 +108,66 @@ class ProcrastinateEngine:
 
     async def defer_gather(self, scan: str, batches: Iterable[int]) -> int:
         jobs: list[dict[str, Any]] = [{"scan": scan, "batch": b} for b in batches]
-        deferrer = self.gather_task.configure(queue=queue_of(scan))
+        deferrer = self.gather_task.configure()
         for start in range(0, len(jobs), _DEFER_CHUNK):
             await deferrer.batch_defer_async(*jobs[start : start + _DEFER_CHUNK])
         return len(jobs)
 
-    async def defer_probes(self, scan: str, groups: list[list[Pair]]) -> None:
-        jobs: list[dict[str, Any]] = [
-            {"scan": scan, "pairs": [[h, a] for h, a in group]} for group in groups if group
+    async def defer_probes(self, scan: str, jobs: list[ProbeJob]) -> None:
+        """Queue phase-2 jobs, each under the lock named by its key: procrastinate never
+        starts a job while another with its lock runs, whichever worker holds it. The lock
+        is not per scan, so two scans running at once share an address's slots too."""
+        deferrer = self.probe_task.configure()
+        made = [
+            deferrer.make_new_job(scan=scan, pairs=[[h, a] for h, a in job.pairs]).evolve(
+                lock=f"{PROBE_LOCK_PREFIX}{job.key}"
+            )
+            for job in jobs
+            if job.pairs
         ]
-        deferrer = self.probe_task.configure(queue=queue_of(scan))
-        for start in range(0, len(jobs), _DEFER_CHUNK):
-            await deferrer.batch_defer_async(*jobs[start : start + _DEFER_CHUNK])
+        for start in range(0, len(made), _DEFER_CHUNK):
+            await self.app.job_manager.batch_defer_jobs_async(made[start : start + _DEFER_CHUNK])
+
+    async def _todo_of(self, scan: str) -> list[int]:
+        manager = self.app.job_manager
+        found = []
+        for queue in QUEUES:
+            for job in await manager.list_jobs_async(queue=queue, status="todo"):
+                if job.task_kwargs.get("scan") == scan and job.id is not None:
+                    found.append(job.id)
+        return found
 
     async def cancel(self, scan: str) -> int:
         """Cancel the scan's jobs not yet started; running ones stop at their next step."""
         cancelled = 0
-        manager = self.app.job_manager
-        for job in await manager.list_jobs_async(queue=queue_of(scan), status="todo"):
-            if job.id is not None and await manager.cancel_job_by_id_async(job.id):
+        for job_id in await self._todo_of(scan):
+            if await self.app.job_manager.cancel_job_by_id_async(job_id):
                 cancelled += 1
         return cancelled
 
     async def jobs(self, scan: str | None = None) -> dict[str, int]:
         """Jobs per status (todo, doing, failed, ...) of one scan, or of all scans."""
         totals: dict[str, int] = {}
-        for queue in await self.app.job_manager.list_queues_async(
-            queue=queue_of(scan) if scan else None
-        ):
-            if not str(queue["name"]).startswith(QUEUE_PREFIX):
+        if scan is not None and self.conninfo is not None:
+            # One count in the database rather than every job row over the wire.
+            rows = await self._sql(
+                "SELECT status::text, count(*) FROM procrastinate_jobs"
+                " WHERE queue_name = ANY(%s) AND args->>'scan' = %s GROUP BY 1",
+                list(QUEUES),
+                scan,
+            )
+            return {str(status): int(n) for status, n in rows}
+        if scan is not None:
+            for queue in QUEUES:
+                for job in await self.app.job_manager.list_jobs_async(queue=queue):
+                    if job.task_kwargs.get("scan") == scan and job.status is not None:
+                        totals[job.status] = totals.get(job.status, 0) + 1
+            return totals
+        for counts in await self.app.job_manager.list_queues_async():
+            if str(counts["name"]) not in QUEUES:
                 continue
             for key in ("todo", "doing", "succeeded", "failed", "cancelled", "aborted"):
-                totals[key] = totals.get(key, 0) + int(queue.get(key) or 0)
+                totals[key] = totals.get(key, 0) + int(counts.get(key) or 0)
         return totals
 
     async def recover_stalled(self, stalled_after: float) -> int:
@@ -135,7 +175,7 @@ class ProcrastinateEngine:
         recovered = 0
         manager = self.app.job_manager
         for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
-            if job.queue.startswith(QUEUE_PREFIX):
+            if job.queue in QUEUES:
                 log.warning(
                     "scan job %s (%s) was left by a stopped worker: queued again",
                     job.id,
@@ -161,32 +201,48 @@ class ProcrastinateEngine:
         stalled_after: float = 30.0,
         signals: bool = True,
         poll: float = 1.0,
+        batches: int = 2,
     ) -> None:
-        """Run jobs until stopped (SIGINT/SIGTERM), or with ``once`` until no scan has a job
-        waiting or running anywhere (a killed worker's jobs count until recovered)."""
+        """Run up to ``concurrency`` probe jobs and ``batches`` phase-1 jobs at once until
+        stopped (SIGINT/SIGTERM), or with ``once`` until no scan has a job waiting or
+        running anywhere (a killed worker's jobs count until recovered)."""
         global _runtime
         _runtime = runtime
-        worker = Worker(
-            self.app,
-            concurrency=concurrency,
-            wait=True,
-            fetch_job_polling_interval=poll,
-            install_signal_handlers=signals,
-            update_heartbeat_interval=max(0.5, stalled_after / 3),
-            stalled_worker_timeout=stalled_after,
-            delete_jobs="successful",
-        )
-        running = asyncio.ensure_future(worker.run())  # type: ignore[no-untyped-call]
+        workers = [
+            Worker(
+                self.app,
+                queues=[queue],
+                concurrency=size,
+                wait=True,
+                fetch_job_polling_interval=poll,
+                install_signal_handlers=False,
+                update_heartbeat_interval=max(0.5, stalled_after / 3),
+                stalled_worker_timeout=stalled_after,
+                delete_jobs="successful",
+            )
+            for queue, size in ((GATHER_QUEUE, batches), (PROBE_QUEUE, concurrency))
+        ]
+
+        def stop() -> None:
+            for worker in workers:
+                worker.stop()  # type: ignore[no-untyped-call]
+
+        loop = asyncio.get_running_loop()
+        if signals:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(number, stop)
+        running = [asyncio.ensure_future(w.run()) for w in workers]  # type: ignore[no-untyped-call]
         idle = 0
         try:
-            while not running.done():
-                await asyncio.wait([running], timeout=poll)
-                if running.done():
+            while not all(r.done() for r in running):
+                await asyncio.wait(running, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                if any(r.done() for r in running):
+                    stop()  # one stopped (a signal, or it failed): the other goes too
                     break
                 try:
                     await self.recover_stalled(stalled_after)
                     busy = await self.jobs()
-                except Exception as exc:  # the database blinked: the worker itself carries on
+                except Exception as exc:  # the database blinked: the workers carry on
                     log.warning("scan worker: checking the queue failed: %s", exc)
                     continue
                 idle = idle + 1 if not busy.get("todo") and not busy.get("doing") else 0
@@ -195,11 +251,17 @@ class ProcrastinateEngine:
                     # in, and mark finished scans done (work.judge_ready's sweep).
                     await self._sweep(runtime)
                     if once:
-                        worker.stop()  # type: ignore[no-untyped-call]
-            await running
+                        stop()
+            for done in await asyncio.gather(*running, return_exceptions=True):
+                if isinstance(done, BaseException):
+                    raise done
         finally:
-            if not running.done():
-                worker.stop()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(Exception):
-                    await running
+            stop()
+            for task in running:
+                if not task.done():
+                    with contextlib.suppress(Exception):
+                        await task
+            if signals:
+                for number in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(number)
             _runtime = None

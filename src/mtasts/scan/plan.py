@@ -71,6 +71,36 @@ def pairs_of(facts: DomainFacts) -> list[Pair]:
     return list(seen)
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeJob:
+    """Pairs of one MX address probed one after another by one job. Jobs with the same
+    ``key`` never run at once (the engine's job lock), which is what caps the connections
+    open to one address across every worker: ``per_address`` keys per address."""
+
+    key: str
+    pairs: tuple[Pair, ...]
+
+
+def probe_jobs(pairs: Iterable[Pair], group: int, per_address: int) -> list[ProbeJob]:
+    """Group pairs by address, at most ``group`` per job, each job keyed ``address#slot``.
+
+    The slot comes from a hash of the job's first MX host name, so the jobs of a busy
+    address spread over its ``per_address`` slots whichever batch or worker made them,
+    and the same pairs get the same key on a second run."""
+    by_address: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_address.setdefault(pair[1], []).append(pair)
+    jobs = []
+    size, slots = max(1, group), max(1, per_address)
+    for address, found in by_address.items():
+        for start in range(0, len(found), size):
+            chunk = tuple(found[start : start + size])
+            digest = hashlib.sha256(chunk[0][0].encode()).digest()
+            slot = int.from_bytes(digest[:4], "big") % slots
+            jobs.append(ProbeJob(f"{address}#{slot}", chunk))
+    return jobs
+
+
 def provider_of(host: str) -> str:
     """The mail provider an MX host belongs to, for per-provider limits and statistics: its
     registrable-looking suffix (the last two labels, three under a two-letter country code

@@ -1,7 +1,13 @@
 """Politeness: how many probes may be open at once, and how often one may start, per MX
 address and per mail provider — across every worker of every machine, not per process.
 
-On PostgreSQL the limits live in the database: a concurrency slot is a session advisory
+Connections per address are capped by the engine, not here: each probe job holds one
+address's pairs, probes them one after another, and carries a key ``address#slot`` that
+no two running jobs share (:func:`.plan.probe_jobs`), so a busy address never occupies a
+worker that could probe another. What is left here is the per-address rate and the
+per-provider concurrency and rate.
+
+On PostgreSQL these limits live in the database: a concurrency slot is a session advisory
 lock (``pg_try_advisory_lock(hashtext(key), slot)``), which PostgreSQL itself releases when
 a killed worker's connection drops; a rate is a row per key holding the earliest time the
 next probe may start, advanced atomically by each taker. :class:`LocalPoliteness` does the
@@ -48,11 +54,12 @@ class Limits:
 
 def _keys(pair: Pair, limits: Limits) -> list[tuple[str, int, float]]:
     """(key, concurrent, rate) for each limit that applies to ``pair``, provider first (a
-    fixed order, so no two takers wait for each other's second key forever)."""
+    fixed order, so no two takers wait for each other's second key forever); concurrent 0:
+    no slot to take (the address's, which the engine's job keys hold)."""
     host, address = pair
     return [
         (f"provider:{provider_of(host)}", limits.per_provider, limits.provider_rate),
-        (f"address:{address}", limits.per_address, limits.address_rate),
+        (f"address:{address}", 0, limits.address_rate),
     ]
 
 
@@ -71,8 +78,9 @@ class LocalPoliteness:
     async def slot(self, pair: Pair, limits: Limits) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             for key, concurrent, rate in _keys(pair, limits):
-                semaphore = self._open.setdefault(key, asyncio.Semaphore(max(1, concurrent)))
-                await stack.enter_async_context(semaphore)
+                if concurrent:
+                    semaphore = self._open.setdefault(key, asyncio.Semaphore(concurrent))
+                    await stack.enter_async_context(semaphore)
                 if rate > 0:
                     now = time.monotonic()
                     start = max(self._next.get(key, 0.0), now)
@@ -150,7 +158,8 @@ class PgPoliteness:
         taken: list[tuple[str, int]] = []
         try:
             for key, concurrent, rate in _keys(pair, limits):
-                taken.append((key, await self._take(key, concurrent)))
+                if concurrent:
+                    taken.append((key, await self._take(key, concurrent)))
                 if rate > 0:
                     await self._pace(key, rate)
             yield

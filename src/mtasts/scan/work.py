@@ -26,13 +26,13 @@ from mtasts.check.report import to_json
 from mtasts.net.dns import Nameserver
 from mtasts.net.smtp import SmtpProbe, probe_mx
 
-from .plan import OptOut, Pair, ehlo_name, pairs_of, provider_of, with_probes
+from .plan import OptOut, Pair, ProbeJob, ehlo_name, pairs_of, probe_jobs, provider_of, with_probes
 from .polite import Limits, LocalPoliteness, Politeness
 from .store import Gathered, Judged, Ready, ScanInfo, ScanStatus, ScanStore
 
 log = logging.getLogger("mtasts.scan")
 
-DeferProbes = Callable[[str, list[list[Pair]]], Awaitable[None]]
+DeferProbes = Callable[[str, list[ProbeJob]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,29 +126,47 @@ def _gave_up(domain: str, attempts: int) -> DomainFacts:
     )
 
 
+def gather_deadline(options: ScanOptions) -> float:
+    """Seconds a phase-1 job may take before it counts as hung: a domain's steps (TXT, MX,
+    addresses, policy fetch, each bounded by the timeout) run one after another."""
+    return 60.0 + 8 * options.check.timeout
+
+
+def probe_deadline(options: ScanOptions, pairs: int) -> float:
+    """Seconds a phase-2 job may take: its pairs are probed one after another, each probe at
+    most two connections (a second look at a certificate that failed), paced by the rate."""
+    check, limits = options.check, options.limits
+    paced = pairs / limits.address_rate if limits.address_rate > 0 else 0.0
+    return 60.0 + pairs * check.probes * 2 * check.timeout + paced
+
+
 async def gather_batch(rt: Runtime, scan: str, batch: int) -> int:
     """Phase 1 for one batch; defers probes for the pairs no earlier batch added. Returns
-    the number of domains gathered."""
+    the number of domains gathered.
+
+    A job that outlives :func:`gather_deadline` raises TimeoutError: the engine retries it
+    (what was stored stays) instead of letting a hung job hold a worker's slot for ever."""
     info, options, opt_out = rt.scan(scan)
     if info.status is not ScanStatus.RUNNING:
         return 0
-    todo = await asyncio.to_thread(rt.store.begin_gather, info.id, batch)
-    fresh = [d for d, attempts in todo if attempts <= options.max_attempts]
-    facts = [_gave_up(d, a) for d, a in todo if a > options.max_attempts]
-    if fresh:
-        facts += await gather_many(fresh, options.check, len(fresh), probe_smtp=False)
-    gathered = []
-    for f in facts:
-        pairs = pairs_of(f)
-        gathered.append(
-            Gathered(f, pairs, provider_of(f.mx[0].host) if f.mx else None, f.gather_error)
-        )
-    skipped = {p for g in gathered for p in g.pairs if opt_out.pair(p)}
-    added = await asyncio.to_thread(rt.store.save_gathered, info.id, gathered, skipped)
-    group = max(1, options.probe_group)
-    if added:
-        await rt.defer_probes(scan, [added[i : i + group] for i in range(0, len(added), group)])
-    await judge_ready(rt, info, domains=[f.domain for f in facts])
+    async with asyncio.timeout(gather_deadline(options)):
+        todo = await asyncio.to_thread(rt.store.begin_gather, info.id, batch)
+        fresh = [d for d, attempts in todo if attempts <= options.max_attempts]
+        facts = [_gave_up(d, a) for d, a in todo if a > options.max_attempts]
+        if fresh:
+            facts += await gather_many(fresh, options.check, len(fresh), probe_smtp=False)
+        gathered = []
+        for f in facts:
+            pairs = pairs_of(f)
+            gathered.append(
+                Gathered(f, pairs, provider_of(f.mx[0].host) if f.mx else None, f.gather_error)
+            )
+        skipped = {p for g in gathered for p in g.pairs if opt_out.pair(p)}
+        added = await asyncio.to_thread(rt.store.save_gathered, info.id, gathered, skipped)
+        if added:
+            jobs = probe_jobs(added, options.probe_group, options.limits.per_address)
+            await rt.defer_probes(scan, jobs)
+        await judge_ready(rt, info, domains=[f.domain for f in facts])
     return len(facts)
 
 
@@ -184,18 +202,21 @@ async def _probe(
 
 
 async def probe_group(rt: Runtime, scan: str, pairs: Sequence[Pair]) -> int:
-    """Phase 2 for a group of pairs; then judge the domains this completed. Returns the
-    number of pairs probed."""
+    """Phase 2 for a job's pairs (one address, see :func:`.plan.probe_jobs`): probed one
+    after another, so a job holds at most one connection and the engine's job key caps
+    the address's connections; then judge the domains this completed. Returns the number
+    of pairs probed. Bounded by :func:`probe_deadline`, as :func:`gather_batch` is."""
     info, options, _ = rt.scan(scan)
     if info.status is not ScanStatus.RUNNING:
         return 0
-    todo = await asyncio.to_thread(rt.store.begin_probes, info.id, list(pairs))
-    helo = options.ehlo or ehlo_name(info.name)
-    results = await asyncio.gather(
-        *(_probe(pair, attempts, options, rt.politeness, helo) for pair, attempts in todo)
-    )
-    await asyncio.to_thread(rt.store.save_probes, info.id, results)
-    await judge_ready(rt, info, pairs=list(pairs))
+    async with asyncio.timeout(probe_deadline(options, len(pairs))):
+        todo = await asyncio.to_thread(rt.store.begin_probes, info.id, list(pairs))
+        helo = options.ehlo or ehlo_name(info.name)
+        results = []
+        for pair, attempts in todo:
+            results.append(await _probe(pair, attempts, options, rt.politeness, helo))
+        await asyncio.to_thread(rt.store.save_probes, info.id, results)
+        await judge_ready(rt, info, pairs=list(pairs))
     return len(results)
 
 
