@@ -36,7 +36,16 @@ from mtasts.net.dns import Nameserver
 from mtasts.scan.plan import PlanError, in_shard, parse_shard
 from mtasts.sts.domain import as_asked, domain_problem
 
-from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, console, csv_cell, echo, print_table
+from .output import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    console,
+    csv_cell,
+    echo,
+    options,
+    print_table,
+)
 from .output import shown as escape  # MX names, certificates and messages quote strangers
 
 _STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -356,6 +365,58 @@ def _check_live(
     return judge_all(gathered, configured), problems, interrupted
 
 
+NETWORK_OPTIONS = options(
+    click.option(
+        "--nameserver",
+        "nameservers",
+        multiple=True,
+        help="HOST[:PORT] instead of the system resolver (repeatable).",
+    ),
+    click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Extra trusted CAs (PEM), beside the system store; SSL_CERT_FILE is honoured.",
+    ),
+    click.option("--smtp-port", type=click.IntRange(1, 65535), default=25, show_default=True),
+    click.option("--https-port", type=click.IntRange(1, 65535), default=443, show_default=True),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(0.1, 300),
+        default=10.0,
+        show_default=True,
+        help="Seconds per network step.",
+    ),
+    click.option(
+        "--probes",
+        type=click.IntRange(1, 20),
+        default=1,
+        show_default=True,
+        help="Probe each address N times (catch a load balancer's bad backend).",
+    ),
+    click.option(
+        "--max-mx",
+        type=click.IntRange(1, 1000),
+        default=16,
+        show_default=True,
+        help="Check at most N MX hosts per domain (the most preferred); the rest is reported.",
+    ),
+    click.option(
+        "--max-addresses",
+        type=click.IntRange(1, 1000),
+        default=8,
+        show_default=True,
+        help="Probe at most N addresses per MX host; the rest is reported.",
+    ),
+    click.option(
+        "--lab",
+        "lab_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Take nameserver, CA and ports from a running lab's state folder.",
+    ),
+)
+"""The network options of ``check``, shared by ``scan submit`` (same names, same meaning)."""
+
+
 @click.command()
 @click.argument("domains", nargs=-1)
 @click.option(
@@ -387,53 +448,7 @@ def _check_live(
     default=0,
     help="Processes for large batches (0: one per core, at most 4).",
 )
-@click.option(
-    "--nameserver",
-    "nameservers",
-    multiple=True,
-    help="HOST[:PORT] instead of the system resolver (repeatable).",
-)
-@click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra trusted CAs (PEM), beside the system store; SSL_CERT_FILE is honoured.",
-)
-@click.option("--smtp-port", type=click.IntRange(1, 65535), default=25, show_default=True)
-@click.option("--https-port", type=click.IntRange(1, 65535), default=443, show_default=True)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0.1, 300),
-    default=10.0,
-    show_default=True,
-    help="Seconds per network step.",
-)
-@click.option(
-    "--probes",
-    type=click.IntRange(1, 20),
-    default=1,
-    show_default=True,
-    help="Probe each address N times (catch a load balancer's bad backend).",
-)
-@click.option(
-    "--max-mx",
-    type=click.IntRange(1, 1000),
-    default=16,
-    show_default=True,
-    help="Check at most N MX hosts per domain (the most preferred); the rest is reported.",
-)
-@click.option(
-    "--max-addresses",
-    type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
-    help="Probe at most N addresses per MX host; the rest is reported.",
-)
-@click.option(
-    "--lab",
-    "lab_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Take nameserver, CA and ports from a running lab's state folder.",
-)
+@NETWORK_OPTIONS
 @click.option("--explain", "explain_code", help="Print the explanation of a finding code and exit.")
 @click.option(
     "--facts",

@@ -17,8 +17,8 @@ from mtasts.check.gather import CheckOptions
 from mtasts.scan.plan import OptOut, PlanError, check_scan_name, in_shard
 from mtasts.scan.polite import Limits
 
-from .check import _shard, domain_names, network_settings, read_domain_file
-from .output import EXIT_PROBLEMS, EXIT_USAGE, csv_cell, echo, options, print_json
+from .check import NETWORK_OPTIONS, _shard, domain_names, network_settings, read_domain_file
+from .output import EXIT_PROBLEMS, EXIT_USAGE, csv_cell, echo, print_json
 
 _DB = click.option(
     "--db",
@@ -54,6 +54,17 @@ def _open(db: str | None) -> tuple[Any, Any]:
     return store, ProcrastinateEngine.for_url(url)
 
 
+def _scans(store: Any, *names: str) -> list[Any]:
+    """The scans named (all of them when none is), or exit 2 naming the one missing."""
+    from mtasts.scan.store import ScanError
+
+    try:
+        return [store.get(n) for n in names] if names else list(store.scans())
+    except ScanError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+
+
 def _quiet_engine(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -76,28 +87,6 @@ def scan() -> None:
     """
 
 
-_NETWORK = options(
-    click.option("--nameserver", "nameservers", multiple=True, help="HOST[:PORT] (repeatable)."),
-    click.option(
-        "--ca-file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Extra trusted CAs (PEM), beside the system store.",
-    ),
-    click.option("--smtp-port", type=click.IntRange(1, 65535), default=25, show_default=True),
-    click.option("--https-port", type=click.IntRange(1, 65535), default=443, show_default=True),
-    click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True),
-    click.option("--probes", type=click.IntRange(1, 20), default=1, show_default=True),
-    click.option("--max-mx", type=click.IntRange(1, 1000), default=16, show_default=True),
-    click.option("--max-addresses", type=click.IntRange(1, 1000), default=8, show_default=True),
-    click.option(
-        "--lab",
-        "lab_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Take nameserver, CA and ports from a running lab's state folder.",
-    ),
-)
-
-
 @scan.command("submit")
 @click.argument("domain_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="The scan's name (letters, digits, - _ .).")
@@ -108,7 +97,7 @@ _NETWORK = options(
     help="Domains, MX hosts (*.provider.example) and addresses/networks never to contact.",
 )
 @click.option("--shard", callback=_shard, metavar="K/N", help="Submit only shard K of N.")
-@_NETWORK
+@NETWORK_OPTIONS
 @click.option(
     "--per-address",
     type=click.IntRange(1, 100),
@@ -272,9 +261,12 @@ def scan_worker(
 
 
 def _rate(progress: Any) -> float | None:
-    if progress.judged_last_minute:
-        return float(progress.judged_last_minute) / 60
-    return None
+    """Domains judged per second over the last minute, or since the first judgement when
+    that is more recent (a scan 20 s old has not had a whole minute)."""
+    if not progress.judged_last_minute or progress.first_judged is None:
+        return None
+    since = float((dt.datetime.now(dt.UTC) - progress.first_judged).total_seconds())
+    return float(progress.judged_last_minute) / min(60.0, max(1.0, since))
 
 
 def _status_dict(info: Any, progress: Any, jobs: dict[str, int]) -> dict[str, Any]:
@@ -349,14 +341,9 @@ def _print_status(s: dict[str, Any]) -> None:
 @_DB
 def scan_status(name: str | None, as_json: bool, db: str | None) -> None:
     """Progress, rate, ETA and errors of scan NAME (every scan without NAME)."""
-    from mtasts.scan.store import ScanError
 
     store, engine = _open(db)
-    try:
-        infos = [store.get(name)] if name else store.scans()
-    except ScanError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    infos = _scans(store, name) if name else _scans(store)
 
     async def jobs() -> list[dict[str, int]]:
         await engine.ensure_schema()
@@ -389,14 +376,9 @@ def scan_results(
 ) -> None:
     """The results of scan NAME: per domain (--json, --csv) or as statistics (default)."""
     from mtasts.scan.stats import adoption
-    from mtasts.scan.store import ScanError
 
     store, _ = _open(db)
-    try:
-        info = store.get(name)
-    except ScanError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    (info,) = _scans(store, name)
     if csv_path is not None:
         with csv_path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(
@@ -465,14 +447,9 @@ def _print_adoption(name: str, t: dict[str, Any]) -> None:
 def scan_diff(first: str, second: str, as_json: bool, db: str | None) -> None:
     """What changed from scan FIRST to scan SECOND: adopted, dropped, downgraded, newly broken."""
     from mtasts.scan.stats import diff
-    from mtasts.scan.store import ScanError
 
     store, _ = _open(db)
-    try:
-        a, b = store.get(first), store.get(second)
-    except ScanError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    a, b = _scans(store, first, second)
     before = {doc["domain"]: doc for doc, _ in store.results(a.id)}
     after = {doc["domain"]: doc for doc, _ in store.results(b.id)}
     result = diff(before, after).to_dict()
@@ -507,14 +484,10 @@ def scan_diff(first: str, second: str, as_json: bool, db: str | None) -> None:
 @_DB
 def scan_cancel(name: str, db: str | None) -> None:
     """Stop scan NAME: its queued jobs are cancelled, running ones stop at their next step."""
-    from mtasts.scan.store import ScanError, ScanStatus
+    from mtasts.scan.store import ScanStatus
 
     store, engine = _open(db)
-    try:
-        info = store.get(name)
-    except ScanError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    (info,) = _scans(store, name)
     if info.status is ScanStatus.DONE:
         echo(f"scan {name} is already done")
         sys.exit(EXIT_PROBLEMS)
@@ -537,15 +510,11 @@ def scan_cancel(name: str, db: str | None) -> None:
 def scan_resume(name: str, db: str | None) -> None:
     """Queue again what scan NAME has not done (after cancel, or a database restored)."""
     from mtasts.scan.plan import probe_jobs
-    from mtasts.scan.store import ScanError, ScanStatus
+    from mtasts.scan.store import ScanStatus
     from mtasts.scan.work import ScanOptions
 
     store, engine = _open(db)
-    try:
-        info = store.get(name)
-    except ScanError as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        sys.exit(EXIT_USAGE)
+    (info,) = _scans(store, name)
     if info.status is ScanStatus.DONE:
         echo(f"scan {name} is already done")
         return

@@ -8,7 +8,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_RANK = {"enforce": 2, "testing": 1}  # "none" and no policy rank 0
+from mtasts.check.findings import Severity
+from mtasts.sts.policy import Mode
+
+# The documents are read back from JSON, so their values are strings; StrEnum members
+# compare equal to them. "none" and no policy rank 0.
+_RANK: dict[str, int] = {Mode.ENFORCE: 2, Mode.TESTING: 1}
 
 
 def _mode(doc: Mapping[str, Any]) -> str | None:
@@ -20,7 +25,7 @@ def _errors(doc: Mapping[str, Any]) -> set[str]:
     return {
         str(f.get("code"))
         for f in doc.get("findings") or ()
-        if isinstance(f, Mapping) and f.get("severity") == "error"
+        if isinstance(f, Mapping) and f.get("severity") == Severity.ERROR
     }
 
 

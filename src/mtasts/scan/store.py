@@ -472,46 +472,17 @@ class ScanStore:
     def progress(self, scan_id: int) -> Progress:
         minute_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
         with self.engine.connect() as db:
-            domains = Counter(
-                {
-                    r.state: r.n
-                    for r in db.execute(
-                        select(ScanDomainRow.state, func.count().label("n"))
-                        .where(ScanDomainRow.scan_id == scan_id)
-                        .group_by(ScanDomainRow.state)
-                    )
-                }
-            )
-            pairs = Counter(
-                {
-                    r.state: r.n
-                    for r in db.execute(
-                        select(ScanPairRow.state, func.count().label("n"))
-                        .where(ScanPairRow.scan_id == scan_id)
-                        .group_by(ScanPairRow.state)
-                    )
-                }
-            )
-            kinds = Counter(
-                {
-                    r.error_kind: r.n
-                    for r in db.execute(
-                        select(ScanPairRow.error_kind, func.count().label("n"))
-                        .where(ScanPairRow.scan_id == scan_id, ScanPairRow.error_kind.is_not(None))
-                        .group_by(ScanPairRow.error_kind)
-                    )
-                }
-            )
-            verdicts = Counter(
-                {
-                    r.verdict: r.n
-                    for r in db.execute(
-                        select(ScanDomainRow.verdict, func.count().label("n"))
-                        .where(ScanDomainRow.scan_id == scan_id, ScanDomainRow.verdict.is_not(None))
-                        .group_by(ScanDomainRow.verdict)
-                    )
-                }
-            )
+
+            def counts(column: Any, *where: Any) -> Counter[str]:
+                query = select(column, func.count()).where(*where).group_by(column)
+                return Counter({str(value): int(n) for value, n in db.execute(query)})
+
+            in_domains = ScanDomainRow.scan_id == scan_id
+            in_pairs = ScanPairRow.scan_id == scan_id
+            domains = counts(ScanDomainRow.state, in_domains)
+            pairs = counts(ScanPairRow.state, in_pairs)
+            kinds = counts(ScanPairRow.error_kind, in_pairs, ScanPairRow.error_kind.is_not(None))
+            verdicts = counts(ScanDomainRow.verdict, in_domains, ScanDomainRow.verdict.is_not(None))
             linked = db.execute(
                 select(func.count()).select_from(ScanLinkRow).where(ScanLinkRow.scan_id == scan_id)
             ).scalar_one()

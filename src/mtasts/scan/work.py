@@ -132,12 +132,11 @@ def gather_deadline(options: ScanOptions) -> float:
     return 60.0 + 8 * options.check.timeout
 
 
-def probe_deadline(options: ScanOptions, pairs: int) -> float:
-    """Seconds a phase-2 job may take: its pairs are probed one after another, each probe at
-    most two connections (a second look at a certificate that failed), paced by the rate."""
-    check, limits = options.check, options.limits
-    paced = pairs / limits.address_rate if limits.address_rate > 0 else 0.0
-    return 60.0 + pairs * check.probes * 2 * check.timeout + paced
+def probe_deadline(options: ScanOptions) -> float:
+    """Seconds one pair's probes may take once its politeness slot is held (waiting for a
+    slot is politeness, not a hang, and does not count): each probe is at most two
+    connections (a second look at a certificate that failed), each bounded by the timeout."""
+    return 30.0 + options.check.probes * 2 * options.check.timeout
 
 
 async def gather_batch(rt: Runtime, scan: str, batch: int) -> int:
@@ -185,7 +184,7 @@ async def _probe(
         )
         return pair, [probe_to_dict(gave_up)], gave_up.error_kind
     probes = []
-    async with politeness.slot(pair, options.limits):
+    async with politeness.slot(pair, options.limits), asyncio.timeout(probe_deadline(options)):
         for _ in range(check.probes):
             probes.append(
                 await probe_mx(
@@ -205,18 +204,18 @@ async def probe_group(rt: Runtime, scan: str, pairs: Sequence[Pair]) -> int:
     """Phase 2 for a job's pairs (one address, see :func:`.plan.probe_jobs`): probed one
     after another, so a job holds at most one connection and the engine's job key caps
     the address's connections; then judge the domains this completed. Returns the number
-    of pairs probed. Bounded by :func:`probe_deadline`, as :func:`gather_batch` is."""
+    of pairs probed. Each pair is bounded by :func:`probe_deadline`: one that outlives it
+    raises TimeoutError and the engine retries the job, as for :func:`gather_batch`."""
     info, options, _ = rt.scan(scan)
     if info.status is not ScanStatus.RUNNING:
         return 0
-    async with asyncio.timeout(probe_deadline(options, len(pairs))):
-        todo = await asyncio.to_thread(rt.store.begin_probes, info.id, list(pairs))
-        helo = options.ehlo or ehlo_name(info.name)
-        results = []
-        for pair, attempts in todo:
-            results.append(await _probe(pair, attempts, options, rt.politeness, helo))
-        await asyncio.to_thread(rt.store.save_probes, info.id, results)
-        await judge_ready(rt, info, pairs=list(pairs))
+    todo = await asyncio.to_thread(rt.store.begin_probes, info.id, list(pairs))
+    helo = options.ehlo or ehlo_name(info.name)
+    results = []
+    for pair, attempts in todo:
+        results.append(await _probe(pair, attempts, options, rt.politeness, helo))
+    await asyncio.to_thread(rt.store.save_probes, info.id, results)
+    await judge_ready(rt, info, pairs=list(pairs))
     return len(results)
 
 
