@@ -240,6 +240,7 @@ class ProcrastinateEngine:
                     stop()  # one stopped (a signal, or it failed): the other goes too
                     break
                 try:
+                    await work.judge_probed(runtime)
                     await self.recover_stalled(stalled_after)
                     busy = await self.jobs()
                 except Exception as exc:  # the database blinked: the workers carry on
@@ -255,6 +256,7 @@ class ProcrastinateEngine:
             for done in await asyncio.gather(*running, return_exceptions=True):
                 if isinstance(done, BaseException):
                     raise done
+            await work.judge_probed(runtime)  # what the last jobs completed
         finally:
             stop()
             for task in running:

@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mtasts.check.facts import DomainFacts
@@ -123,6 +134,68 @@ def _info(row: ScanRow) -> ScanInfo:
         _utc(row.created_at) or row.created_at,
         _utc(row.finished_at),
     )
+
+
+# Row-by-row updates as one executemany each: built once, compiled once (SQLAlchemy caches
+# the compiled form), sent as one batch. Compiling a statement per row cost more CPU than
+# the probes of the rows it stored. Parameter names are prefixed: a bound name may not
+# repeat a column the statement sets.
+_GATHERED = (
+    update(ScanDomainRow)
+    .where(
+        ScanDomainRow.scan_id == bindparam("k_scan"),
+        ScanDomainRow.domain == bindparam("k_domain"),
+        ScanDomainRow.state == str(DomainState.PENDING),
+    )
+    .values(
+        state=str(DomainState.GATHERED),
+        facts=bindparam("v_facts"),
+        provider=bindparam("v_provider"),
+        error=bindparam("v_error"),
+    )
+)
+_PROBED = (
+    update(ScanPairRow)
+    .where(
+        ScanPairRow.scan_id == bindparam("k_scan"),
+        ScanPairRow.host == bindparam("k_host"),
+        ScanPairRow.address == bindparam("k_address"),
+        ScanPairRow.state == str(PairState.PENDING),
+    )
+    .values(
+        state=str(PairState.DONE),
+        probe=bindparam("v_probe"),
+        error_kind=bindparam("v_error_kind"),
+        probed_at=bindparam("v_at"),
+    )
+)
+_BEGIN_PROBES = (
+    update(ScanPairRow)
+    .where(
+        ScanPairRow.scan_id == bindparam("k_scan"),
+        ScanPairRow.address == bindparam("k_address"),
+        ScanPairRow.host.in_(bindparam("k_hosts", expanding=True)),
+        ScanPairRow.state == str(PairState.PENDING),
+    )
+    .values(attempts=ScanPairRow.attempts + 1)
+    .returning(ScanPairRow.host, ScanPairRow.address, ScanPairRow.attempts)
+)
+_JUDGED = (
+    update(ScanDomainRow)
+    .where(
+        ScanDomainRow.scan_id == bindparam("k_scan"),
+        ScanDomainRow.domain == bindparam("k_domain"),
+        ScanDomainRow.state == str(DomainState.GATHERED),
+    )
+    .values(
+        state=str(DomainState.JUDGED),
+        result=bindparam("v_result"),
+        verdict=bindparam("v_verdict"),
+        mode=bindparam("v_mode"),
+        tlsrpt=bindparam("v_tlsrpt"),
+        judged_at=bindparam("v_at"),
+    )
+)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -272,25 +345,22 @@ class ScanStore:
             pairs.update(dict.fromkeys(g.pairs))
         added: list[Pair] = []
         with self.engine.begin() as db:
-            for g in gathered:
+            if gathered:
                 db.execute(
-                    update(ScanDomainRow)
-                    .where(
-                        ScanDomainRow.scan_id == scan_id,
-                        ScanDomainRow.domain == g.facts.domain,
-                        ScanDomainRow.state == str(DomainState.PENDING),
-                    )
-                    .values(
-                        state=str(DomainState.GATHERED),
-                        facts=json.dumps(g.facts.to_dict()),
-                        provider=g.provider,
-                        error=g.error,
-                    )
+                    _GATHERED,
+                    [
+                        {
+                            "k_scan": scan_id,
+                            "k_domain": g.facts.domain,
+                            "v_facts": json.dumps(g.facts.to_dict()),
+                            "v_provider": g.provider,
+                            "v_error": g.error,
+                        }
+                        for g in gathered
+                    ],
                 )
-            for chunk in _chunks(links):
-                db.execute(
-                    self._dialect.insert(ScanLinkRow).values(list(chunk)).on_conflict_do_nothing()
-                )
+            if links:
+                db.execute(self._dialect.insert(ScanLinkRow).on_conflict_do_nothing(), links)
             rows = [
                 {
                     "scan_id": scan_id,
@@ -301,12 +371,14 @@ class ScanStore:
                 }
                 for h, a in pairs
             ]
-            for chunk in _chunks(rows):
+            if rows:
+                # executemany with RETURNING (SQLAlchemy's insertmanyvalues): one statement
+                # per thousand rows, and only the rows this call inserted come back.
                 result = db.execute(
                     self._dialect.insert(ScanPairRow)
-                    .values(list(chunk))
                     .on_conflict_do_nothing()
-                    .returning(ScanPairRow.host, ScanPairRow.address, ScanPairRow.state)
+                    .returning(ScanPairRow.host, ScanPairRow.address, ScanPairRow.state),
+                    rows,
                 )
                 added += [(r.host, r.address) for r in result if r.state == str(PairState.PENDING)]
         order = {p: n for n, p in enumerate(pairs)}
@@ -315,22 +387,20 @@ class ScanStore:
     # -- phase 2 -------------------------------------------------------------------------
 
     def begin_probes(self, scan_id: int, pairs: Sequence[Pair]) -> list[tuple[Pair, int]]:
-        """The pairs still to probe, each with its attempt number (this one)."""
+        """The pairs still to probe, each with its attempt number (this one). A probe job's
+        pairs share one address: one cached statement per address, not one per call."""
+        by_address: dict[str, list[str]] = {}
+        for host, address in pairs:
+            by_address.setdefault(address, []).append(host)
         found: list[tuple[Pair, int]] = []
         with self.engine.begin() as db:
-            for chunk in _chunks(list(pairs)):
-                where = and_(
-                    ScanPairRow.scan_id == scan_id,
-                    tuple_(ScanPairRow.host, ScanPairRow.address).in_(list(chunk)),
-                    ScanPairRow.state == str(PairState.PENDING),
-                )
-                db.execute(
-                    update(ScanPairRow).where(where).values(attempts=ScanPairRow.attempts + 1)
-                )
-                rows = db.execute(
-                    select(ScanPairRow.host, ScanPairRow.address, ScanPairRow.attempts).where(where)
-                ).all()
-                found += [((r.host, r.address), r.attempts) for r in rows]
+            for address, hosts in by_address.items():
+                for chunk in _chunks(hosts):
+                    rows = db.execute(
+                        _BEGIN_PROBES,
+                        {"k_scan": scan_id, "k_address": address, "k_hosts": list(chunk)},
+                    ).all()
+                    found += [((r.host, r.address), r.attempts) for r in rows]
         return found
 
     def pending_pairs(self, scan_id: int) -> list[Pair]:
@@ -346,23 +416,23 @@ class ScanStore:
         self, scan_id: int, results: Sequence[tuple[Pair, list[dict[str, Any]], str | None]]
     ) -> None:
         now = dt.datetime.now(dt.UTC)
+        if not results:
+            return
         with self.engine.begin() as db:
-            for (host, address), probes, error_kind in results:
-                db.execute(
-                    update(ScanPairRow)
-                    .where(
-                        ScanPairRow.scan_id == scan_id,
-                        ScanPairRow.host == host,
-                        ScanPairRow.address == address,
-                        ScanPairRow.state == str(PairState.PENDING),
-                    )
-                    .values(
-                        state=str(PairState.DONE),
-                        probe=json.dumps(probes),
-                        error_kind=error_kind,
-                        probed_at=now,
-                    )
-                )
+            db.execute(
+                _PROBED,
+                [
+                    {
+                        "k_scan": scan_id,
+                        "k_host": host,
+                        "k_address": address,
+                        "v_probe": json.dumps(probes),
+                        "v_error_kind": error_kind,
+                        "v_at": now,
+                    }
+                    for (host, address), probes, error_kind in results
+                ],
+            )
 
     # -- judging -------------------------------------------------------------------------
 
@@ -446,26 +516,25 @@ class ScanStore:
 
     def save_results(self, scan_id: int, judged: Sequence[Judged]) -> int:
         now = dt.datetime.now(dt.UTC)
-        saved = 0
+        if not judged:
+            return 0
         with self.engine.begin() as db:
-            for j in judged:
-                saved += db.execute(
-                    update(ScanDomainRow)
-                    .where(
-                        ScanDomainRow.scan_id == scan_id,
-                        ScanDomainRow.domain == j.domain,
-                        ScanDomainRow.state == str(DomainState.GATHERED),
-                    )
-                    .values(
-                        state=str(DomainState.JUDGED),
-                        result=json.dumps(j.document),
-                        verdict=j.verdict,
-                        mode=j.mode,
-                        tlsrpt=j.tlsrpt,
-                        judged_at=now,
-                    )
-                ).rowcount
-        return saved
+            saved = db.execute(
+                _JUDGED,
+                [
+                    {
+                        "k_scan": scan_id,
+                        "k_domain": j.domain,
+                        "v_result": json.dumps(j.document),
+                        "v_verdict": j.verdict,
+                        "v_mode": j.mode,
+                        "v_tlsrpt": j.tlsrpt,
+                        "v_at": now,
+                    }
+                    for j in judged
+                ],
+            ).rowcount
+        return int(saved)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,25 +96,39 @@ class ScanOptions:
         )
 
 
+_STATUS_FRESH = 2.0  # seconds a scan's status is reused: a cancel takes effect within it
+
+
 @dataclass
 class Runtime:
-    """One worker process's view: the store, its politeness and how to defer phase 2."""
+    """One worker process's view: the store, its politeness and how to defer phase 2.
+
+    Probe jobs leave the pairs they stored in ``probed``; the worker judges the domains
+    those completed in one pass per tick (:func:`judge_probed`) instead of one per job: a
+    job probes one or two pairs, and judging after each cost more database round trips
+    than the probes themselves."""
 
     store: ScanStore
     defer_probes: DeferProbes
     politeness: Politeness = field(default_factory=LocalPoliteness)
     _scans: dict[str, tuple[ScanInfo, ScanOptions, OptOut]] = field(default_factory=dict)
+    _read_at: dict[str, float] = field(default_factory=dict)
+    probed: dict[str, set[Pair]] = field(default_factory=dict)
 
     def scan(self, name: str) -> tuple[ScanInfo, ScanOptions, OptOut]:
-        """The scan's settings (cached: they never change) and its status (read each time:
-        a cancelled scan's remaining jobs must stop)."""
-        fresh = self.store.get(name)
-        if name not in self._scans:
-            options = ScanOptions.from_dict(fresh.options)
-            opt_out, _ = OptOut.parse((e, "opt-out") for e in options.opt_out)
+        """The scan's settings (cached: they never change) and its status (read again after
+        a couple of seconds: a cancelled scan's remaining jobs must stop)."""
+        now = time.monotonic()
+        if name not in self._scans or now - self._read_at.get(name, 0.0) > _STATUS_FRESH:
+            fresh = self.store.get(name)
+            self._read_at[name] = now
+            if name in self._scans:
+                _, options, opt_out = self._scans[name]
+            else:
+                options = ScanOptions.from_dict(fresh.options)
+                opt_out, _ = OptOut.parse((e, "opt-out") for e in options.opt_out)
             self._scans[name] = (fresh, options, opt_out)
-        _, options, opt_out = self._scans[name]
-        return fresh, options, opt_out
+        return self._scans[name]
 
 
 def _gave_up(domain: str, attempts: int) -> DomainFacts:
@@ -203,9 +218,10 @@ async def _probe(
 async def probe_group(rt: Runtime, scan: str, pairs: Sequence[Pair]) -> int:
     """Phase 2 for a job's pairs (one address, see :func:`.plan.probe_jobs`): probed one
     after another, so a job holds at most one connection and the engine's job key caps
-    the address's connections; then judge the domains this completed. Returns the number
-    of pairs probed. Each pair is bounded by :func:`probe_deadline`: one that outlives it
-    raises TimeoutError and the engine retries the job, as for :func:`gather_batch`."""
+    the address's connections. Returns the number of pairs probed; the domains they
+    complete are judged by :func:`judge_probed`. Each pair is bounded by
+    :func:`probe_deadline`: one that outlives it raises TimeoutError and the engine
+    retries the job, as for :func:`gather_batch`."""
     info, options, _ = rt.scan(scan)
     if info.status is not ScanStatus.RUNNING:
         return 0
@@ -215,7 +231,7 @@ async def probe_group(rt: Runtime, scan: str, pairs: Sequence[Pair]) -> int:
     for pair, attempts in todo:
         results.append(await _probe(pair, attempts, options, rt.politeness, helo))
     await asyncio.to_thread(rt.store.save_probes, info.id, results)
-    await judge_ready(rt, info, pairs=list(pairs))
+    rt.probed.setdefault(scan, set()).update(pair for pair, _, _ in results)
     return len(results)
 
 
@@ -262,3 +278,20 @@ async def judge_ready(
         return saved
 
     return await asyncio.to_thread(run)
+
+
+async def judge_probed(rt: Runtime) -> int:
+    """Judge the domains completed by the pairs this worker stored since the last call.
+
+    A worker killed before this runs leaves those domains gathered with every probe in;
+    the idle sweep (:func:`judge_ready` with no arguments) judges them."""
+    judged = 0
+    while rt.probed:
+        scan, pairs = rt.probed.popitem()
+        info, _, _ = rt.scan(scan)
+        try:
+            judged += await judge_ready(rt, info, pairs=sorted(pairs))
+        except Exception:
+            rt.probed.setdefault(scan, set()).update(pairs)  # the next tick tries again
+            raise
+    return judged
