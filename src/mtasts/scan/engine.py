@@ -36,6 +36,7 @@ QUEUES = (GATHER_QUEUE, PROBE_QUEUE)
 PROBE_LOCK_PREFIX = "mtasts-scan-probe:"
 _DEFER_CHUNK = 1000
 _SCHEMA_LOCK = 8461_0015  # advisory lock key: two workers starting at once apply it once
+_RECOVERY_LOCK = 8461_0016  # advisory lock key: one worker recovers stalled jobs at a time
 _runtime: work.Runtime | None = None  # the worker process's, set by run_worker
 
 
@@ -171,7 +172,26 @@ class ProcrastinateEngine:
         return totals
 
     async def recover_stalled(self, stalled_after: float) -> int:
-        """Put back the jobs of workers that stopped beating; how many."""
+        """Put back the jobs of workers that stopped beating; how many.
+
+        One worker at a time (a PostgreSQL advisory lock): two workers recovering the same
+        list at once would put a job back twice, the second time after a live worker had
+        taken it, and two workers would then run it together, over its address's limit."""
+        if self.conninfo is None:
+            return await self._recover(stalled_after)
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as db:
+            cursor = await db.execute("SELECT pg_try_advisory_lock(%s)", (_RECOVERY_LOCK,))
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                return 0  # another worker is recovering
+            try:
+                return await self._recover(stalled_after)
+            finally:
+                await db.execute("SELECT pg_advisory_unlock(%s)", (_RECOVERY_LOCK,))
+
+    async def _recover(self, stalled_after: float) -> int:
         recovered = 0
         manager = self.app.job_manager
         for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
@@ -233,6 +253,7 @@ class ProcrastinateEngine:
                 loop.add_signal_handler(number, stop)
         running = [asyncio.ensure_future(w.run()) for w in workers]  # type: ignore[no-untyped-call]
         idle = 0
+        next_recovery = loop.time()
         try:
             while not all(r.done() for r in running):
                 await asyncio.wait(running, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
@@ -241,7 +262,9 @@ class ProcrastinateEngine:
                     break
                 try:
                     await work.judge_probed(runtime)
-                    await self.recover_stalled(stalled_after)
+                    if loop.time() >= next_recovery:
+                        next_recovery = loop.time() + max(poll, stalled_after / 3)
+                        await self.recover_stalled(stalled_after)
                     busy = await self.jobs()
                 except Exception as exc:  # the database blinked: the workers carry on
                     log.warning("scan worker: checking the queue failed: %s", exc)
