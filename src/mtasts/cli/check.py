@@ -31,7 +31,6 @@ from mtasts.check.judge import Expected
 from mtasts.check.report import adoption_row, adoption_totals, to_json
 from mtasts.deploy.config import DeployConfigError, load_config
 from mtasts.deploy.state import DeployState, state_path
-from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.scan.plan import PlanError, in_shard, parse_shard
 from mtasts.sts.domain import as_asked, domain_problem
@@ -82,6 +81,10 @@ def domain_names(given: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
 
 
 def _options_from_lab(state_dir: Path) -> dict[str, Any]:
+    # Imported here: the lab brings its DKIM signer and dnspython (~0.2 s) that a check of
+    # real domains never uses.
+    from mtasts.lab.runtime import LabClient, read_state
+
     try:
         lab = LabClient.from_state(read_state(state_dir))
     except (OSError, ValueError, KeyError) as exc:

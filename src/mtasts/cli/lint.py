@@ -17,7 +17,6 @@ from mtasts.check.lint import (
     lint_tlsrpt_record,
 )
 from mtasts.tlsrpt import ReportError
-from mtasts.tlsrpt.mail import expand_zip, extract_reports
 
 from .output import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, echo, print_json
 
@@ -155,6 +154,10 @@ _ZIP = b"PK\x03\x04"
 def _report_files(name: str, data: bytes) -> list[tuple[str, bytes]]:
     """The report files in an input, as `reports ingest` finds them: a report file itself,
     the members of a zip, or the report parts of a mail (walkthrough #41)."""
+    # Imported here: the mail parser (email.policy) is ~20 ms that lint's other commands,
+    # run from editors and pre-commit hooks, should not wait for.
+    from mtasts.tlsrpt.mail import expand_zip, extract_reports
+
     if data.startswith(_ZIP):
         return [(f"{name}!{member}", content) for member, content in expand_zip(data)]
     if data[:2] == b"\x1f\x8b" or data.lstrip()[:1] in (b"{", b"["):

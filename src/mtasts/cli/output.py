@@ -6,14 +6,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from mtasts.text import csv_cell, plain
+
+if TYPE_CHECKING:  # rich costs ~30 ms to import: only commands that print tables pay it
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = ["csv_cell", "plain"]  # re-exported: the CLI's modules take them from here
 
@@ -27,6 +28,8 @@ def use_color() -> bool:
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     # Pipes and logs get whole lines, not 80 columns, unless COLUMNS says otherwise.
     columns = os.environ.get("COLUMNS", "")
@@ -63,6 +66,8 @@ def print_table(out: Console, table: Table) -> None:
 
 def shown(value: object) -> str:
     """Text from a stranger, safe inside Rich markup: no control characters, markup escaped."""
+    from rich.markup import escape
+
     return escape(plain(value))
 
 
