@@ -298,6 +298,11 @@ def test_ten_thousand_domains_three_workers_one_killed(
     totals = json.loads(stats_out.stdout)
     assert totals["domains"] == 10_000
     assert sum(totals["mta_sts"].values()) == 10_000
+    # The text form names every mode, "broken" (a record without a usable policy) too.
+    broken = totals["mta_sts"]["broken"]
+    text_stats = _scan(scan_db, "results", "lab-10k", "--stats").stdout
+    assert broken > 0
+    assert f"broken {broken:,} (" in text_stats
     assert len(totals["top_providers"]) == 10
     csv_path = tmp_path / "adoption.csv"
     _scan(scan_db, "results", "lab-10k", "--csv", str(csv_path))

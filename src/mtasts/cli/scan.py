@@ -419,12 +419,12 @@ def _share(count: int, total: int) -> str:
 def _print_adoption(name: str, t: dict[str, Any]) -> None:
     n = t["domains"]
     echo(f"scan {name}: {n:,} domains judged", bold=True)
-    modes = t["mta_sts"]
-    echo(
-        "  MTA-STS   "
-        + ", ".join(f"{m} {_share(modes.get(m, 0), n)}" for m in ("enforce", "testing", "none"))
-        + f", no policy {_share(modes.get('absent', 0), n)}"
-    )
+    modes = dict(t["mta_sts"])
+    # check's adoption modes: "broken" is a record published with no usable policy, "none"
+    # no record or a mode:none policy; anything else a document carried comes last.
+    shown_modes = ["enforce", "testing", "broken", "none"]
+    shown_modes += sorted(m for m in modes if m not in shown_modes)
+    echo("  MTA-STS   " + ", ".join(f"{m} {_share(modes.get(m, 0), n)}" for m in shown_modes))
     echo(f"  TLS-RPT   {_share(t['tlsrpt'], n)}")
     echo("  verdicts  " + ", ".join(f"{k} {v:,}" for k, v in t["verdicts"].items()))
     if t["failures"]:
@@ -435,7 +435,8 @@ def _print_adoption(name: str, t: dict[str, Any]) -> None:
             pm = p["mta_sts"]
             echo(
                 f"    {provider:<32} {p['domains']:>7,} domains, enforce {pm.get('enforce', 0):,},"
-                f" testing {pm.get('testing', 0):,}, TLS-RPT {p['tlsrpt']:,}"
+                f" testing {pm.get('testing', 0):,}, broken {pm.get('broken', 0):,},"
+                f" TLS-RPT {p['tlsrpt']:,}"
             )
 
 
