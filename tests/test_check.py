@@ -456,3 +456,73 @@ def test_ctrl_c_stops_a_long_run_and_keeps_what_was_checked(tmp_path: Path) -> N
     rows = (tmp_path / "many.csv").read_text().splitlines()
     assert len(rows) == checked + 1  # the results so far are written, header included
     assert "Traceback" not in rest
+
+
+def test_a_batch_probes_each_shared_mx_pair_once(tmp_path: Path) -> None:
+    """Customers of one provider name the same MX hosts: check --file asks for each host
+    and probes each (host, address) pair once for all of them (the lab counts connections
+    per address), and each domain's result is what checking it alone says."""
+    from mtasts.lab.control import read_stats
+
+    from .conftest import start_lab, stop_lab
+
+    running = start_lab(tmp_path / "state", "127.97", "--generate", "400", "--providers", "5")
+    try:
+        names = [
+            d["name"]
+            for d in json.loads((running.state_dir / "lab.json").read_text())["domains"]
+            if d["name"].startswith("gen")
+        ]
+        (tmp_path / "batch.txt").write_text("\n".join(names) + "\n")
+        read_stats(running.state_dir, reset=True)
+        lab = ["--lab", str(running.state_dir)]
+        done = subprocess.run(
+            [
+                MTASTS,
+                "check",
+                "--file",
+                str(tmp_path / "batch.txt"),
+                "--workers",
+                "1",
+                "--json",
+                *lab,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        stats = read_stats(running.state_dir)
+        docs = [json.loads(line) for line in done.stdout.splitlines()]
+        alone = {}
+        for name in names[:: len(names) // 8][:8]:
+            one = subprocess.run(
+                [MTASTS, "check", name, "--json", *lab], capture_output=True, text=True, timeout=60
+            )
+            alone[name] = json.loads(one.stdout)
+    finally:
+        stop_lab(running)
+    assert sorted(d["domain"] for d in docs) == sorted(names)
+    per_domain = [
+        (mx["host"], a["address"]) for d in docs for mx in d["mx"] for a in mx["addresses"]
+    ]
+    unique: dict[str, set[str]] = {}
+    for host, address in per_domain:
+        unique.setdefault(address, set()).add(host)
+    pairs = sum(len(hosts) for hosts in unique.values())
+    assert len(per_domain) > 1.5 * pairs  # the providers' hosts are named many times
+    assert set(stats) == set(unique)
+    for address, seen in stats.items():
+        # One connection per pair; two when its certificate failed verification (a second,
+        # unverified look at it) - never one per domain.
+        assert len(unique[address]) <= seen["connections"] <= 2 * len(unique[address]), address
+    assert sum(s["connections"] for s in stats.values()) < len(per_domain)
+
+    def essence(doc: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            doc["verdict"],
+            doc["summary"],
+            sorted((f["code"], f["severity"]) for f in doc["findings"]),
+        )
+
+    by_name = {d["domain"]: d for d in docs}
+    assert {n: essence(by_name[n]) for n in alone} == {n: essence(d) for n, d in alone.items()}

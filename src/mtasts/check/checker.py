@@ -34,6 +34,7 @@ from .judge import (
     judge,
     smtp_blocked,
 )
+from .share import SharedLookups
 
 log = logging.getLogger("mtasts.check")
 _CHUNK = 100  # domains a worker process checks at a time
@@ -80,11 +81,14 @@ async def gather_many(
 ) -> list[DomainFacts]:
     resolver = Resolver(options.nameservers, timeout=options.timeout)
     limit = asyncio.Semaphore(concurrency)
+    shared = SharedLookups()  # MX hosts named by several domains of the batch: once each
 
     async def one(domain: str) -> DomainFacts:
         async with limit:
             try:
-                result = await gather(domain, options, resolver, probe_smtp=probe_smtp)
+                result = await gather(
+                    domain, options, resolver, probe_smtp=probe_smtp, shared=shared
+                )
             except Exception as exc:  # one domain's hostile DNS or servers never stop the batch
                 log.error("check of %r failed: %r", domain, exc)
                 result = DomainFacts(

@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtasts.net.dns import DnsLookupError, Nameserver, Resolver
+from mtasts.net.dns import Answer, DnsLookupError, Nameserver, Resolver
 from mtasts.net.https import fetch_policies
-from mtasts.net.smtp import probe_mx
+from mtasts.net.smtp import SmtpProbe, probe_mx
 from mtasts.sts.domain import as_asked, normalise_host
 from mtasts.sts.record import VERSION
 from mtasts.sts.taglist import begins_with_version
 
 from .facts import AddressFacts, DomainFacts, MxFacts, TxtFacts
+from .share import SharedLookups
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,8 @@ async def _txt(resolver: Resolver, name: str) -> TxtFacts:
         return TxtFacts(error=str(exc))
 
 
-async def _mx_host(
-    resolver: Resolver, host: str, preference: int, options: CheckOptions, probe_smtp: bool
-) -> MxFacts:
+async def _host_answers(resolver: Resolver, host: str) -> tuple[Answer, Answer, Answer] | str:
+    """A, AAAA and TLSA answers of an MX host, or why DNS did not give them."""
     try:
         v4, v6, tlsa = await asyncio.gather(
             resolver.lookup(host, "A"),
@@ -56,19 +56,35 @@ async def _mx_host(
             resolver.lookup(f"_25._tcp.{host}", "TLSA"),
         )
     except DnsLookupError as exc:
-        return MxFacts(host, preference, dns_error=str(exc))
+        return str(exc)
+    return v4, v6, tlsa
+
+
+async def _mx_host(
+    resolver: Resolver,
+    host: str,
+    preference: int,
+    options: CheckOptions,
+    probe_smtp: bool,
+    shared: SharedLookups | None,
+) -> MxFacts:
+    if shared is None:
+        answers = await _host_answers(resolver, host)
+    else:
+        answers = await shared.once(("mx", host), lambda: _host_answers(resolver, host))
+    if isinstance(answers, str):
+        return MxFacts(host, preference, dns_error=answers)
+    v4, v6, tlsa = answers
     # Sorted so reports and JSON are stable whatever order the DNS server rotates.
     addresses = sorted(v4.records, key=ipaddress.ip_address) + sorted(
         v6.records, key=ipaddress.ip_address
     )
     kept = addresses[: options.max_addresses]
 
-    async def probe(address: str) -> AddressFacts:
-        if not probe_smtp:  # a scan probes each (host, address) once for all its domains
-            return AddressFacts(address, ())
-        probes = []
+    async def probes(address: str) -> tuple[SmtpProbe, ...]:
+        done = []
         for _ in range(options.probes):
-            probes.append(
+            done.append(
                 await probe_mx(
                     host,
                     address,
@@ -77,7 +93,19 @@ async def _mx_host(
                     timeout=options.timeout,
                 )
             )
-        return AddressFacts(address, tuple(probes))
+        return tuple(done)
+
+    async def probe(address: str) -> AddressFacts:
+        if not probe_smtp:  # a scan probes each (host, address) once for all its domains
+            return AddressFacts(address, ())
+        if shared is None:
+            return AddressFacts(address, await probes(address))
+        # The same host name and address give the same handshake, whichever domain names
+        # the host: one probe for all of them (RFC 8461 §4.1 matches the host name, which
+        # is part of the key).
+        return AddressFacts(
+            address, await shared.once(("probe", host, address), lambda: probes(address))
+        )
 
     return MxFacts(
         host,
@@ -96,11 +124,13 @@ async def gather(
     resolver: Resolver | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     probe_smtp: bool = True,
+    shared: SharedLookups | None = None,
 ) -> DomainFacts:
     """Every fact about ``domain``; network trouble is recorded as a fact, never raised.
 
     Without ``probe_smtp`` each MX address is listed with no probe: ``mtasts scan`` probes
-    every (MX host, address) pair once per scan and fills them in (``scan.plan``)."""
+    every (MX host, address) pair once per scan and fills them in (``scan.plan``). With
+    ``shared``, MX hosts other domains of the batch name are looked up and probed once."""
     domain = as_asked(domain)  # a U-label name is asked by its A-label (IDNA)
     resolver = resolver or Resolver(options.nameservers, timeout=options.timeout)
     observed_at = clock()
@@ -130,7 +160,7 @@ async def gather(
     kept = sorted(records)[: options.max_mx]  # the most preferred, as senders try them
     mx = await asyncio.gather(
         *(
-            _mx_host(resolver, host, pref, options, probe_smtp)
+            _mx_host(resolver, host, pref, options, probe_smtp, shared)
             for pref, host in kept
             if host not in ("", ".")
         )
