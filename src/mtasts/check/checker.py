@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from mtasts.net.dns import Resolver
+from mtasts.net.loop import run as run_fast
 from mtasts.sts.domain import as_asked
 
 from .facts import DomainFacts, TxtFacts
@@ -129,7 +130,7 @@ def _advance(on_done: Callable[[int], None], count: int, future: Future[object])
 
 
 def _gather_chunk(domains: list[str], options: CheckOptions, concurrency: int) -> list[DomainFacts]:
-    return asyncio.run(gather_many(domains, options, concurrency))
+    return run_fast(gather_many(domains, options, concurrency))
 
 
 def _ignore_sigint() -> None:
@@ -168,7 +169,7 @@ def gather_domains(
                 on_done(1)
 
         try:
-            return asyncio.run(gather_many(domains, options, concurrency, done))
+            return run_fast(gather_many(domains, options, concurrency, done))
         except KeyboardInterrupt:
             _ignore_sigint()
             order = {name: n for n, name in enumerate(domains)}
