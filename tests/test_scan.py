@@ -98,6 +98,49 @@ def test_in_memory_engine_scans_the_lab_like_check(lab: RunningLab, tmp_path: Pa
     assert progress.pairs == Counter({"done": progress.linked})  # every needed pair probed
 
 
+def test_work_orphaned_by_a_crash_is_queued_again(lab: RunningLab, tmp_path: Path) -> None:
+    """A worker killed between storing a batch's new pairs and queueing their probes leaves
+    pairs no job will ever probe; a gather job given up by the engine leaves a batch. The
+    idle sweep queues both again, and the scan finishes like an uninterrupted one."""
+    from mtasts.scan.work import gather_batch
+
+    client = LabClient.from_state(lab.state)
+    domains = sorted(d["name"] for d in lab.state["domains"])
+    store = ScanStore(open_store(f"sqlite:///{tmp_path / 'scan.sqlite'}").engine)
+    engine = ProcrastinateEngine(InMemoryConnector())
+    options = ScanOptions(
+        CheckOptions(
+            nameservers=(client.nameserver,),
+            ca_file=client.ca_file,
+            smtp_port=client.smtp_port,
+            https_port=client.https_port,
+            timeout=3,
+        ),
+        Limits(per_address=2, address_rate=0),
+        batch_size=11,
+    )
+    info = store.create("orphans", domains, options.to_dict(), options.batch_size)
+    assert info.batches == 2
+
+    async def lost(scan: str, jobs: Any) -> None:
+        """The crash: the probes are never queued."""
+
+    async def scan() -> None:
+        # Batch 0 gathered, its probes lost; batch 1 never queued at all.
+        await gather_batch(Runtime(store, lost), "orphans", 0)
+        async with engine.open():
+            runtime = Runtime(store, engine.defer_probes)
+            await asyncio.wait_for(
+                engine.run_worker(runtime, 4, once=True, signals=False, poll=0.2), 120
+            )
+
+    asyncio.run(scan())
+    assert store.get("orphans").status == "done"
+    progress = store.progress(info.id)
+    assert progress.domains == Counter({"judged": len(domains)})
+    assert progress.pairs == Counter({"done": sum(progress.pairs.values())})
+
+
 def test_scan_needs_postgres_and_says_so(tmp_path: Path) -> None:
     domains = tmp_path / "d.txt"
     domains.write_text("example.com\n")

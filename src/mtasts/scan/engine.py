@@ -22,7 +22,7 @@ from procrastinate.schema import SchemaManager
 from procrastinate.worker import Worker
 
 from . import work
-from .plan import ProbeJob
+from .plan import ProbeJob, probe_jobs
 from .store import ScanStatus
 
 log = logging.getLogger("mtasts.scan")
@@ -205,13 +205,38 @@ class ProcrastinateEngine:
                 recovered += 1
         return recovered
 
-    async def _sweep(self, runtime: work.Runtime) -> None:
+    async def _sweep(self, runtime: work.Runtime) -> int:
+        """With every queue quiet: judge what a race left gathered with its probes in,
+        queue again what no job holds any more, and mark finished scans done. Returns the
+        number of jobs queued again.
+
+        Work is orphaned when its job cannot bring it back: a worker killed (or a phase-1
+        job timed out) between storing a batch's new pairs and queueing their probes, or a
+        job procrastinate gave up on after its retries. Queued again, it meets the attempt
+        caps of work.py, so a batch that keeps failing ends as "gave up", not in a loop."""
+        queued = 0
         for info in await asyncio.to_thread(runtime.store.scans):
-            if info.status is ScanStatus.RUNNING:
-                judged = await work.judge_ready(runtime, info)
-                if judged:
-                    log.warning("scan %s: the sweep judged %d domains", info.name, judged)
-                await asyncio.to_thread(runtime.store.finish_if_done, info.id)
+            if info.status is not ScanStatus.RUNNING:
+                continue
+            judged = await work.judge_ready(runtime, info)
+            if judged:
+                log.warning("scan %s: the sweep judged %d domains", info.name, judged)
+            batches = await asyncio.to_thread(runtime.store.pending_batches, info.id)
+            pairs = await asyncio.to_thread(runtime.store.pending_pairs, info.id)
+            if batches or pairs:
+                options = work.ScanOptions.from_dict(info.options)
+                jobs = probe_jobs(pairs, options.probe_group, options.limits.per_address)
+                await self.defer_gather(info.name, batches)
+                await self.defer_probes(info.name, jobs)
+                queued += len(batches) + len(jobs)
+                log.warning(
+                    "scan %s: %d batches and %d probes had no job left: queued again",
+                    info.name,
+                    len(batches),
+                    len(pairs),
+                )
+            await asyncio.to_thread(runtime.store.finish_if_done, info.id)
+        return queued
 
     async def run_worker(
         self,
@@ -271,10 +296,11 @@ class ProcrastinateEngine:
                     continue
                 idle = idle + 1 if not busy.get("todo") and not busy.get("doing") else 0
                 if idle == 2:
-                    # Quiet queues: judge any domain a race left gathered with all its probes
-                    # in, and mark finished scans done (work.judge_ready's sweep).
-                    await self._sweep(runtime)
-                    if once:
+                    # Quiet queues: judge what a race left, queue again what no job holds,
+                    # mark finished scans done; exit (--once) only when nothing was queued.
+                    if await self._sweep(runtime):
+                        idle = 0
+                    elif once:
                         stop()
             for done in await asyncio.gather(*running, return_exceptions=True):
                 if isinstance(done, BaseException):
