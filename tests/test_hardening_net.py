@@ -157,3 +157,42 @@ def test_the_https_rua_limits_size_and_rate(tmp_path: Path, free_tcp_port: int) 
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
+
+
+def test_the_probe_waits_for_the_answer_to_quit_but_keeps_its_facts_without_one() -> None:
+    """RFC 5321 §4.1.1.10: the sender waits for the reply to QUIT before closing (a server
+    that has answered is done with the session: a scan's next probe of the address does not
+    overlap it). A server that never answers QUIT costs the wait, not the probe's facts."""
+    from mtasts.net.smtp import probe_mx
+
+    async def run(answer_quit: bool) -> tuple[object, float | None, float | None]:
+        times: dict[str, float] = {}
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 quiet.example ESMTP\r\n")
+            while line := await reader.readline():
+                if line.upper().startswith(b"EHLO"):
+                    writer.write(b"250-quiet.example\r\n250 SIZE 1000\r\n")  # no STARTTLS
+                elif line.upper().startswith(b"QUIT") and answer_quit:
+                    await asyncio.sleep(0.3)
+                    times["answered"] = time.monotonic()
+                    writer.write(b"221 bye\r\n")
+            times["closed"] = time.monotonic()  # the client hung up (EOF)
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            probe = await probe_mx("quiet.example", "127.0.0.1", port=port, timeout=1.0)
+            await asyncio.sleep(0.2)
+        return probe, times.get("answered"), times.get("closed")
+
+    probe, answered, closed = asyncio.run(run(answer_quit=True))
+    assert answered is not None
+    assert closed is not None
+    assert closed >= answered  # the prober hung up only after the 221
+    assert (probe.starttls, probe.error_kind) == (False, None)  # type: ignore[attr-defined]
+
+    probe, _, _ = asyncio.run(run(answer_quit=False))
+    # QUIT unanswered past the 1 s timeout: the facts gathered before it stand.
+    assert (probe.starttls, probe.error_kind) == (False, None)  # type: ignore[attr-defined]

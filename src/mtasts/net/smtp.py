@@ -20,6 +20,7 @@ from pathlib import Path
 from .tls import Leaf, Trust, client_context, quiet_start_tls_eof, trust_from_error
 
 log = logging.getLogger("mtasts.net.smtp")
+_QUIT_WAIT = 2.0  # seconds to wait for the answer to QUIT
 HELO_NAME = "mtasts-check.invalid"
 
 
@@ -88,6 +89,16 @@ class _Progress:
     connected: bool = False
     banner: str | None = None
     starttls: bool | None = None
+    finished: SmtpProbe | None = None  # every fact is in; only the goodbye is left
+
+
+async def _quit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """QUIT, and wait (briefly) for the 221 before closing: RFC 5321 §4.1.1.10 has the
+    sender wait for the reply, and a server that has answered is done with the session, so
+    the next probe of the same address never overlaps this one in the server's count."""
+    with contextlib.suppress(Exception):
+        writer.write(b"QUIT\r\n")
+        await asyncio.wait_for(_reply(reader), _QUIT_WAIT)
 
 
 async def _session(
@@ -114,7 +125,8 @@ async def _session(
         progress.starttls = offered
         probe = replace(probe, starttls=offered)
         if not offered:
-            writer.write(b"QUIT\r\n")
+            progress.finished = probe
+            await _quit(reader, writer)
             return probe
         writer.write(b"STARTTLS\r\n")
         code, text = await _reply(reader)
@@ -130,9 +142,8 @@ async def _session(
             leaf=Leaf.from_der(der) if der else None,
             trust=Trust(True) if context.verify_mode == ssl.CERT_REQUIRED else probe.trust,
         )
-        with contextlib.suppress(Exception):
-            writer.write(b"QUIT\r\n")
-            await asyncio.wait_for(writer.drain(), 1)
+        progress.finished = probe
+        await _quit(reader, writer)
         return probe
     finally:
         writer.close()
@@ -164,17 +175,23 @@ async def probe_mx(
         )
     except ssl.SSLCertVerificationError as exc:
         probe = replace(probe, connected=True, starttls=True, trust=trust_from_error(exc))
+        second = _Progress()
         with contextlib.suppress(Exception):
-            unverified = await asyncio.wait_for(
-                _session(
-                    SmtpProbe(host, address, port),
-                    client_context(ca_file, verify=False),
-                    _Progress(),
-                    helo,
-                    source,
-                ),
-                timeout,
-            )
+            try:
+                unverified = await asyncio.wait_for(
+                    _session(
+                        SmtpProbe(host, address, port),
+                        client_context(ca_file, verify=False),
+                        second,
+                        helo,
+                        source,
+                    ),
+                    timeout,
+                )
+            except TimeoutError:
+                if second.finished is None:
+                    raise
+                unverified = second.finished
             probe = replace(
                 probe,
                 leaf=unverified.leaf,
@@ -182,8 +199,11 @@ async def probe_mx(
                 cipher=unverified.cipher,
             )
     except TimeoutError:
-        stage = "no greeting" if progress.banner is None else "no answer"
-        probe = replace(probe, error_kind="timeout", error=f"{stage} within {timeout:g} s")
+        if progress.finished is not None:  # the facts are in; only QUIT went unanswered
+            probe = progress.finished
+        else:
+            stage = "no greeting" if progress.banner is None else "no answer"
+            probe = replace(probe, error_kind="timeout", error=f"{stage} within {timeout:g} s")
     except _Failure as exc:
         probe = replace(probe, error_kind=exc.kind, error=str(exc))
     except ssl.SSLError as exc:
