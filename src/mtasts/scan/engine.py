@@ -298,7 +298,13 @@ class ProcrastinateEngine:
                 if idle == 2:
                     # Quiet queues: judge what a race left, queue again what no job holds,
                     # mark finished scans done; exit (--once) only when nothing was queued.
-                    if await self._sweep(runtime):
+                    try:
+                        queued = await self._sweep(runtime)
+                    except Exception as exc:  # as above: try again at the next quiet tick
+                        log.warning("scan worker: the sweep failed: %s", exc)
+                        idle = 0
+                        continue
+                    if queued:
                         idle = 0
                     elif once:
                         stop()
