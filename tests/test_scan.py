@@ -59,14 +59,10 @@ def _check(lab_dir: Path, domains: list[str], tmp_path: Path) -> dict[str, tuple
     return {d["domain"]: _essence(d) for d in docs}
 
 
-def test_in_memory_engine_scans_the_lab_like_check(lab: RunningLab, tmp_path: Path) -> None:
-    """The work (phases, shared probes, judging) is the engine's business only through
-    engine.py: here procrastinate's in-memory connector and SQLite stand in for PostgreSQL."""
+def _lab_options(lab: RunningLab, batch_size: int, probe_group: int = 8) -> ScanOptions:
+    """A scan of the session lab: its nameserver, CA and ports, 2 probes per address at once."""
     client = LabClient.from_state(lab.state)
-    domains = sorted(d["name"] for d in lab.state["domains"])
-    store = ScanStore(open_store(f"sqlite:///{tmp_path / 'scan.sqlite'}").engine)
-    engine = ProcrastinateEngine(InMemoryConnector())
-    options = ScanOptions(
+    return ScanOptions(
         CheckOptions(
             nameservers=(client.nameserver,),
             ca_file=client.ca_file,
@@ -75,9 +71,18 @@ def test_in_memory_engine_scans_the_lab_like_check(lab: RunningLab, tmp_path: Pa
             timeout=3,
         ),
         Limits(per_address=2, address_rate=0),
-        batch_size=7,
-        probe_group=3,
+        batch_size=batch_size,
+        probe_group=probe_group,
     )
+
+
+def test_in_memory_engine_scans_the_lab_like_check(lab: RunningLab, tmp_path: Path) -> None:
+    """The work (phases, shared probes, judging) is the engine's business only through
+    engine.py: here procrastinate's in-memory connector and SQLite stand in for PostgreSQL."""
+    domains = sorted(d["name"] for d in lab.state["domains"])
+    store = ScanStore(open_store(f"sqlite:///{tmp_path / 'scan.sqlite'}").engine)
+    engine = ProcrastinateEngine(InMemoryConnector())
+    options = _lab_options(lab, batch_size=7, probe_group=3)
     info = store.create("mem", domains, options.to_dict(), options.batch_size)
 
     async def scan() -> None:
@@ -104,21 +109,10 @@ def test_work_orphaned_by_a_crash_is_queued_again(lab: RunningLab, tmp_path: Pat
     idle sweep queues both again, and the scan finishes like an uninterrupted one."""
     from mtasts.scan.work import gather_batch
 
-    client = LabClient.from_state(lab.state)
     domains = sorted(d["name"] for d in lab.state["domains"])
     store = ScanStore(open_store(f"sqlite:///{tmp_path / 'scan.sqlite'}").engine)
     engine = ProcrastinateEngine(InMemoryConnector())
-    options = ScanOptions(
-        CheckOptions(
-            nameservers=(client.nameserver,),
-            ca_file=client.ca_file,
-            smtp_port=client.smtp_port,
-            https_port=client.https_port,
-            timeout=3,
-        ),
-        Limits(per_address=2, address_rate=0),
-        batch_size=11,
-    )
+    options = _lab_options(lab, batch_size=11)
     info = store.create("orphans", domains, options.to_dict(), options.batch_size)
     assert info.batches == 2
 

@@ -66,6 +66,18 @@ def _mx(mx: MxResult, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+# The columns of adoption_row, in order: check's CSV, and scan's (which adds "provider").
+ADOPTION_FIELDS = (
+    "domain",
+    "mta_sts",
+    "tlsrpt",
+    "errors",
+    "warnings",
+    "verdict",
+    "main_finding",
+)
+
+
 def adoption_row(check: DomainCheck) -> dict[str, Any]:
     return {
         "domain": check.domain,

@@ -28,7 +28,7 @@ from mtasts.check.checker import (
 from mtasts.check.facts import DomainFacts, read_documents
 from mtasts.check.findings import EXPLANATIONS, CheckCode, CheckVerdict, Severity
 from mtasts.check.judge import Expected
-from mtasts.check.report import adoption_row, adoption_totals, to_json
+from mtasts.check.report import ADOPTION_FIELDS, adoption_row, adoption_totals, to_json
 from mtasts.deploy.config import DeployConfigError, load_config
 from mtasts.deploy.state import DeployState, state_path
 from mtasts.net.dns import Nameserver
@@ -198,18 +198,7 @@ def render_adoption(checks: list[DomainCheck]) -> None:
 
 def write_csv(path: Path, checks: list[DomainCheck]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(
-            handle,
-            fieldnames=[
-                "domain",
-                "mta_sts",
-                "tlsrpt",
-                "errors",
-                "warnings",
-                "verdict",
-                "main_finding",
-            ],
-        )
+        writer = csv.DictWriter(handle, fieldnames=ADOPTION_FIELDS)
         writer.writeheader()
         for check in checks:
             writer.writerow({k: csv_cell(v) for k, v in adoption_row(check).items()})

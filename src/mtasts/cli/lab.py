@@ -24,6 +24,15 @@ from mtasts.sts.domain import normalise_host
 
 from .output import EXIT_USAGE, echo, print_json
 
+_STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("lab-state"),
+    show_default=True,
+    envvar="MTASTS_LAB_STATE",
+    help="The lab's state folder (lab.json, CA, control socket).",
+)
+
 
 @click.group()
 def lab() -> None:
@@ -62,13 +71,7 @@ def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
     show_default=True,
     help="How many MX addresses the generated domains' healthy MX hosts share.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("lab-state"),
-    show_default=True,
-    envvar="MTASTS_LAB_STATE",
-)
+@_STATE_DIR
 @click.option(
     "--subnet", default="127.77", show_default=True, help="The 127.X /16 the lab's hosts live in."
 )
@@ -208,13 +211,7 @@ def _detach(state_dir: Path) -> None:
 
 
 @lab.command("down")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("lab-state"),
-    show_default=True,
-    envvar="MTASTS_LAB_STATE",
-)
+@_STATE_DIR
 def lab_down(state_dir: Path) -> None:
     """Stop a lab started with --detach (or any lab whose state folder this is)."""
     try:
@@ -232,13 +229,7 @@ def lab_down(state_dir: Path) -> None:
 
 @lab.command("change")
 @click.argument("domain")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("lab-state"),
-    show_default=True,
-    envvar="MTASTS_LAB_STATE",
-)
+@_STATE_DIR
 @click.option(
     "--mode",
     type=click.Choice(["testing", "enforce", "none"]),
@@ -326,13 +317,7 @@ def lab_change(
 
 
 @lab.command("stats")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("lab-state"),
-    show_default=True,
-    envvar="MTASTS_LAB_STATE",
-)
+@_STATE_DIR
 @click.option("--reset", is_flag=True, help="Start the counters anew after reading them.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: address -> counters.")
 def lab_stats(state_dir: Path, reset: bool, as_json: bool) -> None:
@@ -352,13 +337,7 @@ def lab_stats(state_dir: Path, reset: bool, as_json: bool) -> None:
 
 
 @lab.command("reports")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("lab-state"),
-    show_default=True,
-    envvar="MTASTS_LAB_STATE",
-)
+@_STATE_DIR
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

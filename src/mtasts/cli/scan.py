@@ -375,25 +375,14 @@ def scan_results(
     name: str, as_json: bool, csv_path: Path | None, as_stats: bool, db: str | None
 ) -> None:
     """The results of scan NAME: per domain (--json, --csv) or as statistics (default)."""
+    from mtasts.check.report import ADOPTION_FIELDS
     from mtasts.scan.stats import adoption
 
     store, _ = _open(db)
     (info,) = _scans(store, name)
     if csv_path is not None:
         with csv_path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(
-                handle,
-                fieldnames=[
-                    "domain",
-                    "mta_sts",
-                    "tlsrpt",
-                    "errors",
-                    "warnings",
-                    "verdict",
-                    "main_finding",
-                    "provider",
-                ],
-            )
+            writer = csv.DictWriter(handle, fieldnames=[*ADOPTION_FIELDS, "provider"])
             writer.writeheader()
             for doc, provider in store.results(info.id):
                 row = dict(doc.get("summary") or {})
