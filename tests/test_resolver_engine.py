@@ -12,6 +12,7 @@ from mtasts.resolver import engine as engine_module
 from mtasts.resolver import postfix
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import policy_reply
+from mtasts.resolver.server import ReplySettings, ResolverService, SocketmapProtocol
 from mtasts.resolver.store import PolicyStore
 from mtasts.sts import Mode
 
@@ -122,3 +123,87 @@ def test_an_smtputf8_domain_is_looked_up_by_its_a_label(monkeypatch: Any) -> Non
     lookup = asyncio.run(engine.lookup("Bücher.Example."))
     assert asked == ["_mta-sts.xn--bcher-kva.example"]
     assert lookup.domain == "xn--bcher-kva.example"
+
+
+class _Wire(asyncio.Transport):
+    """What a socketmap connection writes back, reply by reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.replies.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def _ask(protocol: SocketmapProtocol, wire: _Wire, domain: str) -> bytes:
+    """One request as Postfix sends it (a read of exactly one netstring) and its reply."""
+    before = len(wire.replies)
+    protocol.data_received(postfix.netstring(f"policy {domain}"))
+    while len(wire.replies) == before:
+        await asyncio.sleep(0)
+    return wire.replies[-1]
+
+
+SECURE = postfix.netstring("OK secure match=mx1.example.net:mx2.example.net servername=hostname")
+NOTFOUND = postfix.netstring("NOTFOUND ")
+
+
+def test_a_prepared_reply_stands_only_while_its_answer_does(monkeypatch: Any) -> None:
+    """The cached path answers from ready-made bytes; a new answer, the end of the grace
+    period, a reload or the domain leaving memory each retire them."""
+    clock = [1000.0]
+    policy = [POLICY]
+    engine = engine_with({}, monkeypatch, clock, trust_ad=False)
+
+    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
+        url = "https://mta-sts.example.net/.well-known/mta-sts.txt"
+        return PolicyFetch(url, "192.0.2.1", 200, "text/plain", policy[0])
+
+    async def txt(name: str) -> list[list[bytes]]:
+        return [[b"v=STSv1; id=20260202T000000;"]] if name == "_mta-sts.example.net" else []
+
+    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+    service = ResolverService(engine, ReplySettings())
+
+    async def scenario() -> None:
+        wire = _Wire()
+        protocol = SocketmapProtocol(service)
+        protocol.connection_made(wire)
+        try:
+            assert await _ask(protocol, wire, "example.net") == SECURE  # fetched
+            memory = engine.metrics.lookups["memory"]
+            assert await _ask(protocol, wire, "example.net") == SECURE  # formatted, prepared
+            assert await _ask(protocol, wire, "example.net") == SECURE  # the prepared bytes
+            assert engine.metrics.lookups["memory"] == memory + 2
+            assert service.requests["ok"] == 3
+
+            # The domain moves to testing under a new id; within the grace period the old
+            # answer stands (RFC 8461 §5.1 checks the record, not every mail), after it not.
+            policy[0] = POLICY.replace(b"mode: enforce", b"mode: testing")
+            engine.resolver.txt = txt  # type: ignore[method-assign]
+            clock[0] += 59
+            assert await _ask(protocol, wire, "example.net") == SECURE
+            clock[0] += 2
+            assert await _ask(protocol, wire, "example.net") == NOTFOUND
+            assert await _ask(protocol, wire, "example.net") == NOTFOUND
+
+            # A reload that maps testing to "secure" applies at the next request.
+            service.reconfigure(ReplySettings(testing=postfix.TestingAnswer.SECURE), {})
+            assert await _ask(protocol, wire, "example.net") == SECURE
+
+            # The domain leaves memory (max_domains): its prepared reply goes with it, so
+            # the next request asks DNS again and sees the policy that replaced it.
+            engine.options = dataclasses.replace(engine.options, max_domains=1)
+            assert await _ask(protocol, wire, "other.example") == NOTFOUND
+            assert engine.remembered("example.net") is None
+            policy[0] = POLICY.replace(b"mx2.example.net", b"mx3.example.net")
+            engine.resolver.txt = FakeResolver({}).txt  # type: ignore[method-assign]
+            assert await _ask(protocol, wire, "example.net") == SECURE.replace(b"mx2", b"mx3")
+        finally:
+            protocol.connection_lost(None)
+
+    asyncio.run(scenario())

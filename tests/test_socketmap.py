@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mtasts.resolver.postfix import NetstringError, SocketmapDecoder, netstring
-from mtasts.resolver.server import ResolverService, SocketmapProtocol
+from mtasts.resolver.server import SocketmapProtocol
 
 GOLDEN: list[tuple[str, str | None]] = [
     ("policy good.example", "OK secure match=mx1.good.example:.good.example servername=hostname"),
@@ -91,18 +91,23 @@ class _Transport(asyncio.Transport):
 class _Service:
     """Answers from the golden table: most from memory, slow.example after a lookup."""
 
-    _MISS = ResolverService._MISS
-
     def __init__(self) -> None:
         self.connections = 0
         self.requests = {"ok": 0, "notfound": 0, "error": 0, "timeout": 0}
         self.table = {request.split(" ", 1)[1]: value for request, value in GOLDEN}
 
-    def answer_now(self, key: str, zone: str) -> object:
+        self.ready: dict[bytes, bytes] = {}  # replies prepared by answer_now, as the service keeps
+
+    def prepared(self, frame: bytes) -> bytes | None:
+        return self.ready.get(frame)
+
+    def answer_now(self, frame: bytes, zone: str, key: str) -> bytes | None:
         if key == "slow.example":
-            return self._MISS
+            return None
         value = self.table[key]
-        return netstring(f"OK {value.removeprefix('OK ')}" if value else "NOTFOUND ")
+        reply = netstring(f"OK {value.removeprefix('OK ')}" if value else "NOTFOUND ")
+        self.ready[frame] = reply
+        return reply
 
     async def answer(self, key: str, zone: str) -> str | None:
         await asyncio.sleep(0.001)

@@ -15,6 +15,7 @@ from mtasts.config import ConfigError
 from mtasts.files import masked
 from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
+from mtasts.net.loop import run
 from mtasts.resolver.config import ResolverConfig, load
 from mtasts.resolver.daemon import build, serve
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
@@ -135,7 +136,7 @@ def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -
         return _config(config_file, lab_dir, **flags)
 
     try:
-        asyncio.run(serve(config, reload if config_file else None))
+        run(serve(config, reload if config_file else None))
     except OSError as exc:
         echo(f"error: the resolver cannot listen: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)

@@ -113,7 +113,7 @@ async def serve(
             log.error("reload failed, keeping the running configuration: %s", exc)
             return
         # Listeners and the cache stay; what Postfix is told follows the new settings.
-        service.settings, service.zones = reply_settings(fresh), zone_settings(fresh)
+        service.reconfigure(reply_settings(fresh), zone_settings(fresh))
         log.info(
             "configuration reloaded testing=%s tlsrpt=%s relays=%d",
             fresh.testing,

@@ -64,11 +64,26 @@ class Lookup:
     failure: str = ""
 
 
-@dataclass
-class _State:
+@dataclass(slots=True)
+class Standing:
+    """What the engine last concluded for one domain, and until when that answer stands.
+
+    The object is kept for the domain's life in memory, so a reply prepared from
+    ``answer`` stays right while ``answer`` is still this very Lookup and the clock
+    is before ``until`` (no lookup of the domain, no formatting).
+    """
+
     checked_at: float = 0.0
     answer: Lookup | None = None
     failure: FetchFailure | None = None
+    # The last check plus the grace period, or the cached policy's expiry if sooner
+    # (RFC 8461 §3.2: an expired policy is never applied, even from memory).
+    until: float = 0.0
+
+    def settle(self, answer: Lookup, now: float, grace: float) -> None:
+        self.checked_at, self.answer = now, answer
+        expiry = answer.cached.expires_at if answer.cached is not None else now + grace
+        self.until = min(now + grace, expiry)
 
 
 @dataclass
@@ -101,24 +116,23 @@ class PolicyEngine:
         self.options = options
         self.clock = clock
         self.metrics = Metrics()
-        self._states: OrderedDict[str, _State] = OrderedDict()
+        self._states: OrderedDict[str, Standing] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         self._discovering = asyncio.Semaphore(options.max_discoveries)
         self._warned: OrderedDict[str, float] = OrderedDict()
 
     def remembered(self, domain: str) -> Lookup | None:
         """The answer given within the last ``grace`` seconds, with no I/O; None when stale."""
+        standing = self.standing(domain)
+        return standing.answer if standing is not None else None
+
+    def standing(self, domain: str) -> Standing | None:
+        """The domain's answer while it stands (see :class:`Standing`), counted as a memory hit."""
         state = self._states.get(domain)
-        if state is None or state.answer is None:
-            return None
-        now = self.clock()
-        if now - state.checked_at >= self.options.grace:
-            return None
-        cached = state.answer.cached
-        if cached is not None and cached.expired(now):
+        if state is None or state.answer is None or self.clock() >= state.until:
             return None
         self.metrics.lookups["memory"] += 1
-        return state.answer
+        return state
 
     async def lookup(self, domain: str) -> Lookup:
         """The policy to apply to ``domain`` now; concurrent lookups of one domain share the work."""
@@ -145,11 +159,12 @@ class PolicyEngine:
         except sts.RecordError as exc:
             return None, f"invalid _mta-sts record: {exc.message}"
 
-    def _state(self, domain: str) -> _State:
-        state = self._states.pop(domain, None) or _State()
+    def _state(self, domain: str) -> Standing:
+        state = self._states.pop(domain, None) or Standing()
         self._states[domain] = state  # most recently used last
         while len(self._states) > self.options.max_domains:
-            self._states.popitem(last=False)  # its cached policy stays in the store
+            _, gone = self._states.popitem(last=False)  # its cached policy stays in the store
+            gone.answer = None  # a reply prepared from it must not outlive it
         return state
 
     async def _discover(self, domain: str, *, force_fetch: bool = False) -> Lookup:
@@ -190,7 +205,7 @@ class PolicyEngine:
             if dane is not None and not dane.done():
                 dane.cancel()
         self.metrics.lookups[answer.source] += 1
-        state.checked_at, state.answer = self.clock(), answer
+        state.settle(answer, self.clock(), self.options.grace)
         if self.answers is not None:
             self._log_answer(answer)
         return answer
@@ -229,7 +244,7 @@ class PolicyEngine:
         return all(a.records and a.authenticated for a in answers)
 
     async def _fetch(
-        self, domain: str, record_id: str, cached: CachedPolicy | None, state: _State
+        self, domain: str, record_id: str, cached: CachedPolicy | None, state: Standing
     ) -> Lookup:
         self.metrics.fetches += 1
         fetch = await fetch_policy(

@@ -91,6 +91,11 @@ class SocketmapDecoder:
         self.buffer += data
 
     def next_request(self) -> tuple[str, str] | None:
+        frame = self.next_frame()
+        return None if frame is None else (frame[1], frame[2])
+
+    def next_frame(self) -> tuple[bytes, str, str] | None:
+        """Like :meth:`next_request`, with the request's whole netstring first (a cache key)."""
         colon = self.buffer.find(b":")
         if colon < 0:
             if self.buffer and (not self.buffer.isdigit() or len(self.buffer) > 6):
@@ -104,7 +109,8 @@ class SocketmapDecoder:
             return None
         if self.buffer[end] != ord(","):
             raise NetstringError("netstring not terminated by ','")
-        data = bytes(self.buffer[colon + 1 : end])
+        frame = bytes(self.buffer[: end + 1])
+        data = frame[colon + 1 : end]
         del self.buffer[: end + 1]
         try:
             request = data.decode("utf-8")
@@ -113,7 +119,7 @@ class SocketmapDecoder:
         if " " not in request:
             raise NetstringError("the request has no key (expected 'NAME KEY')")
         zone, _, key = request.partition(" ")
-        return zone, key
+        return frame, zone, key
 
 
 def netstring(data: str) -> bytes:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from .engine import Lookup, PolicyEngine
+from .engine import Lookup, PolicyEngine, Standing
 from .postfix import (
     NetstringError,
     SocketmapDecoder,
@@ -37,7 +37,7 @@ log = logging.getLogger("mtasts.resolver.server")
 MAX_QUEUED = 100
 IDLE_TIMEOUT = 300.0
 MAX_CONNECTIONS = 1000
-_MAX_WIRE = 100_000  # finished replies remembered, keyed by what Postfix asked
+_MAX_PREPARED = 100_000  # finished replies remembered, keyed by what Postfix asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,16 @@ def _is_address(text: str) -> bool:
     return True
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A finished netstring reply to one request, valid while ``standing`` still holds ``lookup``."""
+
+    payload: bytes
+    outcome: str  # "ok" | "notfound", for the request counters
+    standing: Standing | None  # None: the key has no policy domain, the reply never changes
+    lookup: Lookup | None
+
+
 class ResolverService:
     def __init__(self, engine: PolicyEngine, settings: ReplySettings) -> None:
         self.engine = engine
@@ -122,10 +132,15 @@ class ResolverService:
         self.zones: dict[str, ReplySettings] = {}
         self.started = time.time()
         self.requests: dict[str, int] = {"ok": 0, "notfound": 0, "error": 0, "timeout": 0}
-        # Per request key: the finished reply, valid while the same Lookup and settings stand.
+        # Per request, as the bytes Postfix sent: the reply, prepared once per answer.
         # Bounded: the keys are whatever Postfix (so whoever sends mail through it) asks.
-        self._wire: dict[tuple[str, str], tuple[str, Lookup, ReplySettings, bytes]] = {}
+        self._prepared: dict[bytes, _Prepared] = {}
         self.connections = 0
+
+    def reconfigure(self, settings: ReplySettings, zones: dict[str, ReplySettings]) -> None:
+        """New reply settings (SIGHUP): every prepared reply was formatted with the old ones."""
+        self.settings, self.zones = settings, zones
+        self._prepared = {}
 
     def settings_for(self, zone: str) -> ReplySettings:
         return self.zones.get(zone, self.settings)
@@ -151,27 +166,41 @@ class ResolverService:
             return None
         return self._reply(lookup, settings)
 
-    _MISS = object()
+    def prepared(self, frame: bytes) -> bytes | None:
+        """The reply to ``frame`` (one whole request as sent) if one is prepared and still right.
 
-    def answer_now(self, key: str, zone: str = "") -> bytes | object:
-        """The finished netstring reply when it needs no I/O (a recent answer), else ``_MISS``."""
+        The cached-lookup path: one dict lookup and one clock read, no decoding, no
+        formatting, nothing allocated.
+        """
+        entry = self._prepared.get(frame)
+        if entry is None:
+            return None
+        standing = entry.standing
+        if standing is not None:
+            if standing.answer is not entry.lookup or self.engine.clock() >= standing.until:
+                return None
+            self.engine.metrics.lookups["memory"] += 1
+        self.requests[entry.outcome] += 1
+        return entry.payload
+
+    def answer_now(self, frame: bytes, zone: str, key: str) -> bytes | None:
+        """The reply when it needs no I/O (a standing answer), prepared for next time; else None."""
         settings = self.settings_for(zone)
-        memo = self._wire.get((zone, key))
-        if memo is not None:
-            domain, lookup, memo_settings, payload = memo
-            if memo_settings is settings and self.engine.remembered(domain) is lookup:
-                return payload
         target = policy_domain(key, settings.relays)
         if target is None:
-            return encode_reply(None)
-        remembered = self.engine.remembered(target)
-        if remembered is None:
-            return self._MISS
-        payload = encode_reply(self._reply(remembered, settings))
-        if len(self._wire) >= _MAX_WIRE:
-            self._wire.clear()  # cheap to rebuild: each entry is one formatted reply
-        self._wire[(zone, key)] = (target, remembered, settings, payload)
-        return payload
+            entry = _Prepared(encode_reply(None), "notfound", None, None)
+        else:
+            standing = self.engine.standing(target)
+            if standing is None or standing.answer is None:
+                return None
+            value = self._reply(standing.answer, settings)
+            outcome = "ok" if value else "notfound"
+            entry = _Prepared(encode_reply(value), outcome, standing, standing.answer)
+        if len(self._prepared) >= _MAX_PREPARED:
+            self._prepared = {}  # cheap to rebuild: each entry is one formatted reply
+        self._prepared[frame] = entry
+        self.requests[entry.outcome] += 1
+        return entry.payload
 
     def _reply(self, lookup: Lookup, settings: ReplySettings) -> str | None:
         return policy_reply(lookup.cached, settings.testing, settings.tlsrpt, lookup.dane)
@@ -257,13 +286,17 @@ class SocketmapProtocol(asyncio.Protocol):
     def __init__(self, service: ResolverService) -> None:
         self.service = service
         self.decoder = SocketmapDecoder()
-        self.queue: collections.deque[tuple[str, str]] = collections.deque()
+        self.queue: collections.deque[tuple[bytes, str, str]] = collections.deque()
         self.busy = False
         self.task: asyncio.Future[None] | None = None  # held so it is not collected mid-flight
         self.transport: asyncio.Transport | None = None
         self.reading = True
         self.writing = True
+        # Idleness is noticed by a timer every quarter of IDLE_TIMEOUT, not re-armed per
+        # request: a request only clears a flag.
         self.idle: asyncio.TimerHandle | None = None
+        self.active = False
+        self.quiet = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -274,7 +307,7 @@ class SocketmapProtocol(asyncio.Protocol):
             transport.close()
             return
         self.service.connections += 1
-        self._touch()
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:
@@ -282,14 +315,18 @@ class SocketmapProtocol(asyncio.Protocol):
             self.idle.cancel()
             self.idle = None
 
-    def _touch(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self._idle_out)
+    def _arm(self) -> None:
+        self.idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT / 4, self._idle_check)
 
-    def _idle_out(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def _idle_check(self) -> None:
+        """Close after four quiet quarters in a row: idle between IDLE_TIMEOUT and 1.25 times it."""
+        self.quiet = 0 if self.active or self.busy else self.quiet + 1
+        self.active = False
+        if self.quiet >= 4:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._arm()
 
     def pause_writing(self) -> None:
         # The client does not read its replies: stop taking its requests until it does.
@@ -310,10 +347,17 @@ class SocketmapProtocol(asyncio.Protocol):
         (self.transport.resume_reading if want else self.transport.pause_reading)()
 
     def data_received(self, data: bytes) -> None:
-        self._touch()
+        self.active = True
+        # Postfix asks one request at a time and waits: a read is usually exactly one
+        # request, and for a domain asked before its reply is ready-made.
+        if not self.queue and not self.busy and self.writing and not self.decoder.buffer:
+            payload = self.service.prepared(data)
+            if payload is not None:
+                self._write(payload)
+                return
         self.decoder.feed(data)
         try:
-            while (request := self.decoder.next_request()) is not None:
+            while (request := self.decoder.next_frame()) is not None:
                 self.queue.append(request)
         except NetstringError as exc:
             self._refuse(str(exc))
@@ -330,18 +374,15 @@ class SocketmapProtocol(asyncio.Protocol):
     def buffer(self, value: bytearray) -> None:
         self.decoder.buffer = value
 
-    def _take(self) -> tuple[str, str] | None:
-        return self.decoder.next_request()
-
     def _drain(self) -> None:
         while self.queue and not self.busy and self.writing:
-            zone, key = self.queue.popleft()
-            payload = self.service.answer_now(key, zone)
-            if payload is ResolverService._MISS:
+            frame, zone, key = self.queue.popleft()
+            payload = self.service.prepared(frame) or self.service.answer_now(frame, zone, key)
+            if payload is None:
                 self.busy = True
                 self.task = asyncio.ensure_future(self._slow(zone, key))
                 return
-            self._send(payload)  # type: ignore[arg-type]
+            self._write(payload)
 
     async def _slow(self, zone: str, key: str) -> None:
         try:
@@ -350,12 +391,12 @@ class SocketmapProtocol(asyncio.Protocol):
             log.exception("lookup failed key=%r", key)
             value = None
         self.busy = False
-        self._send(encode_reply(value))
+        self.service.requests["ok" if value else "notfound"] += 1
+        self._write(encode_reply(value))
         self._drain()
         self._flow()
 
-    def _send(self, payload: bytes) -> None:
-        self.service.requests["notfound" if payload.startswith(b"9:NOTFOUND") else "ok"] += 1
+    def _write(self, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(payload)
 
