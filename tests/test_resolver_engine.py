@@ -20,18 +20,22 @@ POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.net\r\nmx: mx2.exa
 
 
 class FakeResolver:
-    """Answers from a table; ``signed`` names the TLSA owners a validating resolver marks AD."""
+    """Answers from a table: ``tlsa`` says which TLSA owners a validating resolver marks AD,
+    ``signed_mx`` whether it marks the MX list AD too."""
 
-    def __init__(self, tlsa: dict[str, bool]) -> None:
+    def __init__(self, tlsa: dict[str, bool], signed_mx: bool = True) -> None:
         self.tlsa = tlsa
+        self.signed_mx = signed_mx
+        self.asked: list[tuple[str, str]] = []
 
     async def txt(self, name: str) -> list[list[bytes]]:
         return [[b"v=STSv1; id=20260101T000000;"]] if name == "_mta-sts.example.net" else []
 
-    async def mx(self, domain: str) -> list[tuple[int, str]]:
-        return [(10, "mx1.example.net"), (20, "mx2.example.net")]
-
     async def lookup(self, name: str, rdtype: str) -> Answer:
+        self.asked.append((name, rdtype))
+        if rdtype == "MX":
+            mx = ((10, "mx1.example.net"), (20, "mx2.example.net"))
+            return Answer(("10 mx1.example.net.", "20 mx2.example.net."), None, self.signed_mx, mx)
         if rdtype == "TLSA" and name in self.tlsa:
             return Answer(("3 1 1 00",), None, self.tlsa[name])
         return Answer()
@@ -84,6 +88,20 @@ def test_the_ad_bit_counts_only_from_a_trusted_resolver(monkeypatch: Any) -> Non
     assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE, dane=lookup.dane).startswith(
         "secure match="
     )
+
+
+def test_an_mx_list_dnssec_did_not_validate_asks_no_tlsa(monkeypatch: Any) -> None:
+    """RFC 7672 §2.2.1: DANE for MX hosts from an insecure MX RRset is optional; the
+    engine does without it, and without its TLSA questions, which is nearly every domain."""
+    signed = {"_25._tcp.mx1.example.net": True, "_25._tcp.mx2.example.net": True}
+    engine = engine_with(signed, monkeypatch, [1000.0])
+    resolver = FakeResolver(signed, signed_mx=False)
+    engine.resolver = resolver  # type: ignore[assignment]
+    lookup = asyncio.run(engine.lookup("example.net"))
+    assert lookup.dane is False
+    assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE).startswith("secure match=")
+    assert ("example.net", "MX") in resolver.asked
+    assert not [q for q in resolver.asked if q[1] == "TLSA"]
 
 
 def test_unsigned_or_partial_tlsa_keeps_the_mta_sts_answer(monkeypatch: Any) -> None:

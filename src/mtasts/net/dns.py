@@ -281,12 +281,16 @@ class Resolver:
 
     async def mx(self, domain: str) -> list[tuple[int, str]]:
         """(preference, host) pairs sorted by preference; host without the root dot."""
-        answer = await self.lookup(domain, "MX")
-        return sorted(
-            (value[0], value[1])
-            for value in answer.values
-            if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
-        )
+        return mx_pairs(await self.lookup(domain, "MX"))
+
+
+def mx_pairs(answer: Answer) -> list[tuple[int, str]]:
+    """The (preference, host) pairs of an MX answer, sorted by preference."""
+    return sorted(
+        (value[0], value[1])
+        for value in answer.values
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str)
+    )
 
 
 def _system_nameservers() -> tuple[Nameserver, ...]:

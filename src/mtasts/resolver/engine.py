@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mtasts import sts
-from mtasts.net.dns import DnsLookupError, Resolver
+from mtasts.net.dns import DnsLookupError, Resolver, mx_pairs
 from mtasts.net.https import PolicyFetch, fetch_policy
 from mtasts.sts.cache import (
     Action,
@@ -226,15 +226,20 @@ class PolicyEngine:
             log.warning("answer log write failed domain=%r: %s", answer.domain, exc)
 
     async def _dane(self, domain: str) -> bool:
-        """True when every MX host has TLSA records a validating resolver marked authentic (AD).
+        """True when the MX list and every MX host's TLSA records are DNSSEC-validated (AD).
 
         Postfix's policy table speaks for the whole domain, so a partly DANE-enabled
         domain keeps its MTA-STS answer: ``dane`` would drop to opportunistic TLS on
-        the MX hosts that have no TLSA.
+        the MX hosts that have no TLSA. An MX list that is not validated ends the
+        question before any TLSA is asked: RFC 7672 §2.2.1 only allows (MAY) DANE for
+        MX hosts from an insecure MX RRset, and for such a domain the MTA-STS policy,
+        whose mx patterns came over authenticated HTTPS, is the stronger guarantee.
+        That is nearly every domain, and every one when the DNS server does not validate.
         """
         try:
-            hosts = [host for _, host in await self.resolver.mx(domain)]
-            if not hosts or len(hosts) > self.options.max_dane_mx:
+            mx = await self.resolver.lookup(domain, "MX")
+            hosts = [host for _, host in mx_pairs(mx)]
+            if not mx.authenticated or not hosts or len(hosts) > self.options.max_dane_mx:
                 return False  # too many to ask for every lookup: MTA-STS answers alone
             answers = await asyncio.gather(
                 *(self.resolver.lookup(f"_25._tcp.{h}", "TLSA") for h in hosts)
