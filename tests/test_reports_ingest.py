@@ -137,7 +137,7 @@ def test_killed_mid_batch_loses_and_duplicates_nothing(db_url: str, tmp_path: Pa
     for n in range(400):
         (inbox / f"{n:04d}.json").write_bytes(report(f"k{n}"))
     process = subprocess.Popen(
-        [MTASTS, "reports", "ingest", str(inbox), "--db", db_url, "--batch", "10"],
+        [MTASTS, "reports", "ingest", str(inbox), "--db", db_url, "--batch", "10", "--jobs", "2"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -147,8 +147,15 @@ def test_killed_mid_batch_loses_and_duplicates_nothing(db_url: str, tmp_path: Pa
         assert process.poll() is None, "finished before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    tasks = Path(f"/proc/{process.pid}/task").iterdir()
+    workers = [pid for task in tasks for pid in (task / "children").read_text().split()]
+    assert len(workers) == 2  # the worker processes reading the reports
     process.send_signal(signal.SIGKILL)
     process.wait(10)
+    # The workers go with it (they would hold the store's connections for ever).
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the killed ingest"
+        time.sleep(0.05)
     partial = store.counts()["reports"]
     assert 20 <= partial < 400
     result = run("ingest", str(inbox), db=db_url)
@@ -534,3 +541,87 @@ def test_an_interrupted_ingest_says_what_it_stored(tmp_path: Path) -> None:
     assert match, err
     assert int(match.group(1)) == open_store(db).counts()["reports"] < 20_000
     assert "run the same command again to go on (nothing is stored twice)" in err
+
+
+def _mixed_inbox(folder: Path, count: int) -> None:
+    """Report files and mails, duplicates, broken reports of several kinds and unrelated mail."""
+    folder.mkdir()
+    for n in range(count):
+        kind = n % 10
+        if kind == 0:
+            (folder / f"{n:04d}.json").write_bytes(b'{"broken": ' + str(n).encode())
+        elif kind == 1:
+            (folder / f"{n:04d}.eml").write_bytes(
+                b"From: a@example.com\r\nSubject: hi\r\n\r\nno\r\n"
+            )
+        elif kind == 2:  # the report that n + 2 mails, as a file: a duplicate, either order
+            (folder / f"{n:04d}.json").write_bytes(report(f"p{n + 2}"))
+        elif kind == 3:
+            (folder / f"{n:04d}.json.gz").write_bytes(gzip.compress(report(f"p{n}"))[:-9])
+        else:
+            (folder / f"{n:04d}.eml").write_bytes(report_mail(report(f"p{n}")))
+
+
+def test_worker_processes_store_exactly_what_one_process_stores(tmp_path: Path) -> None:
+    """--jobs reads inputs in worker processes: counts, the order of problem lines, the
+    quarantine's rules and every stored row come out as they do in one process."""
+    inbox = tmp_path / "in"
+    _mixed_inbox(inbox, 300)
+    seen = []
+    for jobs in ("1", "3"):
+        db = f"sqlite:///{tmp_path / f'jobs-{jobs}.sqlite'}"
+        result = run("ingest", str(inbox), "--jobs", jobs, "--batch", "40", "-v", db=db)
+        assert result.returncode == 0, result.stderr
+        by_mx = run("summary", "--by", "mx", "--since", "2016-01-01", "--json", db=db).stdout
+        held = run("quarantine", "--json", db=db).stdout
+        rules = sorted(entry["rule"] for entry in json.loads(held)["quarantine"])
+        seen.append((result.stdout, by_mx, rules, open_store(db).counts()))
+    assert seen[0] == seen[1]
+    out, _, rules, counts = seen[0]
+    assert "stored 180, duplicates 30, quarantined 60, unrelated mail skipped 30" in out
+    assert counts == {"reports": 180, "raw": 240, "quarantined": 60}  # a duplicate keeps no raw
+    assert set(rules) == {"report.json", "report.gzip"}
+
+
+def test_worker_processes_move_each_maildir_message_after_its_commit(tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for n in range(200):
+        if n % 50 == 7:
+            box.add(report_mail(b"not json at all"))
+        elif n % 50 == 9:
+            box.add(b"From: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
+        else:
+            box.add(report_mail(report(f"w{n}")))
+    db = f"sqlite:///{tmp_path / 'maildir.sqlite'}"
+    result = run("ingest", "--maildir", str(tmp_path / "Maildir"), "--jobs", "2", db=db)
+    assert "stored 192, duplicates 0, quarantined 4, unrelated mail skipped 4" in result.stdout
+    box = mailbox.Maildir(tmp_path / "Maildir", create=False)
+    assert len(box) == 4  # unrelated mail stays
+    assert len(box.get_folder("Processed")) == 192
+    assert len(box.get_folder("Failed")) == 4
+
+
+def test_workers_start_only_for_a_large_ingest_and_keep_the_order_of_moves(
+    tmp_path: Path,
+) -> None:
+    from mtasts.reports.ingest import Batch, IngestResult
+
+    store = open_store(f"sqlite:///{tmp_path / 'order.sqlite'}")
+    moved: list[str] = []
+
+    def then(name: str) -> Any:
+        return lambda quarantined: moved.append(f"{name}{'!' if quarantined else ''}")
+
+    with Batch(store, IngestResult(), size=7, workers=2) as small:
+        for n in range(5):
+            small.add(report_mail(report(f"s{n}")), f"s{n}", then(f"s{n}"))
+        assert small._pool is None  # five inputs: not worth a process
+    result = IngestResult()
+    with Batch(store, result, size=7, workers=2) as large:
+        for n in range(100):
+            data = b"broken" if n % 9 == 0 else report_mail(report(f"l{n}"))
+            large.add(data if n % 9 else report_mail(data), f"l{n}", then(f"l{n}"))
+        assert large._pool is not None
+    assert moved[:5] == [f"s{n}" for n in range(5)]
+    assert moved[5:] == [f"l{n}{'!' if n % 9 == 0 else ''}" for n in range(100)]
+    assert result.counts == {"stored": 88, "quarantined": 12}

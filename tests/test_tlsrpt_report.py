@@ -215,3 +215,25 @@ def test_gzip_bomb_is_refused_without_inflating_it_all() -> None:
 def test_oversized_plain_body_is_refused() -> None:
     with pytest.raises(ReportTooLargeError):
         parse_report(encoded(RFC_EXAMPLE), max_size=50)
+
+
+def test_a_report_error_crosses_processes_whole() -> None:
+    """ingest --jobs parses in worker processes: the error must come back with its rule."""
+    import pickle
+
+    from mtasts.tlsrpt import ReportTooLargeError
+
+    for error in (
+        ReportError("bad date", rule="report.date", section="§4.4", field="date-range"),
+        ReportTooLargeError("too big", rule="report.too-large", section="§5.3", fix="smaller"),
+    ):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert (back.message, back.rule, back.section, back.field, back.fix) == (
+            error.message,
+            error.rule,
+            error.section,
+            error.field,
+            error.fix,
+        )
+        assert str(back) == str(error)

@@ -37,6 +37,7 @@ from mtasts.reports.ingest import (
     DEFAULT_BATCH,
     Batch,
     IngestResult,
+    default_workers,
     ingest_maildir,
     ingest_mbox,
     ingest_path,
@@ -182,6 +183,12 @@ def reports() -> None:
     multiple=True,
     help="DNS server for the DKIM keys, instead of the system's (repeatable).",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    help="Processes reading reports (MIME, gzip, JSON, DKIM) while this one stores; default one"
+    " per core (at most 8), started only for more than a few dozen inputs. Not with --imap-url.",
+)
 @max_report_option
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="The counts as JSON.")
@@ -201,6 +208,7 @@ def ingest(
     batch_size: int,
     dkim: bool,
     nameservers: tuple[str, ...],
+    jobs: int | None,
     max_report: int,
     db: str | None,
     as_json: bool,
@@ -255,8 +263,12 @@ def ingest(
         except KeyboardInterrupt:
             return
     result = IngestResult()
+    # IMAP leaves unrelated mail in place, which it must know at once: it reads in-process.
+    workers = 1 if source is not None else jobs or default_workers()
     try:
-        with Batch(store, result, batch_size, max_report, verifier=verifier) as batch:
+        with Batch(
+            store, result, batch_size, max_report, verifier=verifier, workers=workers
+        ) as batch:
             if source is not None:
                 ingest_imap(batch, source)
             for path in paths:

@@ -15,12 +15,17 @@ import contextlib
 import dataclasses
 import errno
 import mailbox
+import multiprocessing
+import multiprocessing.context
 import os
 import re
+import signal
 import stat
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +36,7 @@ from mtasts.tlsrpt.mail import expand_zip, extract_reports
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE, Budget, inflate
 
 from .provenance import Channel, DkimVerifier, Provenance
-from .store import Incoming, Outcome, ReportStore, store_error
+from .store import Incoming, Outcome, Parsed, ReportStore, parse_item, store_error
 
 _GZIP, _ZIP = b"\x1f\x8b", b"PK\x03\x04"
 DEFAULT_BATCH = 500
@@ -156,12 +161,99 @@ class _Message:
         return not self.open and self.waiting == 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What one input held: its report files parsed, or why it held none."""
+
+    parsed: list[Parsed]
+    skipped: str = ""
+
+
+def _read(
+    data: bytes, source: str, channel: Channel, max_size: int, verifier: DkimVerifier | None
+) -> _Read:
+    """Every report file in one input, parsed: CPU only (and DKIM keys from DNS), no store."""
+    parsed = [
+        parse_item(item, max_size)
+        for item in _report_files(data, source, max_size, channel, verifier)
+    ]
+    return _Read(parsed, "" if parsed else _why_skipped(data))
+
+
+# A worker process's DKIM verifier, given once when the worker starts so its key cache
+# lasts for every input the worker reads.
+_worker_verifier: DkimVerifier | None = None
+
+
+def _start_worker(verifier: DkimVerifier | None, parent: int) -> None:
+    global _worker_verifier
+    _worker_verifier = verifier
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the ingest that started it ends, however it ends.
+
+    A forked worker holds both ends of its task pipe, so it would never read EOF and
+    would outlive a killed ingest, holding the store's inherited connections. Linux's
+    PR_SET_PDEATHSIG has the kernel send SIGKILL when the parent goes; elsewhere a
+    thread watches the parent's pid.
+    """
+    import ctypes  # only in a worker: a report piped in by Postfix never pays for it
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+            if os.getppid() != parent:  # the parent died before the call took effect
+                os._exit(1)
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _read_chunk(inputs: list[tuple[bytes, str, Channel]], max_size: int) -> list[_Read]:
+    return [
+        _read(data, source, channel, max_size, _worker_verifier) for data, source, channel in inputs
+    ]
+
+
+_CHUNK = 32  # inputs per task sent to a worker: enough to pay for the trip, few to hold
+
+
+def default_workers() -> int:
+    """Worker processes for a large ingest: one per core this process may use, at most 8."""
+    return max(
+        1,
+        min(
+            8,
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+        ),
+    )
+
+
 class Batch:
     """Inputs from any source, stored ``size`` reports per transaction.
 
     Reports stream in: a large input never sits whole in memory as a list, and a
     transaction commits whenever ``size`` reports or ``max_bytes`` of them are waiting.
     A message's after-commit step runs once the last of its reports has committed.
+
+    With ``workers`` above 1, inputs are parsed (MIME, gzip, JSON, DKIM) by that many
+    worker processes while this one stores, once the first few dozen inputs show the
+    ingest is large enough to pay for starting them; results are taken in input order,
+    so outcomes, counts and after-commit steps come exactly as without workers.
     """
 
     def __init__(
@@ -172,13 +264,20 @@ class Batch:
         max_size: int = DEFAULT_MAX_SIZE,
         max_bytes: int = 64 << 20,
         verifier: DkimVerifier | None = None,
+        workers: int = 1,
     ) -> None:
         self.store, self.result, self.size, self.max_size = store, result, size, max_size
         self.verifier = verifier
         self.max_bytes = max(max_bytes, max_size)
-        self._items: list[tuple[Incoming, _Message]] = []
+        self._items: list[tuple[Parsed, _Message]] = []
         self._waiting: list[_Message] = []  # messages with reports not yet committed, in order
         self._bytes = 0
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._chunk: list[tuple[bytes, str, AfterCommit | None, Channel]] = []
+        self._sent: deque[tuple[Future[list[_Read]], list[tuple[str, AfterCommit | None]]]] = (
+            deque()
+        )
 
     def add(
         self,
@@ -187,14 +286,49 @@ class Batch:
         then: AfterCommit | None = None,
         channel: Channel = Channel.FILE,
     ) -> bool:
-        """Queue every report in ``data``; False when it held none (unrelated mail, counted)."""
+        """Queue every report in ``data``; False when it held none (unrelated mail, counted).
+
+        With workers the input is read later, in a worker: this returns True, and an
+        input that held no report is counted when its turn comes.
+        """
+        if self.workers > 1:
+            self._chunk.append((data, source, then, channel))
+            if len(self._chunk) >= _CHUNK:
+                self._send()
+            return True
+        return self._accept(
+            source, then, _read(data, source, channel, self.max_size, self.verifier)
+        )
+
+    def _send(self) -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=_fork_context(),
+                initializer=_start_worker,
+                initargs=(self.verifier, os.getpid()),
+            )
+        chunk, self._chunk = self._chunk, []
+        inputs = [(data, source, channel) for data, source, _, channel in chunk]
+        future = self._pool.submit(_read_chunk, inputs, self.max_size)
+        self._sent.append((future, [(source, then) for _, source, then, _ in chunk]))
+        # Two tasks per worker in flight: the workers never wait for us, and memory stays bounded.
+        while len(self._sent) > 2 * self.workers:
+            self._take()
+
+    def _take(self) -> None:
+        future, inputs = self._sent.popleft()
+        for (source, then), read in zip(inputs, future.result(), strict=True):
+            self._accept(source, then, read)
+
+    def _accept(self, source: str, then: AfterCommit | None, read: _Read) -> bool:
         message = _Message(then)
         self._waiting.append(message)
-        for item in _report_files(data, source, self.max_size, channel, self.verifier):
+        for parsed in read.parsed:
             message.reports += 1
             message.waiting += 1
-            self._items.append((item, message))
-            self._bytes += len(item.data) + len(item.text or b"")
+            self._items.append((parsed, message))
+            self._bytes += len(parsed.item.data) + len(parsed.item.text or b"")
             if len(self._items) >= self.size or self._bytes >= self.max_bytes:
                 self.flush()
         message.open = False
@@ -202,18 +336,31 @@ class Batch:
             self._waiting.remove(message)
             self.result.add("unrelated", source)
             if len(self.result.skipped) < 10_000:
-                self.result.skipped.append(f"{source}: {_why_skipped(data)}")
+                self.result.skipped.append(f"{source}: {read.skipped}")
             return False
         self._settle()
         return True
+
+    def _finish_reading(self) -> None:
+        """Every input added so far read and queued (a small ingest never starts a worker)."""
+        if self._chunk and self._pool is None:
+            chunk, self._chunk = self._chunk, []
+            for data, source, then, channel in chunk:
+                self._accept(
+                    source, then, _read(data, source, channel, self.max_size, self.verifier)
+                )
+        elif self._chunk:
+            self._send()
+        while self._sent:
+            self._take()
 
     def flush(self) -> None:
         if not self._items:
             return
         items, self._items, self._bytes = self._items, [], 0
-        outcomes = self.store.ingest_many([item for item, _ in items], self.max_size)
-        for (item, message), stored in zip(items, outcomes, strict=True):
-            self.result.add(stored.outcome, item.source, stored.detail)
+        outcomes = self.store.store_parsed([parsed for parsed, _ in items])
+        for (parsed, message), stored in zip(items, outcomes, strict=True):
+            self.result.add(stored.outcome, parsed.item.source, stored.detail)
             message.quarantined |= stored.outcome is Outcome.QUARANTINED
             message.waiting -= 1
         self._settle()
@@ -228,8 +375,22 @@ class Batch:
         return self
 
     def __exit__(self, kind: object, *_: object) -> None:
-        if kind is None:  # on an error nothing more is committed, and nothing is moved
-            self.flush()
+        try:
+            if kind is None:  # on an error nothing more is committed, and nothing is moved
+                self._finish_reading()
+                self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+
+def _fork_context() -> multiprocessing.context.BaseContext:
+    # Fork where there is one: a worker starts in milliseconds with every module already
+    # imported, and the CLI's ingest has no threads a fork could catch holding a lock.
+    # Workers never touch the parent's database connections, and leave with os._exit.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
 
 
 _HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]*:[ \t]")

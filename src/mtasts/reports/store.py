@@ -95,7 +95,9 @@ class Incoming:
 
 
 @dataclass(frozen=True, slots=True)
-class _Parsed:
+class Parsed:
+    """A report file as :func:`parse_item` read it: the report, or why it cannot be stored."""
+
     item: Incoming
     digest: str
     report: Report | None
@@ -177,25 +179,27 @@ def store_error(exc: SQLAlchemyError) -> str:
     return f"the report store failed: {first[0] if first else type(original).__name__}"
 
 
-def _parse(item: Incoming, max_size: int) -> _Parsed:
+def parse_item(item: Incoming, max_size: int) -> Parsed:
+    """One report file read and judged (RFC 8460 §4), with its digests: no I/O, so it can
+    run in a worker process while the store writes."""
     digest = hashlib.sha256(item.data).hexdigest()
     if item.error is not None:
-        return _Parsed(item, digest, None, item.error)
+        return Parsed(item, digest, None, item.error)
     try:
         text = item.data if item.text is None else item.text
         report = tlsrpt.parse_report(text, max_size=max_size, domain_hint=item.domain_hint)
     except tlsrpt.ReportError as exc:
-        return _Parsed(item, digest, None, exc)
+        return Parsed(item, digest, None, exc)
     try:
         report = storable(report)
     except ValueError as exc:
-        return _Parsed(
+        return Parsed(
             item, digest, None, tlsrpt.ReportError(str(exc), rule="report.too-many", section="§4.4")
         )
     hint = clean(item.submitter_hint, NAME) if item.submitter_hint else None
     submitter = (report.organization_name or hint or "unknown").strip().lower()
     content = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
-    return _Parsed(item, digest, report, None, submitter, content)
+    return Parsed(item, digest, report, None, submitter, content)
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -275,7 +279,10 @@ class ReportStore:
 
         ``max_size`` bounds each report, also after decompression (RFC 8460 §5.3 gzip).
         """
-        parsed = [_parse(item, max_size) for item in items]
+        return self.store_parsed([parse_item(item, max_size) for item in items])
+
+    def store_parsed(self, parsed: Sequence[Parsed]) -> list[Stored]:
+        """Store reports :func:`parse_item` read, in one transaction; one outcome per report."""
         for _ in range(_RETRIES):
             try:
                 return self._store(parsed)
@@ -287,7 +294,7 @@ class ReportStore:
                 break  # a value the database refuses: find which report holds it
         return self._store_each(parsed)
 
-    def _store_each(self, parsed: Sequence[_Parsed]) -> list[Stored]:
+    def _store_each(self, parsed: Sequence[Parsed]) -> list[Stored]:
         """One transaction per report, so a report the database refuses fails alone.
 
         The slow path, taken only after a batch failed on its data: that report goes to
@@ -311,10 +318,10 @@ class ReportStore:
                 rule="report.store",
                 section="§4.4",
             )
-            outcomes += self._store([_Parsed(p.item, p.digest, None, refused)])
+            outcomes += self._store([Parsed(p.item, p.digest, None, refused)])
         return outcomes
 
-    def _store(self, parsed: Sequence[_Parsed]) -> list[Stored]:
+    def _store(self, parsed: Sequence[Parsed]) -> list[Stored]:
         now = dt.datetime.now(dt.UTC)
         with self.engine.begin() as connection:
             raw_ids = self._known_raw(connection, {p.digest for p in parsed})
@@ -322,7 +329,7 @@ class ReportStore:
             quarantined = self._known_quarantine(connection, raw_ids.values())
             outcomes: list[Stored] = []
             wanted_raw: dict[str, Incoming] = {}
-            keep: list[_Parsed] = []
+            keep: list[Parsed] = []
             conflicts: set[tuple[str, str]] = set()
             vouched: list[tuple[int, Provenance]] = []
             for p in parsed:
@@ -416,7 +423,7 @@ class ReportStore:
 
     @staticmethod
     def _known_reports(
-        connection: Connection, parsed: Sequence[_Parsed]
+        connection: Connection, parsed: Sequence[Parsed]
     ) -> dict[tuple[str, str], dict[str, tuple[int, str | None] | None]]:
         """Per (submitter, id) already stored: each content hash -> (row id, DKIM domain)."""
         table = ReportRow.__table__.c
@@ -446,7 +453,7 @@ class ReportStore:
 
     @staticmethod
     def _add_reports(
-        connection: Connection, parsed: Sequence[_Parsed], raw_ids: dict[str, int], now: dt.datetime
+        connection: Connection, parsed: Sequence[Parsed], raw_ids: dict[str, int], now: dt.datetime
     ) -> None:
         reports = [p.report for p in parsed if p.report is not None]
         report_ids = _inserted_ids(

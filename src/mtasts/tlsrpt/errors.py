@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from mtasts.errors import MtastsError
 
 
@@ -28,6 +31,14 @@ class TlsRptError(MtastsError, ValueError):
         self.section = section
         self.field = field
         self.fix = fix
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # The fields are keyword-only, which default exception pickling (cls(*args)) drops;
+        # a report parsed in a worker process brings its error back to the store whole.
+        rebuild = functools.partial(
+            type(self), rule=self.rule, section=self.section, field=self.field, fix=self.fix
+        )
+        return rebuild, (self.message,)
 
     def __str__(self) -> str:
         where = f"{self.field}: " if self.field and self.field not in self.message else ""
