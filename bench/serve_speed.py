@@ -1,5 +1,8 @@
 """``mtasts serve`` (one uvicorn worker) against nginx (one worker) serving the same policy.
 
+nginx logs nothing (access_log off), so ours runs with --no-access-log beside it; a
+second copy with its access log shows what that line per request costs.
+
 wrk drives both over HTTPS on loopback, with keep-alive and with a new TLS
 connection per request (what senders do: one fetch per policy). Needs wrk and
 nginx from Debian; nothing leaves 127.0.0.1.
@@ -20,7 +23,7 @@ from pathlib import Path
 from mtasts.lab.ca import LabCA, Validity
 
 BIN = Path(sys.executable).parent
-OURS, NGINX = 28543, 28544
+OURS, NGINX, LOGGED = 28543, 28544, 28545
 HOST = "mta-sts.example.com"
 
 
@@ -87,22 +90,27 @@ http {{
     }}
 }}
 """)
-        processes.append(
-            subprocess.Popen(
-                [
-                    str(BIN / "mtasts"),
-                    "serve",
-                    "--config",
-                    str(folder / "mtasts.toml"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(OURS),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        # nginx below logs nothing (access_log off); ours is measured both ways.
+        for port, log in ((OURS, "--no-access-log"), (LOGGED, "--access-log")):
+            processes.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "mtasts"),
+                        "serve",
+                        "--config",
+                        str(folder / "mtasts.toml"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--metrics-listen",
+                        "none",
+                        log,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
         processes.append(
             subprocess.Popen(
                 ["nginx", "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
@@ -111,14 +119,19 @@ http {{
             )
         )
         wait(OURS)
+        wait(LOGGED)
         wait(NGINX)
         rows = {
             name: (wrk(port, False), wrk(port, True))
-            for name, port in (("mtasts serve", OURS), ("nginx", NGINX))
+            for name, port in (
+                ("mtasts serve", OURS),
+                ("  + access log", LOGGED),
+                ("nginx", NGINX),
+            )
         }
-        print(f"{'':<14} {'keep-alive':>12} {'new TLS connection each':>26}")
+        print(f"{'':<16} {'keep-alive':>12} {'new TLS connection each':>26}")
         for name, (alive, fresh) in rows.items():
-            print(f"{name:<14} {alive:>10,.0f}/s {fresh:>24,.0f}/s")
+            print(f"{name:<16} {alive:>10,.0f}/s {fresh:>24,.0f}/s")
         ours, theirs = rows["mtasts serve"], rows["nginx"]
         print(
             f"ratio mtasts/nginx: keep-alive {ours[0] / theirs[0]:.2f}, new connections {ours[1] / theirs[1]:.2f}"

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from mtasts.lab.ca import LabCA
 from mtasts.net.https import fetch_policy
@@ -51,7 +54,9 @@ def test_a_close_delimited_policy_is_read_to_the_end() -> None:
     assert fetch.body == POLICY  # type: ignore[attr-defined]
 
 
-def _serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
+def _serve(
+    tmp_path: Path, port: int, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     (tmp_path / "mtasts.toml").write_text("")
     process = subprocess.Popen(
         [
@@ -69,6 +74,7 @@ def _serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     wait_for_port(port, process)
     return process
@@ -85,10 +91,22 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
         return True
 
 
-def test_serve_bounds_slow_and_idle_clients(tmp_path: Path, free_tcp_port: int) -> None:
+@pytest.mark.parametrize("parser", ["auto", "h11"])
+def test_serve_bounds_slow_and_idle_clients(
+    tmp_path: Path, free_tcp_port: int, parser: str
+) -> None:
     """#6: a client trickling its head, one that sends nothing, and a 1 byte/s body were all
-    still held after 25 s; --proxy listened on every address."""
-    process = _serve(tmp_path, free_tcp_port, "--header-timeout", "2", "--body-timeout", "2")
+    still held after 25 s; --proxy listened on every address. Both HTTP parsers: httptools
+    (mtasts[fast], the default when installed) and h11."""
+    process = _serve(
+        tmp_path,
+        free_tcp_port,
+        "--header-timeout",
+        "2",
+        "--body-timeout",
+        "2",
+        env={"MTASTS_HTTP_PARSER": parser},
+    )
     try:
         idle = socket.create_connection(("127.0.0.1", free_tcp_port))
         trickle = socket.create_connection(("127.0.0.1", free_tcp_port))
@@ -120,6 +138,7 @@ def test_serve_bounds_slow_and_idle_clients(tmp_path: Path, free_tcp_port: int) 
         _, log = process.communicate(timeout=10)
     # --proxy listens on loopback only unless told otherwise (it used to take 0.0.0.0).
     assert f"on http://127.0.0.1:{free_tcp_port}" in log.decode()
+    assert f"uvloop, {'httptools' if parser == 'auto' else 'h11'})" in log.decode()
 
 
 def test_the_https_rua_limits_size_and_rate(tmp_path: Path, free_tcp_port: int) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -18,10 +19,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from mtasts.deploy.config import DeployConfigError
-from mtasts.web.app import access_logged, create_app, operator_app
+from mtasts.net.loop import loop_factory, run
+from mtasts.web.app import access_logged, create_app, operator_app, policy_fast_path
 from mtasts.web.auth import loopback
 from mtasts.web.dashboard import create_dashboard
-from mtasts.web.limits import ServeLimits, head_timeout_protocol
+from mtasts.web.limits import ServeLimits, head_timeout_protocol, http_parser
 from mtasts.web.site import PolicySite
 
 from .deploy import config_option
@@ -106,6 +108,12 @@ def _listen(text: str) -> tuple[str, int] | None:
     " loopback; its store is --reports.",
 )
 @click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One key=value line per request on stderr (about a third of a policy GET's cost).",
+)
+@click.option(
     "--allow-invalid-certificate",
     is_flag=True,
     help="Start even when a certificate does not cover mta-sts.<domain> or is expired.",
@@ -122,6 +130,7 @@ def serve(
     body_timeout: float,
     max_connections: int,
     posts_per_minute: int,
+    access_log: bool,
     allow_invalid_certificate: bool,
     dashboard: bool,
 ) -> None:
@@ -172,8 +181,13 @@ def serve(
         sys.exit(EXIT_USAGE)
     dual = listener is not None
     host = host or ("127.0.0.1" if proxy else "::" if dual else "0.0.0.0")
+    # MTASTS_HTTP_PARSER=h11 rules out httptools when chasing a bug (as MTASTS_EVENT_LOOP).
+    protocol = head_timeout_protocol(header_timeout, os.environ.get("MTASTS_HTTP_PARSER", "auto"))
+    app = policy_fast_path(
+        site, create_app(site, store=store, max_report=max_report, limits=limits)
+    )
     config = uvicorn.Config(
-        access_logged(create_app(site, store=store, max_report=max_report, limits=limits)),
+        access_logged(app) if access_log else app,
         host=host,
         port=port,
         log_level="warning",
@@ -182,19 +196,20 @@ def serve(
         server_header=False,
         # uvicorn decides "this is HTTPS" from ssl_certfile; the factory supplies the real context.
         ssl_certfile="sni" if factory else None,
-        http=head_timeout_protocol(header_timeout),
+        http=protocol,
         timeout_keep_alive=int(min(header_timeout, 5)),
         limit_concurrency=max_connections,
     )
     shown_host = "[::] (IPv6 and IPv4)" if dual else (f"[{host}]" if ":" in host else host)
     echo(
         f"serving {len(site.hosts)} policies on {'http' if proxy else 'https'}://{shown_host}:{config.port}"
-        + (f"; /metrics and /healthz on http://{operator[0]}:{operator[1]}" if operator else ""),
+        + (f"; /metrics and /healthz on http://{operator[0]}:{operator[1]}" if operator else "")
+        + f" ({'uvloop' if loop_factory() else 'asyncio'}, {http_parser(protocol)})",
         err=True,
     )
     try:
         board = create_dashboard(store) if dashboard and store is not None else None
-        asyncio.run(_serve(uvicorn.Server(config), site, operator, listener, board))
+        run(_serve(uvicorn.Server(config), site, operator, listener, board))
     except OSError as exc:
         echo(f"error: cannot listen: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)

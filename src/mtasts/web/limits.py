@@ -29,15 +29,13 @@ class ServeLimits:
     parallel_parses: int = 4  # reports parsed at once (each can cost many times its size)
 
 
-class HeadTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request head."""
+class _HeadDeadline:
+    """A deadline for each request head, armed at connect and after each response."""
 
     header_timeout: float = 10.0
     _head_deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def _arm(self) -> None:
         self._head_deadline = self.loop.call_later(self.header_timeout, self._head_timed_out)
@@ -47,6 +45,23 @@ class HeadTimeoutProtocol(H11Protocol):
             self._head_deadline.cancel()
             self._head_deadline = None
 
+    def _rearm(self) -> None:
+        if not self.transport.is_closing():
+            self._disarm()
+            self._arm()  # the next request on this connection gets its own deadline
+
+    def _head_timed_out(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class HeadTimeoutProtocol(_HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request head."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state in (h11.SEND_BODY, h11.DONE):  # the head is in
@@ -54,21 +69,51 @@ class HeadTimeoutProtocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._disarm()
-            self._arm()  # the next request on this connection gets its own deadline
+        self._rearm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
-    def _head_timed_out(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.close()
+
+def _httptools_protocol() -> type[asyncio.Protocol] | None:
+    """The same deadline on uvicorn's httptools protocol, when httptools (``mtasts[fast]``)
+    is installed: its parser is C, where h11's is Python (a third of a policy GET's time)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class HeadTimeoutHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()  # the head is in
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._rearm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeadTimeoutHttpToolsProtocol
 
 
-def head_timeout_protocol(seconds: float) -> type[HeadTimeoutProtocol]:
-    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"header_timeout": seconds})
+def http_parser(protocol: type[asyncio.Protocol]) -> str:
+    """Which HTTP parser a protocol from :func:`head_timeout_protocol` runs."""
+    return "h11" if issubclass(protocol, HeadTimeoutProtocol) else "httptools"
+
+
+def head_timeout_protocol(seconds: float, parser: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a ``seconds`` deadline per request head: httptools when
+    installed (``parser="auto"``), else h11; ``parser="h11"`` insists on h11."""
+    base = _httptools_protocol() if parser == "auto" else None
+    return type("HeadTimeoutProtocol", (base or HeadTimeoutProtocol,), {"header_timeout": seconds})
 
 
 class RateLimit:
@@ -94,4 +139,10 @@ class RateLimit:
         return max(1, int(1 / self.rate) if self.rate else 60)
 
 
-__all__ = ["HeadTimeoutProtocol", "RateLimit", "ServeLimits", "head_timeout_protocol"]
+__all__ = [
+    "HeadTimeoutProtocol",
+    "RateLimit",
+    "ServeLimits",
+    "head_timeout_protocol",
+    "http_parser",
+]

@@ -7,6 +7,7 @@ connection by SNI, so a reload also picks up renewed certificate files.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import ssl
 import threading
@@ -31,6 +32,17 @@ class Served:
     policy: str
     cert_file: Path | None
     key_file: Path | None
+
+    @functools.cached_property
+    def response(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The policy's HTTP 200 as ASGI headers and body, made once per load."""
+        body = self.policy.encode()
+        headers = [
+            (b"cache-control", b"no-store"),  # a sender must see a changed policy at once
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"text/plain; charset=utf-8"),  # RFC 8461 §3.3
+        ]
+        return headers, body
 
 
 @dataclass
