@@ -263,8 +263,9 @@ def ingest(
         except KeyboardInterrupt:
             return
     result = IngestResult()
-    # IMAP leaves unrelated mail in place, which it must know at once: it reads in-process.
-    workers = 1 if source is not None else jobs or default_workers()
+    # IMAP leaves unrelated mail in place, which it must know at once, and a piped mail is
+    # one message: both read in-process.
+    workers = 1 if source is not None or piped else jobs or default_workers()
     try:
         with Batch(
             store, result, batch_size, max_report, verifier=verifier, workers=workers

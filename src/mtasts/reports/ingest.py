@@ -227,7 +227,11 @@ def _read_chunk(inputs: list[tuple[bytes, str, Channel]], max_size: int) -> list
     ]
 
 
-_CHUNK = 32  # inputs per task sent to a worker: enough to pay for the trip, few to hold
+# Inputs per task sent to a worker: enough to pay for the trip, few to hold. At most
+# 2 x workers + 1 chunks are in memory at once, each bounded in bytes too (one large
+# mail fills a chunk by itself).
+_CHUNK = 32
+_CHUNK_BYTES = 8 << 20
 
 
 def default_workers() -> int:
@@ -275,6 +279,7 @@ class Batch:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._chunk: list[tuple[bytes, str, AfterCommit | None, Channel]] = []
+        self._chunk_bytes = 0
         self._sent: deque[tuple[Future[list[_Read]], list[tuple[str, AfterCommit | None]]]] = (
             deque()
         )
@@ -293,7 +298,8 @@ class Batch:
         """
         if self.workers > 1:
             self._chunk.append((data, source, then, channel))
-            if len(self._chunk) >= _CHUNK:
+            self._chunk_bytes += len(data)
+            if len(self._chunk) >= _CHUNK or self._chunk_bytes >= _CHUNK_BYTES:
                 self._send()
             return True
         return self._accept(
@@ -308,7 +314,7 @@ class Batch:
                 initializer=_start_worker,
                 initargs=(self.verifier, os.getpid()),
             )
-        chunk, self._chunk = self._chunk, []
+        chunk, self._chunk, self._chunk_bytes = self._chunk, [], 0
         inputs = [(data, source, channel) for data, source, _, channel in chunk]
         future = self._pool.submit(_read_chunk, inputs, self.max_size)
         self._sent.append((future, [(source, then) for _, source, then, _ in chunk]))
@@ -344,7 +350,7 @@ class Batch:
     def _finish_reading(self) -> None:
         """Every input added so far read and queued (a small ingest never starts a worker)."""
         if self._chunk and self._pool is None:
-            chunk, self._chunk = self._chunk, []
+            chunk, self._chunk, self._chunk_bytes = self._chunk, [], 0
             for data, source, then, channel in chunk:
                 self._accept(
                     source, then, _read(data, source, channel, self.max_size, self.verifier)
