@@ -111,7 +111,7 @@ def _listen(text: str) -> tuple[str, int] | None:
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
-    help="One key=value line per request on stderr (about a third of a policy GET's cost).",
+    help="One key=value line per request on stderr (about half of a policy GET's cost).",
 )
 @click.option(
     "--allow-invalid-certificate",
