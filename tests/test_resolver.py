@@ -169,6 +169,15 @@ def test_cache_survives_restart_and_outlives_dns_failure(lab: RunningLab, tmp_pa
     with socket.create_connection(("127.0.0.1", SOCKETMAP_PORT), timeout=10) as sock:
         assert ask(sock, "good-enforce.example").startswith("OK secure")
     first.stop()
+    # The cache file also keeps what Postfix was told (for the reporter): two answers from a
+    # year ago, the second still in force. A start prunes the one it replaced, not the other.
+    from mtasts.resolver.answers import AnswerLog
+
+    history = AnswerLog(cache)
+    year_ago = time.time() - 365 * 86400
+    history.record("old.example", year_ago, "none", None, None, "no _mta-sts record")
+    history.record("old.example", year_ago + 60, "sts-policy-fetch-error", None, None, "timeout")
+    history.close()
     # Restart with DNS pointing nowhere: RFC 8461 §5.1, the cached unexpired policy still applies.
     second = start_daemon(
         tmp_path,
@@ -190,6 +199,13 @@ def test_cache_survives_restart_and_outlives_dns_failure(lab: RunningLab, tmp_pa
     finally:
         log = second.stop()
     assert "level=INFO logger=mtasts.resolver" in log
+    assert "answer log pruned rows=1" in log
+    kept = AnswerLog(cache, readonly=True)
+    assert kept.at("old.example", year_ago + 1) is None  # replaced a year ago: forgotten
+    still = kept.at("old.example", time.time())
+    assert still is not None
+    assert still.kind == "sts-policy-fetch-error"
+    assert kept.at("good-enforce.example", time.time()) is not None  # this run's answers stay
 
 
 def test_sighup_reloads_the_testing_choice(lab: RunningLab, tmp_path: Path) -> None:

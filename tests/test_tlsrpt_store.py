@@ -153,6 +153,22 @@ def test_the_resolver_answer_log_keeps_changes_only(tmp_path: object) -> None:
     assert reader.at("a.example", 399.6).policy_id == "id2"  # type: ignore[union-attr]
 
 
+def test_pruning_the_answer_log_keeps_each_domain_s_answer_in_force(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from mtasts.resolver.answers import AnswerLog
+
+    log = AnswerLog(Path(str(tmp_path)) / "answers.sqlite")
+    for at, kind in ((100.0, "none"), (200.0, "policy"), (900.0, "none")):
+        log.record("a.example", at, kind, "id1" if kind == "policy" else None, "p", "")
+    log.record("b.example", 100.0, "policy", "id1", "p", "")  # old, but still in force
+    assert log.prune(before=500.0) == 2
+    assert log.at("a.example", 250.0) is None
+    assert log.at("a.example", 950.0).kind == "none"  # type: ignore[union-attr]
+    assert log.at("b.example", 950.0).policy_id == "id1"  # type: ignore[union-attr]
+    assert log.prune(before=500.0) == 0
+
+
 def test_head_revision_is_the_newest_migration() -> None:
     """The store skips alembic when already at HEAD_REVISION: it must be the newest file's."""
     import re

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS answers (
 # §4.3.2.2 result type of a policy that could not be used: sts-policy-fetch-error,
 # sts-policy-invalid, sts-webpki-invalid.
 _REMEMBERED = 100_000
+KEEP_SECONDS = 31 * 86400  # answers older than this, and since replaced, are pruned
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,20 @@ class AnswerLog:
         except sqlite3.OperationalError:
             return None  # the resolver has not created the table yet
         return Answer(*row) if row else None
+
+    def prune(self, before: float) -> int:
+        """Forget answers that stopped being in force before ``before``; returns how many.
+
+        Each domain's latest answer stays, however old (it is still the one in force). The
+        reporter joins sessions from the last day or so (RFC 8460 §4.1 reports cover one
+        UTC day), so a month of history (:data:`KEEP_SECONDS`) is ample.
+        """
+        cursor = self._db.execute(
+            "DELETE FROM answers WHERE at < ? AND at <"
+            " (SELECT MAX(later.at) FROM answers AS later WHERE later.domain = answers.domain)",
+            (before,),
+        )
+        return cursor.rowcount
 
     def close(self) -> None:
         self._db.close()

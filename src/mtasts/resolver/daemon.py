@@ -7,6 +7,8 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 from mtasts.config import ConfigError
 from mtasts.net.dns import Resolver
 
-from .answers import AnswerLog
+from .answers import KEEP_SECONDS, AnswerLog
 from .config import ResolverConfig
 from .engine import EngineOptions, PolicyEngine
 from .server import ReplySettings, ResolverService, UnixAccess, start_listener
@@ -86,6 +88,20 @@ def build(config: ResolverConfig) -> tuple[ResolverService, PolicyStore]:
     return service, store
 
 
+def prune_answers(answers: AnswerLog | None) -> None:
+    """Drop answers replaced more than a month ago (at start, then daily): the log would
+    otherwise grow by a row per change of any domain's answer, for ever."""
+    if answers is None:
+        return
+    try:
+        count = answers.prune(time.time() - KEEP_SECONDS)
+    except sqlite3.Error as exc:  # the reporter's history must never stop the resolver
+        log.warning("answer log not pruned: %s", exc)
+        return
+    if count:
+        log.info("answer log pruned rows=%d", count)
+
+
 async def serve(
     config: ResolverConfig,
     reload: Callable[[], ResolverConfig] | None = None,
@@ -93,6 +109,7 @@ async def serve(
 ) -> None:
     service, store = build(config)
     await store.open()
+    prune_answers(service.engine.answers)
     servers = [
         await start_listener(service, listen, _unix_access(config)) for listen in config.listen
     ]
@@ -124,12 +141,16 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hup)
 
     async def refresher() -> None:
+        pruned_at = time.time()
         while True:
             await asyncio.sleep(config.refresh_check)
             with contextlib.suppress(Exception):
                 count = await service.engine.refresh_due()
                 if count:
                     log.info("refreshed cached policies count=%d", count)
+            if time.time() - pruned_at >= 86400:
+                pruned_at = time.time()
+                prune_answers(service.engine.answers)
 
     refresh_task = asyncio.create_task(refresher())
     listening = " ".join(
