@@ -40,7 +40,7 @@ def wait(port: int) -> None:
 
 
 def wrk(port: int, close: bool) -> float:
-    args = ["wrk", "-t1", "-c16", "-d5s", "-H", f"Host: {HOST}"]
+    args = ["wrk", "-t1", "-c16", "-d10s", "-H", f"Host: {HOST}"]
     if close:
         args += ["-H", "Connection: close"]
     out = subprocess.run(

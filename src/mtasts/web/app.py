@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import signal
@@ -186,6 +187,7 @@ def create_app(
     )
 
 
+@functools.lru_cache(maxsize=4096)  # per request in the access log; clients come back
 def client_address(host: str) -> str:
     """An IPv4 client of the dual-stack listener as its IPv4 address, not ::ffff:a.b.c.d."""
     try:
@@ -273,12 +275,12 @@ def access_logged(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, watched)
         finally:
-            headers = dict(scope.get("headers") or ())
+            host = next((v for k, v in scope.get("headers") or () if k == b"host"), b"")
             client = client_address((scope.get("client") or ("-", 0))[0])
             _access.info(
                 "request client=%s host=%r method=%s path=%r status=%d seconds=%.3f",
                 client,
-                headers.get(b"host", b"").decode("latin-1"),
+                host.decode("latin-1"),
                 scope.get("method"),
                 scope.get("path"),
                 status,
