@@ -188,6 +188,11 @@ _worker_verifier: DkimVerifier | None = None
 def _start_worker(verifier: DkimVerifier | None, parent: int) -> None:
     global _worker_verifier
     _worker_verifier = verifier
+    # Ctrl-C reaches the whole process group. The ingest decides what an interrupt means
+    # (commit nothing more, say what was stored); a worker interrupted while it waits for
+    # work would die holding the task queue's lock and leave its siblings, and the ingest's
+    # shutdown, waiting for ever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with(parent)
 
 
@@ -364,12 +369,15 @@ class Batch:
         if not self._items:
             return
         items, self._items, self._bytes = self._items, [], 0
-        outcomes = self.store.store_parsed([parsed for parsed, _ in items])
-        for (parsed, message), stored in zip(items, outcomes, strict=True):
-            self.result.add(stored.outcome, parsed.item.source, stored.detail)
-            message.quarantined |= stored.outcome is Outcome.QUARANTINED
-            message.waiting -= 1
-        self._settle()
+        # A Ctrl-C between the commit and the counting would make "interrupted: stored N"
+        # disagree with the store, so it waits until both are done.
+        with _interrupts_deferred():
+            outcomes = self.store.store_parsed([parsed for parsed, _ in items])
+            for (parsed, message), stored in zip(items, outcomes, strict=True):
+                self.result.add(stored.outcome, parsed.item.source, stored.detail)
+                message.quarantined |= stored.outcome is Outcome.QUARANTINED
+                message.waiting -= 1
+            self._settle()
 
     def _settle(self) -> None:
         while self._waiting and self._waiting[0].settled():
@@ -387,8 +395,26 @@ class Batch:
                 self.flush()
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+                # After an error or an interrupt, the chunks in flight are of no use: do not
+                # wait for them (the workers end with this process in any case).
+                self._pool.shutdown(wait=kind is None, cancel_futures=True)
                 self._pool = None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT held back for the block, then delivered as it would have been."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers, and only it runs them
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _fork_context() -> multiprocessing.context.BaseContext:
