@@ -29,13 +29,25 @@ class ServeLimits:
     parallel_parses: int = 4  # reports parsed at once (each can cost many times its size)
 
 
-class _HeadDeadline:
-    """A deadline for each request head, armed at connect and after each response."""
+class _HeadDeadline(asyncio.Protocol):
+    """A deadline for each request head, armed at connect and after each response.
+
+    Mixed in before uvicorn's h11 or httptools protocol; each subclass disarms it where
+    its parser knows the head is in, and re-arms it after its response.
+    """
 
     header_timeout: float = 10.0
     _head_deadline: asyncio.TimerHandle | None = None
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
     def _arm(self) -> None:
         self._head_deadline = self.loop.call_later(self.header_timeout, self._head_timed_out)
@@ -58,10 +70,6 @@ class _HeadDeadline:
 class HeadTimeoutProtocol(_HeadDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for each request head."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state in (h11.SEND_BODY, h11.DONE):  # the head is in
@@ -70,10 +78,6 @@ class HeadTimeoutProtocol(_HeadDeadline, H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._rearm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
 
 def _httptools_protocol() -> type[asyncio.Protocol] | None:
@@ -85,10 +89,6 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
         return None
 
     class HeadTimeoutHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
         def on_headers_complete(self) -> None:
             self._disarm()  # the head is in
             super().on_headers_complete()
@@ -96,10 +96,6 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
         def on_response_complete(self) -> None:
             super().on_response_complete()
             self._rearm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
     return HeadTimeoutHttpToolsProtocol
 
