@@ -15,8 +15,6 @@ import contextlib
 import dataclasses
 import errno
 import mailbox
-import multiprocessing
-import multiprocessing.context
 import os
 import re
 import signal
@@ -25,9 +23,9 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +35,10 @@ from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE, Budget, inflate
 
 from .provenance import Channel, DkimVerifier, Provenance
 from .store import Incoming, Outcome, Parsed, ReportStore, parse_item, store_error
+
+if TYPE_CHECKING:
+    import multiprocessing.context
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 _GZIP, _ZIP = b"\x1f\x8b", b"PK\x03\x04"
 DEFAULT_BATCH = 500
@@ -313,6 +315,9 @@ class Batch:
 
     def _send(self) -> None:
         if self._pool is None:
+            # Imported here: a report piped in by Postfix (one start per mail) never forks.
+            from concurrent.futures import ProcessPoolExecutor
+
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=_fork_context(),
@@ -421,6 +426,8 @@ def _fork_context() -> multiprocessing.context.BaseContext:
     # Fork where there is one: a worker starts in milliseconds with every module already
     # imported, and the CLI's ingest has no threads a fork could catch holding a lock.
     # Workers never touch the parent's database connections, and leave with os._exit.
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else None)
 
