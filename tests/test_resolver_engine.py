@@ -186,6 +186,14 @@ def test_a_prepared_reply_stands_only_while_its_answer_does(monkeypatch: Any) ->
 
     monkeypatch.setattr(engine_module, "fetch_policy", fetch)
     service = ResolverService(engine, ReplySettings())
+    formatted: list[str] = []  # requests whose reply was decoded and formatted
+    answer_now = service.answer_now
+
+    def counting(frame: bytes, zone: str, key: str) -> bytes | None:
+        formatted.append(key)
+        return answer_now(frame, zone, key)
+
+    service.answer_now = counting  # type: ignore[method-assign]
 
     async def scenario() -> None:
         wire = _Wire()
@@ -198,6 +206,7 @@ def test_a_prepared_reply_stands_only_while_its_answer_does(monkeypatch: Any) ->
             assert await _ask(protocol, wire, "example.net") == SECURE  # the prepared bytes
             assert engine.metrics.lookups["memory"] == memory + 2
             assert service.requests["ok"] == 3
+            assert formatted == ["example.net"] * 2  # the third came from the prepared bytes
 
             # The domain moves to testing under a new id; within the grace period the old
             # answer stands (RFC 8461 §5.1 checks the record, not every mail), after it not.

@@ -74,7 +74,15 @@ async def _answer(app: Any, method: str, host: str, path: str) -> list[dict[str,
 def test_the_fast_path_answers_as_the_app_does(tmp_path: Path, path: str) -> None:
     site = _site(tmp_path)
     plain = create_app(site)
-    fast = policy_fast_path(site, create_app(site))
+    behind = create_app(site)
+    reached: list[tuple[str, str]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            reached.append((scope["method"], dict(scope["headers"]).get(b"host", b"").decode()))
+        await behind(scope, receive, send)
+
+    fast = policy_fast_path(site, app)
 
     async def both() -> None:
         for method, host in REQUESTS:
@@ -83,6 +91,13 @@ def test_the_fast_path_answers_as_the_app_does(tmp_path: Path, path: str) -> Non
             assert got == expected, (method, host, path)
 
     asyncio.run(both())
+    # The served policy never reached the app behind: the fast path answered it alone.
+    served = [(m, h) for m, h in REQUESTS if m in ("GET", "HEAD") and "example.com" in h.lower()]
+    served += [("GET", "mta-sts.example.org")]
+    if path == "/.well-known/mta-sts.txt":
+        assert reached == [r for r in REQUESTS if r not in served]
+    else:
+        assert reached == REQUESTS
     # Both paths count each fetch by domain and status, for /metrics.
     served = site.fetches[("example.com", 200)]
     assert served == (8 if path == "/.well-known/mta-sts.txt" else 0)
