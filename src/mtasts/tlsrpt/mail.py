@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from email.message import Message
 
+from . import mime
 from .errors import ReportError
 from .parse import DEFAULT_MAX_SIZE, Budget
 
@@ -65,6 +66,45 @@ def _looks_like_report(content_type: str, part: Message) -> bool:
 
 def extract_reports(message: bytes) -> ReportMail:
     """The report parts of one message; malformed MIME becomes a note, not an exception."""
+    usual = _usual_report_mail(message)
+    return usual if usual is not None else _read_with_email_package(message)
+
+
+def _usual_report_mail(message: bytes) -> ReportMail | None:
+    """The report mail of the usual shape, read by :mod:`.mime`; None for any other message."""
+    read = mime.leaf_parts(message)
+    if read is None:
+        return None
+    top, leaves = read
+    parts: list[ReportPart] = []
+    for leaf in leaves:
+        try:
+            name = mime.filename(leaf.fields, leaf.params)
+        except mime.Unusual:
+            return None
+        kind = leaf.content_type
+        reported = kind in TLSRPT_TYPES or kind == _BARE_TYPE
+        if not reported and not (
+            kind in _LOOSE_TYPES and (name or "").lower().endswith(_REPORT_NAMES)
+        ):
+            continue
+        data = mime.payload(leaf.fields, leaf.body)
+        if not data:
+            return None  # undecodable or empty: the email package's reading says which
+        parts.append(ReportPart(name, kind, data))
+    if not parts:
+        return None  # unrelated mail, or a declared report with nothing attached: noted there
+    domain, submitter = top.get("tls-report-domain"), top.get("tls-report-submitter")
+    return ReportMail(
+        True,
+        tuple(parts),
+        submitter.strip() if submitter else None,
+        domain.strip().lower() if domain else None,
+        top.get("message-id", "").strip() or None,
+    )
+
+
+def _read_with_email_package(message: bytes) -> ReportMail:
     notes: list[str] = []
     try:
         parsed = email.message_from_bytes(message, policy=email.policy.compat32)
