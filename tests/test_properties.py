@@ -253,3 +253,19 @@ def test_zip_expansion_raises_only_report_error(data: bytes) -> None:
 
     with contextlib.suppress(tlsrpt.ReportError):
         expand_zip(b"PK\x03\x04" + data)
+
+
+@settings(max_examples=500)
+@given(
+    st.text(st.characters(codec="utf-8") | st.sampled_from("\t\n\x00\x7f\x85\ud800")),
+    st.none() | st.integers(20, 80),
+    st.booleans(),
+)
+def test_cleaning_printable_ascii_early_changes_no_value(
+    value: str, limit: int | None, one_line: bool
+) -> None:
+    """clean() returns printable ASCII within the limit as it is, without the regexes:
+    for every text at all that must be what the full scrub gives."""
+    from mtasts.reports.normalise import _scrub, clean
+
+    assert clean(value, limit, one_line=one_line) == _scrub(value, limit, one_line=one_line)

@@ -35,6 +35,12 @@ def clean(value: str, limit: int | None = None, *, one_line: bool = True) -> str
     A cut keeps a hash of the whole value, so two long values that share a prefix
     stay different (report ids are keys).
     """
+    if value.isascii() and value.isprintable() and (limit is None or len(value) <= limit):
+        return value  # nearly every value: printable ASCII holds nothing _scrub would change
+    return _scrub(value, limit, one_line=one_line)
+
+
+def _scrub(value: str, limit: int | None, *, one_line: bool) -> str:
     value = _CONTROL.sub("", value)
     if one_line:
         value = _LINE_BREAKS.sub(" ", value)
