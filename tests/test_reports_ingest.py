@@ -625,3 +625,47 @@ def test_workers_start_only_for_a_large_ingest_and_keep_the_order_of_moves(
     assert moved[:5] == [f"s{n}" for n in range(5)]
     assert moved[5:] == [f"l{n}{'!' if n % 9 == 0 else ''}" for n in range(100)]
     assert result.counts == {"stored": 88, "quarantined": 12}
+
+
+def _many_policies(report_id: str, policies: int) -> bytes:
+    """A report whose every policy has failure details that name that policy's domain."""
+    doc: dict[str, Any] = copy.deepcopy(RFC_EXAMPLE)
+    doc["report-id"] = report_id
+    template = doc["policies"][0]
+    doc["policies"] = []
+    for n in range(policies):
+        policy = copy.deepcopy(template)
+        domain = f"p{n}.{report_id}.example"
+        policy["policy"]["policy-domain"] = domain
+        for detail in policy["failure-details"]:
+            detail["receiving-mx-hostname"] = f"mx.{domain}"
+        doc["policies"].append(policy)
+    return json.dumps(doc).encode()
+
+
+def test_failure_rows_belong_to_their_own_policy_in_large_batches(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Policy ids come back from multi-row inserts matched by (report, position), not by
+    the order the database returned them in: every failure row must point at its policy."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    for n in range(120):  # several chunks for the workers, several policies per report
+        (inbox / f"{n:03d}.eml").write_bytes(report_mail(_many_policies(f"r{n}", 1 + n % 4)))
+    done = run("ingest", str(inbox), "--jobs", "2", "--batch", "50", db=db_url)
+    assert done.returncode == 0, done.stderr
+    assert "stored 120," in done.stdout
+    store = open_store(db_url)
+    with store.engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT p.policy_domain, p.position, f.receiving_mx FROM failures f"
+            " JOIN policy_results p ON p.id = f.policy_id"
+        ).all()
+        positions = connection.exec_driver_sql(
+            "SELECT r.report_id, p.position, p.policy_domain FROM policy_results p"
+            " JOIN reports r ON r.id = p.report_id"
+        ).all()
+    per_policy = len(RFC_EXAMPLE["policies"][0]["failure-details"])
+    assert len(rows) == sum(1 + n % 4 for n in range(120)) * per_policy
+    assert all(mx == f"mx.{domain}" for domain, _, mx in rows)
+    assert all(domain == f"p{position}.{rid}.example" for rid, position, domain in positions)

@@ -170,6 +170,9 @@ class _Read:
     parsed: list[Parsed]
     skipped: str = ""
 
+    def __reduce__(self) -> tuple[type[_Read], tuple[list[Parsed], str]]:
+        return (_Read, (self.parsed, self.skipped))  # the dataclass default is slower
+
 
 def _read(
     data: bytes, source: str, channel: Channel, max_size: int, verifier: DkimVerifier | None
@@ -239,6 +242,7 @@ def _read_chunk(inputs: list[tuple[bytes, str, Channel]], max_size: int) -> list
 # mail fills a chunk by itself).
 _CHUNK = 32
 _CHUNK_BYTES = 8 << 20
+_FLIGHT_BYTES = 64 << 20
 
 
 def default_workers() -> int:
@@ -287,9 +291,10 @@ class Batch:
         self._pool: ProcessPoolExecutor | None = None
         self._chunk: list[tuple[bytes, str, AfterCommit | None, Channel]] = []
         self._chunk_bytes = 0
-        self._sent: deque[tuple[Future[list[_Read]], list[tuple[str, AfterCommit | None]]]] = (
+        self._sent: deque[tuple[Future[list[_Read]], list[tuple[str, AfterCommit | None]], int]] = (
             deque()
         )
+        self._sent_bytes = 0
 
     def add(
         self,
@@ -324,16 +329,23 @@ class Batch:
                 initializer=_start_worker,
                 initargs=(self.verifier, os.getpid()),
             )
-        chunk, self._chunk, self._chunk_bytes = self._chunk, [], 0
+        chunk, size = self._chunk, self._chunk_bytes
+        self._chunk, self._chunk_bytes = [], 0
         inputs = [(data, source, channel) for data, source, _, channel in chunk]
         future = self._pool.submit(_read_chunk, inputs, self.max_size)
-        self._sent.append((future, [(source, then) for _, source, then, _ in chunk]))
-        # Two tasks per worker in flight: the workers never wait for us, and memory stays bounded.
-        while len(self._sent) > 2 * self.workers:
+        self._sent.append((future, [(source, then) for _, source, then, _ in chunk], size))
+        self._sent_bytes += size
+        # Enough in flight that the workers never wait while this process commits a batch
+        # (a batch of 500 takes tens of milliseconds, longer than two chunks take to read),
+        # and memory stays bounded: at most _FLIGHT_BYTES of inputs besides the batch.
+        while len(self._sent) > 2 * self.workers + self.size // _CHUNK or (
+            self._sent_bytes > _FLIGHT_BYTES and len(self._sent) > self.workers
+        ):
             self._take()
 
     def _take(self) -> None:
-        future, inputs = self._sent.popleft()
+        future, inputs, size = self._sent.popleft()
+        self._sent_bytes -= size
         for (source, then), read in zip(inputs, future.result(), strict=True):
             self._accept(source, then, read)
 
@@ -344,7 +356,7 @@ class Batch:
             message.reports += 1
             message.waiting += 1
             self._items.append((parsed, message))
-            self._bytes += len(parsed.item.data) + len(parsed.item.text or b"")
+            self._bytes += parsed.held
             if len(self._items) >= self.size or self._bytes >= self.max_bytes:
                 self.flush()
         message.open = False
@@ -379,7 +391,7 @@ class Batch:
         with _interrupts_deferred():
             outcomes = self.store.store_parsed([parsed for parsed, _ in items])
             for (parsed, message), stored in zip(items, outcomes, strict=True):
-                self.result.add(stored.outcome, parsed.item.source, stored.detail)
+                self.result.add(stored.outcome, parsed.source, stored.detail)
                 message.quarantined |= stored.outcome is Outcome.QUARANTINED
                 message.waiting -= 1
             self._settle()

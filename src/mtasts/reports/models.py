@@ -69,6 +69,8 @@ class PolicyRow(Base):
     __table_args__ = (Index("ix_policy_results_domain_day", "policy_domain", "day"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), index=True)
+    # Its index in the report's policies (RFC 8460 §4.4): tells one report's rows apart.
+    position: Mapped[int] = mapped_column(Integer, server_default="0")
     submitter: Mapped[str] = mapped_column(String(255))
     day: Mapped[dt.date] = mapped_column(Date)  # the UTC day the report's range starts on
     policy_type: Mapped[str] = mapped_column(String(32))

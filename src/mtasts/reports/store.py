@@ -17,8 +17,9 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,6 @@ from sqlalchemy.orm import Session
 from mtasts import tlsrpt
 from mtasts.files import private_dir, private_file
 from mtasts.sts.domain import normalise_host
-from mtasts.tlsrpt import Report
 from mtasts.tlsrpt.parse import DEFAULT_MAX_SIZE
 
 from .models import FailureRow, PolicyRow, Quarantined, RawReport
@@ -56,11 +56,21 @@ from .normalise import NAME, SHORT, clean, storable
 from .provenance import Channel, Provenance, claimed_domain
 
 # The newest migration in migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 _LEGACY = "legacy"  # the content hash of rows stored before migration 0002
 # Bound parameters per IN list: well under SQLite's 32,766 and PostgreSQL's 65,535.
 _CHUNK = 500
 _RETRIES = 3
+_GZIP = b"\x1f\x8b"
+_FAILURE_COLUMNS = (
+    "policy_id",
+    "result_type",
+    "sending_ip",
+    "receiving_mx",
+    "receiving_ip",
+    "sessions",
+    "reason_code",
+)
 
 
 class Outcome(StrEnum):
@@ -94,16 +104,62 @@ class Incoming:
     domain_hint: str | None = None
 
 
+# One failure-details row: result type, sending IP, receiving MX, receiving IP, sessions,
+# reason code (the columns of FailureRow, in order).
+FailureValues = tuple[str, str | None, str | None, str | None, int, str | None]
+# One policy_results row without its report id (policy type, domain, string, MX hosts,
+# successful, failed), and its failure rows.
+PolicyValues = tuple[str, str, str | None, str, int, int, tuple[FailureValues, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A report file as :func:`parse_item` read it: the report, or why it cannot be stored."""
+    """A report file as :func:`parse_item` read it, in the store's own terms: the rows it
+    adds, or the rule it broke.
 
-    item: Incoming
-    digest: str
-    report: Report | None
-    error: tlsrpt.ReportError | None
+    Plain values only: a worker process hands thousands of these back a second, and a
+    parsed Report's tree of objects cost more to pickle and unpickle than to parse.
+    """
+
+    digest: str  # SHA-256 of the bytes as received
+    source: str  # where it came from, as given (cleaned when stored)
+    size: int  # bytes as received
+    packed: bytes  # gzip of the bytes as received: what raw_reports keeps
+    channel: str
+    dkim_domain: str | None
+    error: tlsrpt.ReportError | None = None
     submitter: str = ""
+    report_id: str = ""
     content: str = ""  # SHA-256 of the report as stored, whatever its compression or channel
+    # organization, contact, start, end, warnings, sender domain
+    report: tuple[str, str, dt.datetime, dt.datetime, str, str] | None = None
+    policies: tuple[PolicyValues, ...] = ()
+    held: int = 0  # bytes this holds in memory, for a batch's bound
+
+    def __reduce__(self) -> tuple[type[Parsed], tuple[Any, ...]]:
+        # The dataclass default (a dict of every field, by name) is several times slower.
+        return (
+            Parsed,
+            (
+                self.digest,
+                self.source,
+                self.size,
+                self.packed,
+                self.channel,
+                self.dkim_domain,
+                self.error,
+                self.submitter,
+                self.report_id,
+                self.content,
+                self.report,
+                self.policies,
+                self.held,
+            ),
+        )
+
+    def refused(self, error: tlsrpt.ReportError) -> Parsed:
+        """This report file, to go to the quarantine with ``error`` instead."""
+        return replace(self, error=error, report=None, policies=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,26 +236,83 @@ def store_error(exc: SQLAlchemyError) -> str:
 
 
 def parse_item(item: Incoming, max_size: int) -> Parsed:
-    """One report file read and judged (RFC 8460 §4), with its digests: no I/O, so it can
-    run in a worker process while the store writes."""
+    """One report file read and judged (RFC 8460 §4), with its digests and its rows: no
+    I/O, so it runs in a worker process while the store writes."""
+    # Gzip again what came gzipped would spend the CPU of compressing to gain nothing:
+    # level 0 stores it as it is, still a gzip stream to whoever reads raw_reports.
+    packed = gzip.compress(item.data, 0 if item.data.startswith(_GZIP) else 6)
+    held = len(packed) + len(item.text or b"")
     digest = hashlib.sha256(item.data).hexdigest()
+    failed = partial(
+        Parsed,
+        digest,
+        item.source,
+        len(item.data),
+        packed,
+        str(item.provenance.channel),
+        item.provenance.dkim_domain,
+        held=held,
+    )
     if item.error is not None:
-        return Parsed(item, digest, None, item.error)
+        return failed(item.error)
     try:
         text = item.data if item.text is None else item.text
         report = tlsrpt.parse_report(text, max_size=max_size, domain_hint=item.domain_hint)
     except tlsrpt.ReportError as exc:
-        return Parsed(item, digest, None, exc)
+        return failed(exc)
     try:
         report = storable(report)
     except ValueError as exc:
-        return Parsed(
-            item, digest, None, tlsrpt.ReportError(str(exc), rule="report.too-many", section="§4.4")
-        )
+        return failed(tlsrpt.ReportError(str(exc), rule="report.too-many", section="§4.4"))
     hint = clean(item.submitter_hint, NAME) if item.submitter_hint else None
     submitter = (report.organization_name or hint or "unknown").strip().lower()
     content = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
-    return Parsed(item, digest, report, None, submitter, content)
+    sender = claimed_domain(item.submitter_hint, report.contact_info, report.organization_name)
+    return Parsed(
+        digest,
+        item.source,
+        len(item.data),
+        packed,
+        str(item.provenance.channel),
+        item.provenance.dkim_domain,
+        None,
+        submitter,
+        report.report_id,
+        content,
+        (
+            report.organization_name,
+            report.contact_info,
+            report.date_range.start,
+            report.date_range.end,
+            "\n".join(report.warnings),
+            clean(sender, NAME),
+        ),
+        tuple(_policy_values(result) for result in report.policies),
+        held,
+    )
+
+
+def _policy_values(result: tlsrpt.PolicyResult) -> PolicyValues:
+    policy = result.policy
+    return (
+        str(policy.policy_type),
+        normalise_host(policy.policy_domain),
+        "\n".join(policy.policy_string) if policy.policy_string else None,
+        " ".join(policy.mx_host),
+        result.successful_sessions,
+        result.failed_sessions,
+        tuple(
+            (
+                d.result_type,
+                d.sending_mta_ip,
+                d.receiving_mx_hostname,
+                d.receiving_ip,
+                d.failed_session_count,
+                d.failure_reason_code,
+            )
+            for d in result.failure_details
+        ),
+    )
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -211,12 +324,20 @@ def _inserted_ids(
     connection: Connection,
     model: type[RawReport | ReportRow | PolicyRow],
     rows: list[dict[str, Any]],
+    key: tuple[str, ...],
 ) -> list[int]:
-    """Insert ``rows`` in one executemany and return their new ids in the rows' order."""
+    """Insert ``rows`` and return their new ids in the rows' order.
+
+    The ids come back matched by ``key``, columns that tell the rows apart: asking the
+    database to return them in order made SQLAlchemy insert one row per statement on
+    SQLite, which promises no order for a multi-row INSERT ... RETURNING.
+    """
     if not rows:
         return []
-    statement = insert(model).returning(model.id, sort_by_parameter_order=True)
-    return list(connection.execute(statement, rows).scalars())
+    table = model.__table__.c
+    statement = insert(model).returning(table.id, *(table[name] for name in key))
+    ids = {tuple(found[1:]): found[0] for found in connection.execute(statement, rows)}
+    return [ids[tuple(row[name] for name in key)] for row in rows]
 
 
 def _insert(
@@ -318,7 +439,7 @@ class ReportStore:
                 rule="report.store",
                 section="§4.4",
             )
-            outcomes += self._store([Parsed(p.item, p.digest, None, refused)])
+            outcomes += self._store([p.refused(refused)])
         return outcomes
 
     def _store(self, parsed: Sequence[Parsed]) -> list[Stored]:
@@ -328,10 +449,10 @@ class ReportStore:
             known = self._known_reports(connection, parsed)
             quarantined = self._known_quarantine(connection, raw_ids.values())
             outcomes: list[Stored] = []
-            wanted_raw: dict[str, Incoming] = {}
+            wanted_raw: dict[str, Parsed] = {}
             keep: list[Parsed] = []
             conflicts: set[tuple[str, str]] = set()
-            vouched: list[tuple[int, Provenance]] = []
+            vouched: list[tuple[int, Parsed]] = []
             for p in parsed:
                 if p.report is None:
                     assert p.error is not None
@@ -339,15 +460,15 @@ class ReportStore:
                     if p.digest not in quarantined:
                         quarantined.add(p.digest)
                         keep.append(p)
-                        wanted_raw.setdefault(p.digest, p.item)
+                        wanted_raw.setdefault(p.digest, p)
                     continue
-                key = (p.submitter, p.report.report_id)
+                key = (p.submitter, p.report_id)
                 contents = known.setdefault(key, {})
                 same = contents.get(p.content, contents.get(_LEGACY))
                 if same is not None or (contents and p.content in contents):
                     outcomes.append(Stored(Outcome.DUPLICATE, f"{key[0]} {key[1]}"))
-                    if p.item.provenance.dkim_domain and same is not None and not same[1]:
-                        vouched.append((same[0], p.item.provenance))  # now authenticated
+                    if p.dkim_domain and same is not None and not same[1]:
+                        vouched.append((same[0], p))  # now authenticated
                     continue
                 if contents:
                     conflicts.add(key)
@@ -355,7 +476,7 @@ class ReportStore:
                 outcome = Outcome.CONFLICT if key in conflicts else Outcome.STORED
                 outcomes.append(Stored(outcome, f"{key[0]} {key[1]}"))
                 keep.append(p)
-                wanted_raw.setdefault(p.digest, p.item)
+                wanted_raw.setdefault(p.digest, p)
             new_raw = [d for d in wanted_raw if d not in raw_ids]
             ids = _inserted_ids(
                 connection,
@@ -363,13 +484,14 @@ class ReportStore:
                 [
                     {
                         "sha256": d,
-                        "data": gzip.compress(wanted_raw[d].data, 6),
-                        "size": len(wanted_raw[d].data),
+                        "data": wanted_raw[d].packed,
+                        "size": wanted_raw[d].size,
                         "source": clean(wanted_raw[d].source),
                         "received_at": now,
                     }
                     for d in new_raw
                 ],
+                ("sha256",),
             )
             raw_ids.update(zip(new_raw, ids, strict=True))
             _insert(
@@ -380,7 +502,7 @@ class ReportStore:
                         "raw_id": raw_ids[p.digest],
                         "rule": clean(p.error.rule, SHORT),
                         "reason": clean(str(p.error)),
-                        "source": clean(p.item.source),
+                        "source": clean(p.source),
                         "at": now,
                     }
                     for p in keep
@@ -395,7 +517,7 @@ class ReportStore:
     def _flag(
         connection: Connection,
         conflicts: set[tuple[str, str]],
-        vouched: list[tuple[int, Provenance]],
+        vouched: list[tuple[int, Parsed]],
     ) -> None:
         """Mark every report of a conflicting (submitter, id); record a later DKIM proof."""
         table = ReportRow.__table__.c
@@ -405,11 +527,11 @@ class ReportStore:
                 .where(tuple_(table.submitter, table.report_id).in_(chunk))
                 .values(conflict=True)
             )
-        for row_id, provenance in vouched:
+        for row_id, proof in vouched:
             connection.execute(
                 update(ReportRow)
                 .where(table.id == row_id)
-                .values(dkim_domain=provenance.dkim_domain, channel=str(provenance.channel))
+                .values(dkim_domain=proof.dkim_domain, channel=proof.channel)
             )
 
     @staticmethod
@@ -427,7 +549,7 @@ class ReportStore:
     ) -> dict[tuple[str, str], dict[str, tuple[int, str | None] | None]]:
         """Per (submitter, id) already stored: each content hash -> (row id, DKIM domain)."""
         table = ReportRow.__table__.c
-        keys = sorted({(p.submitter, p.report.report_id) for p in parsed if p.report is not None})
+        keys = sorted({(p.submitter, p.report_id) for p in parsed if p.report is not None})
         found: dict[tuple[str, str], dict[str, tuple[int, str | None] | None]] = {}
         for chunk in _chunks(keys):
             query = select(
@@ -455,66 +577,56 @@ class ReportStore:
     def _add_reports(
         connection: Connection, parsed: Sequence[Parsed], raw_ids: dict[str, int], now: dt.datetime
     ) -> None:
-        reports = [p.report for p in parsed if p.report is not None]
-        report_ids = _inserted_ids(
-            connection,
-            ReportRow,
-            [
+        rows = []
+        for p in parsed:
+            assert p.report is not None
+            organization, contact, start, end, warnings, sender = p.report
+            rows.append(
                 {
                     "submitter": p.submitter,
-                    "report_id": r.report_id,
-                    "organization": r.organization_name,
-                    "contact": r.contact_info,
-                    "start": r.date_range.start,
-                    "end": r.date_range.end,
+                    "report_id": p.report_id,
+                    "organization": organization,
+                    "contact": contact,
+                    "start": start,
+                    "end": end,
                     "raw_id": raw_ids[p.digest],
-                    "warnings": "\n".join(r.warnings),
+                    "warnings": warnings,
                     "ingested_at": now,
                     "content_sha256": p.content,
-                    "channel": str(p.item.provenance.channel),
-                    "dkim_domain": p.item.provenance.dkim_domain,
+                    "channel": p.channel,
+                    "dkim_domain": p.dkim_domain,
                     "conflict": False,
-                    "sender_domain": clean(
-                        claimed_domain(p.item.submitter_hint, r.contact_info, r.organization_name),
-                        NAME,
-                    ),
+                    "sender_domain": sender,
                 }
-                for p, r in zip(parsed, reports, strict=True)
-            ],
+            )
+        report_ids = _inserted_ids(
+            connection, ReportRow, rows, ("submitter", "report_id", "content_sha256")
         )
         policies: list[dict[str, Any]] = []
-        details: list[list[tlsrpt.FailureDetail]] = []
-        for p, r, row_id in zip(parsed, reports, report_ids, strict=True):
-            day = r.date_range.start.astimezone(dt.UTC).date()
-            for result in r.policies:
-                policy = result.policy
+        details: list[tuple[FailureValues, ...]] = []
+        for p, row_id in zip(parsed, report_ids, strict=True):
+            assert p.report is not None
+            day = p.report[2].astimezone(dt.UTC).date()
+            for position, policy in enumerate(p.policies):
+                kind, domain, text, hosts, successful, failed, found = policy
                 policies.append(
                     {
                         "report_id": row_id,
+                        "position": position,
                         "submitter": p.submitter,
                         "day": day,
-                        "policy_type": str(policy.policy_type),
-                        "policy_domain": normalise_host(policy.policy_domain),
-                        "policy_string": "\n".join(policy.policy_string)
-                        if policy.policy_string
-                        else None,
-                        "mx_host": " ".join(policy.mx_host),
-                        "successful": result.successful_sessions,
-                        "failed": result.failed_sessions,
+                        "policy_type": kind,
+                        "policy_domain": domain,
+                        "policy_string": text,
+                        "mx_host": hosts,
+                        "successful": successful,
+                        "failed": failed,
                     }
                 )
-                details.append(list(result.failure_details))
-        policy_ids = _inserted_ids(connection, PolicyRow, policies)
+                details.append(found)
+        policy_ids = _inserted_ids(connection, PolicyRow, policies, ("report_id", "position"))
         failures = [
-            {
-                "policy_id": policy_id,
-                "result_type": d.result_type,
-                "sending_ip": d.sending_mta_ip,
-                "receiving_mx": d.receiving_mx_hostname,
-                "receiving_ip": d.receiving_ip,
-                "sessions": d.failed_session_count,
-                "reason_code": d.failure_reason_code,
-            }
+            dict(zip(_FAILURE_COLUMNS, (policy_id, *d), strict=True))
             for policy_id, found in zip(policy_ids, details, strict=True)
             for d in found
         ]

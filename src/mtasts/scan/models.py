@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mtasts.reports.models import Base
@@ -84,4 +84,4 @@ class ScanPaceRow(Base):
 
     __tablename__ = "scan_pace"
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
-    next_at: Mapped[float] = mapped_column(default=0.0)
+    next_at: Mapped[float] = mapped_column(Float, default=0.0)  # as migration 0005 made it
