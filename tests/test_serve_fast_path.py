@@ -155,3 +155,53 @@ def test_the_access_log_can_be_turned_off(tmp_path: Path, free_tcp_port: int, fl
     log = err.decode()
     assert "serving 2 policies" in log
     assert ("request client=127.0.0.1" in log) is (flag == "--access-log")
+
+
+def test_access_lines_are_written_while_serving_and_quote_what_clients_chose(
+    tmp_path: Path, free_tcp_port: int
+) -> None:
+    """Lines are written in batches, so the log must not wait for the server to stop, and
+    a Host or path with quotes in it stays inside its own quoted field (logfmt)."""
+    import os
+    import select
+    import signal
+    import socket
+    import time
+
+    from .conftest import wait_for_port
+
+    _site(tmp_path)
+    process = subprocess.Popen(
+        [MTASTS, "serve", "--proxy", "--port", str(free_tcp_port), "--metrics-listen", "none"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        wait_for_port(free_tcp_port, process)
+        for host, path in (
+            ("mta-sts.example.com", "/.well-known/mta-sts.txt"),
+            ("mta-sts.example.com'x=\"1", "/a'b%22c"),
+        ):
+            with socket.create_connection(("127.0.0.1", free_tcp_port), timeout=5) as conn:
+                conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                assert conn.recv(100).startswith(b"HTTP/1.1 ")
+        seen, deadline = b"", time.monotonic() + 5
+        while seen.count(b"\n") < 3 and time.monotonic() < deadline:  # start-up line + two
+            if select.select([process.stderr], [], [], 0.1)[0]:
+                seen += os.read(process.stderr.fileno(), 65536)
+        assert process.poll() is None  # written while still serving
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    lines = [line for line in seen.decode().splitlines() if " request " in line]
+    assert len(lines) == 2, seen
+    first, hostile = lines
+    assert first.startswith("time=")
+    assert " level=INFO logger=mtasts.web.access request client=127.0.0.1 " in first
+    assert (
+        "host='mta-sts.example.com' method=GET path='/.well-known/mta-sts.txt' status=200" in first
+    )
+    # repr() of each: the quotes are escaped, so no field or line can be forged.
+    assert "host='mta-sts.example.com\\'x=\"1' method=GET path='/a\\'b\"c' status=404" in hostile

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import logging
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,6 +26,7 @@ from mtasts.reports.store import Outcome, ReportStore, store_error
 from mtasts.sts.names import WELL_KNOWN_PATH
 from mtasts.tlsrpt import DEFAULT_MAX_SIZE
 
+from .accesslog import ASGIApp, client_address
 from .limits import RateLimit, ServeLimits
 from .site import PolicySite, Served
 
@@ -187,25 +185,6 @@ def create_app(
     )
 
 
-@functools.lru_cache(maxsize=4096)  # per request in the access log; clients come back
-def client_address(host: str) -> str:
-    """An IPv4 client of the dual-stack listener as its IPv4 address, not ::ffff:a.b.c.d."""
-    try:
-        mapped = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
-        return str(mapped.ipv4_mapped)
-    return host
-
-
-ASGIApp = Callable[
-    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
-_access = logging.getLogger("mtasts.web.access")
-
-
 _READS = ("GET", "HEAD")
 
 
@@ -250,44 +229,6 @@ def policy_fast_path(site: PolicySite, app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send)
 
     return serve
-
-
-def access_logged(app: ASGIApp) -> ASGIApp:
-    """One key=value line per request: who asked which host for what, and the answer."""
-
-    async def logged(
-        scope: dict[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        status = 0
-        started = time.perf_counter()
-
-        async def watched(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, watched)
-        finally:
-            host = next((v for k, v in scope.get("headers") or () if k == b"host"), b"")
-            client = client_address((scope.get("client") or ("-", 0))[0])
-            _access.info(
-                "request client=%s host=%r method=%s path=%r status=%d seconds=%.3f",
-                client,
-                host.decode("latin-1"),
-                scope.get("method"),
-                scope.get("path"),
-                status,
-                time.perf_counter() - started,
-            )
-
-    return logged
 
 
 def _operator_routes(site: PolicySite) -> list[Route]:
