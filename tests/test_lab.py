@@ -460,3 +460,33 @@ def test_tls_sessions_closed_by_the_client_leave_the_lab_quiet(lab: RunningLab) 
     assert asyncio.run(probes()) == ["TLSv1.3"] * 20
     time.sleep(0.3)  # the lab logs after the client has gone
     assert "eof_received" not in (lab.state_dir / "lab.out").read_text()
+
+
+def test_a_warm_lab_has_issued_every_certificate_before_it_is_up(tmp_path: Path) -> None:
+    """--warm (the benchmarks') makes every certificate before lab.json appears: checking
+    every domain afterwards issues none, so no client pays for the lab's start-up."""
+    from .conftest import MTASTS, port
+
+    state = tmp_path / "lab"
+    flags = ["--state-dir", str(state), "--subnet", "127.89", "--generate", "30", "--no-reports"]
+    ports = [f"--dns-port={port(33)}", f"--https-port={port(34)}", f"--smtp-port={port(35)}"]
+    up = run(MTASTS, "lab", "up", "--detach", "--warm", *flags, *ports, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        issued = sorted(path.name for path in (state / "certs").iterdir())
+        domains = [d["name"] for d in json.loads((state / "lab.json").read_text())["domains"]]
+        (tmp_path / "all.txt").write_text("\n".join(domains) + "\n")
+        checked = run(
+            MTASTS,
+            "check",
+            "--lab",
+            str(state),
+            "--file",
+            str(tmp_path / "all.txt"),
+            "--json",
+            timeout=300,
+        )
+        assert len(checked.stdout.splitlines()) == len(domains), checked.stderr
+        assert sorted(path.name for path in (state / "certs").iterdir()) == issued
+    finally:
+        run(MTASTS, "lab", "down", "--state-dir", str(state))

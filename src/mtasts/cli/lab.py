@@ -93,6 +93,12 @@ def _scenario_or_exit(source: str):  # type: ignore[no-untyped-def]
     help="Write three weeks of DKIM-signed TLS-RPT report mail to STATE_DIR/reports/.",
 )
 @click.option(
+    "--warm",
+    is_flag=True,
+    help="Issue every certificate and load every TLS context before the lab is up (slower"
+    " start); otherwise each host's first client pays for it, which a benchmark would measure.",
+)
+@click.option(
     "--detach", "-d", is_flag=True, help="Run in the background; stop it with mtasts lab down."
 )
 def lab_up(
@@ -107,6 +113,7 @@ def lab_up(
     https_port: int | None,
     smtp_port: int | None,
     reports: bool,
+    warm: bool,
     detach: bool,
 ) -> None:
     """Run the lab until interrupted (or in the background with --detach); write STATE_DIR/lab.json."""
@@ -131,6 +138,7 @@ def lab_up(
         smtp_port,
         providers,
         mx_addresses,
+        warm,
     )
     instance = Lab(config)
 

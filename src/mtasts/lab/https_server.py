@@ -38,6 +38,12 @@ def _certificate_for(ca: LabCA, sites: dict[str, LabSite], sni: str | None) -> s
     return ca.server_context((sni,))
 
 
+def warm(ca: LabCA, topology: Topology) -> None:
+    """Every policy host's certificate made and loaded now, not at its first fetch."""
+    for name in topology.sites:
+        _certificate_for(ca, topology.sites, name)
+
+
 def listener_context(ca: LabCA, topology: Topology) -> ssl.SSLContext:
     base = ca.server_context(("policy-host.lab.invalid",))
     base_sites = topology.sites

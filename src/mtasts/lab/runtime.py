@@ -14,6 +14,7 @@ from typing import Any
 from mtasts.files import write_atomic
 from mtasts.net.dns import Nameserver
 
+from . import https_server, smtp_server
 from .attacker import serve_attacker
 from .ca import LabCA
 from .control import CONTROL_SOCKET, LabState, serve_control
@@ -44,6 +45,10 @@ class LabConfig:
     smtp_port: int | None = None
     providers: int = 0  # generated domains hosted by that many shared mail providers
     mx_addresses: int = 16  # healthy MX addresses the generated domains share
+    # Every certificate issued and every TLS context loaded before the lab says it is up,
+    # as a real server's are: lazily, the first client of each host pays for it (the
+    # benchmarks' tool under test, on the cores it shares with the lab).
+    warm: bool = False
 
 
 def _bindable(address: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
@@ -126,6 +131,11 @@ class Lab:
                 server = await serve_smtp(self.ca, endpoint, self.ports["smtp"], mail_log)
             self._servers.append(server)
         self._servers.append(await serve_control(self.state, state / CONTROL_SOCKET))
+        if self.config.warm:
+            https_server.warm(self.ca, topo)
+            for endpoint in topo.smtp.values():
+                if not (endpoint.fault is MxFault.STRIP and endpoint.backend):
+                    smtp_server.warm(self.ca, endpoint)
         self._write_state()
 
     async def stop(self) -> None:

@@ -51,6 +51,14 @@ def _certificate(endpoint: SmtpEndpoint, name: str) -> _Args:
     )
 
 
+def warm(ca: LabCA, endpoint: SmtpEndpoint) -> None:
+    """Every certificate this address can present made and loaded now, not at first SNI."""
+    tls_context(ca, endpoint)
+    for name in endpoint.names:
+        if name != endpoint.default_name:
+            ca.server_context(*_certificate(endpoint, name))
+
+
 def tls_context(ca: LabCA, endpoint: SmtpEndpoint) -> ssl.SSLContext:
     """The STARTTLS context of one address: SNI picks among the MX names it serves.
 
