@@ -53,28 +53,6 @@ def wait_port(port: int) -> None:
         time.sleep(0.1)
 
 
-# One TLS handshake per policy host, so the lab has issued every certificate before either
-# daemon is timed: the lab keeps them, and whichever tool ran first used to pay for both.
-_WARM = """
-import asyncio, ssl, sys
-address, port, names = sys.argv[1], int(sys.argv[2]), open(sys.argv[3]).read().split()
-context = ssl.create_default_context()
-context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-async def one(gate, name):
-    async with gate:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(
-                address, port, ssl=context, server_hostname="mta-sts." + name), 5)
-            writer.close()
-        except (OSError, asyncio.TimeoutError):
-            pass
-async def main():
-    gate = asyncio.Semaphore(32)
-    await asyncio.gather(*(one(gate, name) for name in names))
-asyncio.run(main())
-"""
-
-
 # The load generator: the small C one when a compiler is here (one Python process was the
 # bottleneck at 16 clients: it needed a core for itself), else bench/socketmap_client.py.
 _CLIENT: list[str] = [sys.executable, "-m", "bench.socketmap_client"]
@@ -176,16 +154,6 @@ def main(cached_domains: int = 10000) -> None:
         cold.write_text("\n".join(names[:1000]))
         everything = state / "all.txt"
         everything.write_text("\n".join(names))
-        https = json.loads((state / "lab" / "lab.json").read_text())["https"]
-        inside(
-            sys.executable,
-            "-c",
-            _WARM,
-            https["address"],
-            str(https["port"]),
-            str(everything),
-            check=True,
-        )
         ours = spawn(
             [
                 str(BIN / "mtasts"),
@@ -215,7 +183,7 @@ def main(cached_domains: int = 10000) -> None:
             ("postfix-mta-sts-resolver", THEIRS, theirs),
         ):
             base = rss_mib(process.pid)
-            row = results[name] = {"cold": load(port, "cold", str(cold), "16")}
+            row = results[name] = {"cold": measured(process.pid, port, "cold", str(cold), "16")}
             load(port, "cold", str(everything), "16")  # fill the cache with every generated domain
             row["rss_per_domain_kib"] = (rss_mib(process.pid) - base) * 1024 / len(names)
             row["cached_1"] = measured(process.pid, port, "cached", enforce, "1", "100000")
@@ -247,7 +215,7 @@ def report(results: dict[str, dict[str, Any]], cached: int, client: str) -> None
             )
         cold = row["cold"]
         print(
-            f"{name:<26} {cells[0]:>34} {cells[1]:>34} {cold['seconds']:>8.1f} s ({cold['per_second']:,.0f}/s) p99 {cold['p99_ms']:.0f}ms {row['rss_per_domain_kib']:>12.2f} KiB"
+            f"{name:<26} {cells[0]:>34} {cells[1]:>34} {cold['seconds']:>8.1f} s ({cold['per_second']:,.0f}/s) p99 {cold['p99_ms']:.0f}ms CPU {cold['cpu_us'] * cold['requests'] / 1e6:.1f} s {row['rss_per_domain_kib']:>12.2f} KiB"
         )
     ours, theirs = results["mtasts"], results["postfix-mta-sts-resolver"]
     print(
