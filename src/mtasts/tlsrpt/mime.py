@@ -42,21 +42,21 @@ def read_headers(lines: list[str], eol: str) -> Headers | None:
     leading blanks, then each continuation line with the line break before it.
     """
     fields: Headers = {}
-    name, value = "", ""
+    name, value = "", [""]
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not name:
                 return None  # a continuation with nothing to continue
-            value += eol + line
+            value.append(line)
             continue
         if name:
-            fields.setdefault(name, value)
+            fields.setdefault(name, eol.join(value))
         found = _FIELD.match(line)
         if found is None:
             return None  # the feed parser would end the headers here, with a defect
-        name, value = line[: found.end() - 1].lower(), line[found.end() :].lstrip(" \t")
+        name, value = line[: found.end() - 1].lower(), [line[found.end() :].lstrip(" \t")]
     if name:
-        fields.setdefault(name, value)
+        fields.setdefault(name, eol.join(value))
     return fields
 
 
@@ -70,12 +70,15 @@ def split_params(value: str) -> tuple[str, dict[str, str]] | None:
     """
     if "\\" in value or "<" in value:
         return None
-    pieces: list[str] = []
+    groups: list[list[str]] = []
+    quoted = False  # whether the semicolon before this piece was inside quotes
     for piece in value.split(";"):
-        if pieces and pieces[-1].count('"') % 2:  # that semicolon was inside quotes
-            pieces[-1] += ";" + piece
+        if quoted:
+            groups[-1].append(piece)
         else:
-            pieces.append(piece)
+            groups.append([piece])
+        quoted ^= piece.count('"') % 2 == 1  # linear: a stranger's header may be megabytes
+    pieces = [";".join(group) for group in groups]
     main = pieces[0].strip()
     if "=" in main or '"' in main or "\n" in main:
         return None
