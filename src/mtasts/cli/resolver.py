@@ -13,7 +13,6 @@ import click
 
 from mtasts.config import ConfigError
 from mtasts.files import masked
-from mtasts.lab.runtime import LabClient, read_state
 from mtasts.net.dns import Nameserver
 from mtasts.net.loop import run
 from mtasts.resolver.config import ResolverConfig, load
@@ -29,6 +28,10 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
     try:
         base = load(config_file) if config_file else ResolverConfig()
         if lab_dir is not None:
+            # Imported here: the lab brings dkimpy and dnspython's resolver, a quarter of a
+            # second of every daemon start that never uses them.
+            from mtasts.lab.runtime import LabClient, read_state
+
             lab = LabClient.from_state(read_state(lab_dir))
             base = base.merged(
                 nameservers=(lab.nameserver,), ca_file=lab.ca_file, https_port=lab.https_port
