@@ -243,7 +243,8 @@ def parse_item(item: Incoming, max_size: int) -> Parsed:
     packed = gzip.compress(item.data, 0 if item.data.startswith(_GZIP) else 6)
     held = len(packed) + len(item.text or b"")
     digest = hashlib.sha256(item.data).hexdigest()
-    failed = partial(
+    # What every outcome records: the bytes as received, and where they came from.
+    parsed = partial(
         Parsed,
         digest,
         item.source,
@@ -254,27 +255,21 @@ def parse_item(item: Incoming, max_size: int) -> Parsed:
         held=held,
     )
     if item.error is not None:
-        return failed(item.error)
+        return parsed(item.error)
     try:
         text = item.data if item.text is None else item.text
         report = tlsrpt.parse_report(text, max_size=max_size, domain_hint=item.domain_hint)
     except tlsrpt.ReportError as exc:
-        return failed(exc)
+        return parsed(exc)
     try:
         report = storable(report)
     except ValueError as exc:
-        return failed(tlsrpt.ReportError(str(exc), rule="report.too-many", section="§4.4"))
+        return parsed(tlsrpt.ReportError(str(exc), rule="report.too-many", section="§4.4"))
     hint = clean(item.submitter_hint, NAME) if item.submitter_hint else None
     submitter = (report.organization_name or hint or "unknown").strip().lower()
     content = hashlib.sha256(json.dumps(report.to_dict(), sort_keys=True).encode()).hexdigest()
     sender = claimed_domain(item.submitter_hint, report.contact_info, report.organization_name)
-    return Parsed(
-        digest,
-        item.source,
-        len(item.data),
-        packed,
-        str(item.provenance.channel),
-        item.provenance.dkim_domain,
+    return parsed(
         None,
         submitter,
         report.report_id,
@@ -288,7 +283,6 @@ def parse_item(item: Incoming, max_size: int) -> Parsed:
             clean(sender, NAME),
         ),
         tuple(_policy_values(result) for result in report.policies),
-        held,
     )
 
 
