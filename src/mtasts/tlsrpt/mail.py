@@ -15,7 +15,6 @@ import email.policy
 import io
 import zipfile
 from dataclasses import dataclass
-from email.message import Message
 
 from . import mime
 from .errors import ReportError
@@ -56,12 +55,10 @@ class ReportMail:
     notes: tuple[str, ...] = ()
 
 
-def _looks_like_report(content_type: str, part: Message) -> bool:
+def _looks_like_report(content_type: str, filename: str | None) -> bool:
     if content_type in TLSRPT_TYPES or content_type == _BARE_TYPE:
         return True
-    if content_type not in _LOOSE_TYPES:
-        return False
-    return (part.get_filename() or "").lower().endswith(_REPORT_NAMES)
+    return content_type in _LOOSE_TYPES and (filename or "").lower().endswith(_REPORT_NAMES)
 
 
 def extract_reports(message: bytes) -> ReportMail:
@@ -83,10 +80,7 @@ def _usual_report_mail(message: bytes) -> ReportMail | None:
         except mime.Unusual:
             return None
         kind = leaf.content_type
-        reported = kind in TLSRPT_TYPES or kind == _BARE_TYPE
-        if not reported and not (
-            kind in _LOOSE_TYPES and (name or "").lower().endswith(_REPORT_NAMES)
-        ):
+        if not _looks_like_report(kind, name):
             continue
         data = mime.payload(leaf.fields, leaf.body)
         if not data:
@@ -115,7 +109,7 @@ def _read_with_email_package(message: bytes) -> ReportMail:
     parts: list[ReportPart] = []
     for part in parsed.walk() if parsed.is_multipart() else [parsed]:
         content_type = part.get_content_type()  # computed once: it re-parses the header each call
-        if part.is_multipart() or not _looks_like_report(content_type, part):
+        if part.is_multipart() or not _looks_like_report(content_type, part.get_filename()):
             continue
         try:
             payload = part.get_payload(decode=True)
