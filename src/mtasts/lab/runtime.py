@@ -129,13 +129,12 @@ class Lab:
                 )
             else:
                 server = await serve_smtp(self.ca, endpoint, self.ports["smtp"], mail_log)
+                if self.config.warm:
+                    smtp_server.warm(self.ca, endpoint)
             self._servers.append(server)
-        self._servers.append(await serve_control(self.state, state / CONTROL_SOCKET))
         if self.config.warm:
             https_server.warm(self.ca, topo)
-            for endpoint in topo.smtp.values():
-                if not (endpoint.fault is MxFault.STRIP and endpoint.backend):
-                    smtp_server.warm(self.ca, endpoint)
+        self._servers.append(await serve_control(self.state, state / CONTROL_SOCKET))
         self._write_state()
 
     async def stop(self) -> None:
