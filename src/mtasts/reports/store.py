@@ -125,7 +125,7 @@ class Parsed:
     source: str  # where it came from, as given (cleaned when stored)
     size: int  # bytes as received
     packed: bytes  # gzip of the bytes as received: what raw_reports keeps
-    channel: str
+    channel: Channel
     dkim_domain: str | None
     error: tlsrpt.ReportError | None = None
     submitter: str = ""
@@ -250,7 +250,7 @@ def parse_item(item: Incoming, max_size: int) -> Parsed:
         item.source,
         len(item.data),
         packed,
-        str(item.provenance.channel),
+        item.provenance.channel,
         item.provenance.dkim_domain,
         held=held,
     )
@@ -525,7 +525,7 @@ class ReportStore:
             connection.execute(
                 update(ReportRow)
                 .where(table.id == row_id)
-                .values(dkim_domain=proof.dkim_domain, channel=proof.channel)
+                .values(dkim_domain=proof.dkim_domain, channel=str(proof.channel))
             )
 
     @staticmethod
@@ -587,7 +587,7 @@ class ReportStore:
                     "warnings": warnings,
                     "ingested_at": now,
                     "content_sha256": p.content,
-                    "channel": p.channel,
+                    "channel": str(p.channel),
                     "dkim_domain": p.dkim_domain,
                     "conflict": False,
                     "sender_domain": sender,
