@@ -103,3 +103,42 @@ def test_check_says_which_tlsa_records_dnssec_validates(
     # Asked straight at the authoritative server, nothing validates the same records.
     unvalidated = check(validating_resolver["authoritative"])
     assert [m["tlsa_validated"] for m in unvalidated["mx"]] == [False, False]
+
+
+def test_dane_questions_wait_for_a_server_that_validates(
+    validating_resolver: dict[str, str], monkeypatch: Any
+) -> None:
+    """The authoritative Knot never sets AD: the engine asks it no MX or TLSA question.
+    Unbound cannot validate the root here (it has no root trust anchor), so its probe says
+    no, yet its first validated answer (the signed _mta-sts TXT) turns DANE on."""
+
+    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
+        return PolicyFetch(
+            "https://mta-sts.dane.example/.well-known/mta-sts.txt",
+            "192.0.2.9",
+            200,
+            "text/plain",
+            POLICY,
+        )
+
+    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+
+    async def run(server: str) -> tuple[bool, bool, list[str]]:
+        resolver = Resolver((Nameserver.parse(server),), timeout=5)
+        probed = await resolver.probe_validation()
+        asked: list[str] = []
+        real = resolver.lookup
+
+        async def lookup(name: str, rdtype: str) -> Any:
+            asked.append(rdtype)
+            return await real(name, rdtype)
+
+        resolver.lookup = lookup  # type: ignore[method-assign]
+        engine = PolicyEngine(resolver, PolicyStore(None), EngineOptions(trust_ad=True))
+        return probed, (await engine.lookup("full.dane.example")).dane, asked
+
+    assert asyncio.run(run(validating_resolver["authoritative"])) == (False, False, ["TXT"])
+    probed, dane, asked = asyncio.run(run(validating_resolver["nameserver"]))
+    assert (probed, dane) == (False, True)
+    assert asked[0] == "TXT"
+    assert {"MX", "TLSA"} <= set(asked)

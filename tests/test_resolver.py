@@ -158,6 +158,8 @@ def test_metrics_count_lookups_and_failures(daemon: Daemon) -> None:
         .decode()
     )
     assert 'mtasts_resolver_lookups_total{source="memory"} 2' in text
+    # The lab's DNS server is on loopback (trusted) but validates nothing: no DANE questions.
+    assert "mtasts_resolver_dane_questions 0" in text
     # One fetch for the 404 domain: the second request within 5 minutes does not refetch.
     assert 'mtasts_resolver_fetch_failures_total{reason="http-404"} 1' in text
     assert "mtasts_resolver_cached_policies 1" in text

@@ -26,6 +26,7 @@ class FakeResolver:
     def __init__(self, tlsa: dict[str, bool], signed_mx: bool = True) -> None:
         self.tlsa = tlsa
         self.signed_mx = signed_mx
+        self.validates = True  # as a validating resolver once it has set an AD bit
         self.asked: list[tuple[str, str]] = []
 
     async def txt(self, name: str) -> list[list[bytes]]:
@@ -102,6 +103,20 @@ def test_an_mx_list_dnssec_did_not_validate_asks_no_tlsa(monkeypatch: Any) -> No
     assert policy_reply(lookup.cached, postfix.TestingAnswer.NONE).startswith("secure match=")
     assert ("example.net", "MX") in resolver.asked
     assert not [q for q in resolver.asked if q[1] == "TLSA"]
+
+
+def test_a_dns_server_that_never_validated_is_asked_no_dane_questions(monkeypatch: Any) -> None:
+    """Issue #16: without an AD bit from the server, no MX list can be secure (RFC 7672
+    §2.2.1), so the MX and TLSA questions are skipped, not asked and found insecure."""
+    signed = {"_25._tcp.mx1.example.net": True, "_25._tcp.mx2.example.net": True}
+    engine = engine_with(signed, monkeypatch, [1000.0])
+    resolver = FakeResolver(signed)
+    resolver.validates = False
+    engine.resolver = resolver  # type: ignore[assignment]
+    lookup = asyncio.run(engine.lookup("example.net"))
+    assert lookup.dane is False
+    assert lookup.source == "fetched"
+    assert resolver.asked == []
 
 
 def test_unsigned_or_partial_tlsa_keeps_the_mta_sts_answer(monkeypatch: Any) -> None:

@@ -143,6 +143,10 @@ class Resolver:
         self._opening = asyncio.Lock()
         self.lookups = 0
         self.seconds = 0.0
+        # Set by the first answer carrying the AD bit (RFC 6840 §5.7: only a validating
+        # resolver sets it): until then DNSSEC questions (DANE's MX and TLSA) would only
+        # cost a round trip each and can never be answered "secure".
+        self.validates = False
 
     async def _channel(self, server: Nameserver) -> _Channel:
         loop = asyncio.get_running_loop()
@@ -247,6 +251,8 @@ class Resolver:
             raise DnsLookupError(f"{rdtype} {name}: {exc}") from None
         finally:
             self.seconds += time.perf_counter() - started
+        if response.authenticated:
+            self.validates = True
         if response.rcode == dnswire.NXDOMAIN:
             return Answer(nxdomain=True)
         # Follow the CNAME chain the recursive server put in the answer (RFC 1034 §3.6.2).
@@ -269,6 +275,13 @@ class Resolver:
             response.authenticated,
             tuple(r.value for r in found),
         )
+
+    async def probe_validation(self) -> bool:
+        """Whether the servers validate DNSSEC, judged by the root zone's SOA, which is signed
+        (RFC 4033 §2) and which a validating resolver therefore answers with AD."""
+        with contextlib.suppress(DnsLookupError):
+            await self.lookup(".", "SOA")
+        return self.validates
 
     async def txt(self, name: str) -> list[list[bytes]]:
         """The TXT records at ``name`` (CNAMEs followed), each as its list of strings."""

@@ -102,6 +102,17 @@ def prune_answers(answers: AnswerLog | None) -> None:
         log.info("answer log pruned rows=%d", count)
 
 
+async def probe_dane(resolver: Resolver) -> None:
+    """Say whether DANE questions will be asked: only of DNS servers that validate."""
+    if await resolver.probe_validation():
+        log.info("DNS server validates DNSSEC (AD on the root SOA): DANE questions asked")
+    else:
+        log.info(
+            "DANE questions skipped: the DNS server did not validate the root SOA (no AD bit);"
+            " they start with its first validated answer"
+        )
+
+
 async def serve(
     config: ResolverConfig,
     reload: Callable[[], ResolverConfig] | None = None,
@@ -110,6 +121,12 @@ async def serve(
     service, store = build(config)
     await store.open()
     prune_answers(service.engine.answers)
+    # In the background: Postfix must not wait for DNS to get its first answers.
+    probe = (
+        asyncio.create_task(probe_dane(service.engine.resolver))
+        if service.engine.options.trust_ad
+        else None
+    )
     servers = [
         await start_listener(service, listen, _unix_access(config)) for listen in config.listen
     ]
@@ -162,6 +179,8 @@ async def serve(
         ready()
     await stop.wait()
     refresh_task.cancel()
+    if probe is not None:
+        probe.cancel()
     for server in servers:
         server.close()
     await store.aclose()

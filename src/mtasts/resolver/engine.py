@@ -121,6 +121,12 @@ class PolicyEngine:
         self._discovering = asyncio.Semaphore(options.max_discoveries)
         self._warned: OrderedDict[str, float] = OrderedDict()
 
+    @property
+    def asks_dane(self) -> bool:
+        """Whether DANE's questions are worth asking: the DNS server's AD bit is trusted
+        (RFC 7672 §2) and it has set one, so it validates."""
+        return self.options.trust_ad and self.resolver.validates
+
     def remembered(self, domain: str) -> Lookup | None:
         """The answer given within the last ``grace`` seconds, with no I/O; None when stale."""
         standing = self.standing(domain)
@@ -186,9 +192,11 @@ class PolicyEngine:
         )
         if force_fetch and record_id is not None:
             decision = Decision(Action.FETCH, "proactive refresh", decision.cached)
-        # A domain that may have a policy may also be DANE-enabled: ask while the policy is fetched.
+        # A domain that may have a policy may also be DANE-enabled: ask while the policy is
+        # fetched, unless the DNS servers have never validated an answer (no AD bit yet):
+        # then no MX list can be secure, and RFC 7672 §2.2.1 needs a secure one for DANE.
         dane = None
-        if self.options.trust_ad and (record_id is not None or decision.cached is not None):
+        if self.asks_dane and (record_id is not None or decision.cached is not None):
             dane = asyncio.ensure_future(self._dane(domain))
         try:
             if decision.action is Action.FETCH and record_id is not None:

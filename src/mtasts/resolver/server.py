@@ -255,6 +255,10 @@ class ResolverService:
             f"mtasts_resolver_fetches_total {m.fetches}",
             "# TYPE mtasts_resolver_cached_policies gauge",
             f"mtasts_resolver_cached_policies {len(self.engine.store)}",
+            "# HELP mtasts_resolver_dane_questions 1 when DANE's MX and TLSA questions are asked:"
+            " the DNS server is trusted and has validated an answer.",
+            "# TYPE mtasts_resolver_dane_questions gauge",
+            f"mtasts_resolver_dane_questions {int(self.engine.asks_dane)}",
         ]
         return "\n".join(lines) + "\n"
 
