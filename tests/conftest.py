@@ -216,6 +216,17 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def cache_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "cache.sqlite")
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS mtasts_resolver_policies")
+
+
 @pytest.fixture(scope="session")
 def knot() -> Iterator[dict[str, object]]:
     """Knot DNS, authoritative for example.com on 127.0.0.1 (this run's port), accepting TSIG updates."""

@@ -278,6 +278,10 @@ def test_zones_pick_settings_by_the_postfix_map_name(lab: RunningLab, tmp_path: 
             " [resolver] zones.strict: 'listen' cannot be set per zone (only testing, tlsrpt_attributes, request_timeout)",
         ),
         ("[resolver]\ncolour = 1\n", ": [resolver] unknown key 'colour'"),
+        (
+            "[resolver]\nworkers = 0\n",
+            " [resolver]: workers = 0: must be a whole number from 1 to 64",
+        ),
     ],
 )
 def test_bad_config_is_a_one_line_usage_error(

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from mtasts.resolver.daemon import make_store
 from mtasts.resolver.store import PolicyStore
@@ -19,17 +17,6 @@ from .conftest import RunningLab
 from .test_resolver import SOCKETMAP_PORT, ask, start_daemon
 
 POLICY = Policy(Mode.ENFORCE, 604800, (MxPattern("mx.example.com"), MxPattern("example.net", True)))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def cache_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "cache.sqlite")
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    yield url
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS mtasts_resolver_policies")
 
 
 async def _open(location: str) -> PolicyStore:
@@ -60,29 +47,48 @@ def test_load_sees_what_another_mta_fetched(cache_location: str) -> None:
         mta_b = await _open(cache_location)
         mta_a.put(CachedPolicy("example.com", POLICY, "id9", 5000.0))
         await mta_a.aclose()
-        loaded = await mta_b.load("example.com")
-        shared = cache_location.startswith("postgresql://")
-        # SQLite is one MTA's own file; PostgreSQL is shared, so B sees A's fetch without fetching.
-        assert (loaded is not None) is shared
+        # Both share: PostgreSQL between MTAs, the SQLite file between one resolver's workers
+        # (or two resolvers given the same file). B sees A's fetch without fetching.
+        assert await mta_b.load("example.com") == CachedPolicy("example.com", POLICY, "id9", 5000.0)
         await mta_b.aclose()
 
     asyncio.run(run())
 
 
-def test_older_write_never_replaces_a_newer_one(postgres_url: str) -> None:
+def test_older_write_never_replaces_a_newer_one(cache_location: str) -> None:
     async def run() -> None:
-        store = await _open(postgres_url)
+        store = await _open(cache_location)
         store.put(CachedPolicy("example.com", POLICY, "new", 2000.0))
         await store.aclose()
-        late = await _open(postgres_url)
+        late = await _open(cache_location)
         late._policies.clear()
         late.put(CachedPolicy("example.com", POLICY, "old", 1000.0))
         await late.aclose()
-        check = await _open(postgres_url)
+        check = await _open(cache_location)
         assert check.get("example.com").policy_id == "new"  # type: ignore[union-attr]
         await check.aclose()
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute("DROP TABLE mtasts_resolver_policies")
+
+    asyncio.run(run())
+
+
+def test_sync_reads_what_others_wrote_and_keeps_what_is_newer(cache_location: str) -> None:
+    """The refreshing worker's view: policies the other workers fetched since it started."""
+
+    async def run() -> None:
+        leader = await _open(cache_location)
+        other = await _open(cache_location)
+        leader.put(CachedPolicy("mine.example", POLICY, "mine-new", 3000.0))
+        other.put(CachedPolicy("theirs.example", POLICY, "theirs", 2000.0))
+        other.put(CachedPolicy("mine.example", POLICY, "mine-old", 1000.0))
+        await other.aclose()
+        assert leader.get("theirs.example") is None
+        await leader.sync()
+        assert leader.get("theirs.example") == CachedPolicy(
+            "theirs.example", POLICY, "theirs", 2000.0
+        )
+        assert leader.get("mine.example").policy_id == "mine-new"  # type: ignore[union-attr]
+        assert len(leader) == 2
+        await leader.aclose()
 
     asyncio.run(run())
 

@@ -16,7 +16,7 @@ from mtasts.files import masked
 from mtasts.net.dns import Nameserver
 from mtasts.net.loop import run
 from mtasts.resolver.config import ResolverConfig, load
-from mtasts.resolver.daemon import build, serve
+from mtasts.resolver.daemon import build, run_workers, serve
 from mtasts.resolver.postfix import TestingAnswer, policy_reply
 from mtasts.resolver.server import Listen, policy_domain
 from mtasts.sts import Mode
@@ -52,7 +52,7 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
             overrides["relays"] = {k.lower(): v.lower() for k, v in pairs}
         if flags.get("testing"):
             overrides["testing"] = TestingAnswer(flags["testing"])
-        return base.merged(**overrides)
+        return base.merged(**overrides).check()
     except (ConfigError, ValueError, OSError, KeyError) as exc:
         echo(f"error: {exc}", fg="red", err=True)
         if config_file is not None and not config_file.exists():
@@ -125,6 +125,11 @@ def resolver() -> None:
 )
 @click.option("--metrics", help="HOST:PORT to serve Prometheus metrics on.")
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes sharing the listeners and the cache (default 1; one per core for cold bursts).",
+)
+@click.option(
     "--tlsrpt-attributes",
     is_flag=True,
     default=None,
@@ -139,6 +144,8 @@ def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -
         return _config(config_file, lab_dir, **flags)
 
     try:
+        if config.workers > 1:
+            sys.exit(run_workers(config, reload if config_file else None))
         run(serve(config, reload if config_file else None))
     except OSError as exc:
         echo(f"error: the resolver cannot listen: {exc}", fg="red", err=True)

@@ -37,6 +37,9 @@ class ResolverConfig:
     # only (RFC 7672 §2: a validating resolver on this host), "always" or "never".
     dane_trust_ad: str = "loopback"
     max_domains: int = 100_000  # per-domain state kept in memory
+    # Processes answering on the same listeners and sharing the cache (resolver/workers.py):
+    # more than one needs a cache they can share, a SQLite file or PostgreSQL.
+    workers: int = 1
     # Unix listeners: created with this mode (never world-writable by default), then
     # given to this owner and group (Postfix's smtp runs as the postfix user).
     socket_mode: int = 0o660
@@ -57,6 +60,15 @@ class ResolverConfig:
 
     def merged(self, **overrides: Any) -> ResolverConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None and v != ()})
+
+    def check(self) -> ResolverConfig:
+        """Raise ConfigError for settings that are each valid but not together."""
+        if self.workers > 1 and self.cache is None:
+            raise ConfigError(
+                f"workers = {self.workers} needs a cache the workers share (a SQLite file or"
+                " postgresql:// URL), not :memory:, or each would fetch every policy itself"
+            )
+        return self
 
 
 def _convert(key: str, value: Any, where: str) -> Any:
@@ -96,6 +108,10 @@ def _convert(key: str, value: Any, where: str) -> Any:
         if key == "max_domains":
             if not isinstance(value, int) or value < 1:
                 raise ValueError("must be a whole number of at least 1")
+            return value
+        if key == "workers":
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
+                raise ValueError("must be a whole number from 1 to 64")
             return value
         if key == "socket_mode":
             mode = int(value, 8) if isinstance(value, str) else int(value)

@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,12 +16,16 @@ from typing import Any
 
 from mtasts.config import ConfigError
 from mtasts.net.dns import Resolver
+from mtasts.net.loop import run
+from mtasts.net.tls import client_context
 
 from .answers import KEEP_SECONDS, AnswerLog
 from .config import ResolverConfig
 from .engine import EngineOptions, PolicyEngine
-from .server import ReplySettings, ResolverService, UnixAccess, start_listener
+from .server import Listen, ReplySettings, ResolverService, merge_counters, start_listener
+from .sockets import UnixAccess, bind
 from .store import PolicyStore
+from .workers import Board, Place, Supervisor, Work
 
 log = logging.getLogger("mtasts.resolver")
 
@@ -113,14 +118,60 @@ async def probe_dane(resolver: Resolver) -> None:
         )
 
 
+def _metrics_sockets(config: ResolverConfig) -> list[socket.socket]:
+    if not config.metrics:
+        return []
+    host, _, port = config.metrics.rpartition(":")
+    return bind(Listen("tcp", "inet", host.strip("[]"), int(port)), UnixAccess())
+
+
+def run_workers(config: ResolverConfig, reload: Callable[[], ResolverConfig] | None) -> int:
+    """``config.workers`` processes on the same sockets (see :mod:`.workers`); the exit status."""
+
+    async def try_store() -> None:
+        store = make_store(config.cache)
+        await store.open()
+        await store.aclose()
+
+    # A cache that cannot open is one error now, not workers dying one after another.
+    asyncio.run(try_store())
+    access = _unix_access(config)
+    # A Unix socket is bound once and shared; each worker binds its own inet sockets.
+    unix = {
+        number: bind(listen, access)
+        for number, listen in enumerate(config.listen)
+        if listen.family == "unix"
+    }
+
+    def bind_worker(index: int) -> tuple[list[list[socket.socket]], list[socket.socket]]:
+        listeners = [
+            unix[number] if number in unix else bind(listen, access, reuse_port=True)
+            for number, listen in enumerate(config.listen)
+        ]
+        return listeners, _metrics_sockets(config) if index == 0 else []
+
+    work: Work = lambda place: serve(config, reload, place=place)  # noqa: E731
+    return Supervisor(config.workers, bind_worker, work, run).start()
+
+
 async def serve(
     config: ResolverConfig,
     reload: Callable[[], ResolverConfig] | None = None,
     ready: Callable[[], None] | None = None,
+    place: Place | None = None,
 ) -> None:
+    """One resolver process: every listener, or one worker's share of them (``place``)."""
     service, store = build(config)
     await store.open()
-    prune_answers(service.engine.answers)
+    if place is None:
+        access = _unix_access(config)
+        listeners = [bind(listen, access) for listen in config.listen]
+        place = Place(0, 1, listeners, _metrics_sockets(config))
+    # Loading the trust store takes tens of milliseconds: at start, not in the first
+    # lookups after it, which would all wait behind it.
+    client_context(config.ca_file)
+    if place.leader:
+        prune_answers(service.engine.answers)
     # In the background: Postfix must not wait for DNS to get its first answers.
     probe = (
         asyncio.create_task(probe_dane(service.engine.resolver))
@@ -128,11 +179,18 @@ async def serve(
         else None
     )
     servers = [
-        await start_listener(service, listen, _unix_access(config)) for listen in config.listen
+        server
+        for listen, sockets in zip(config.listen, place.listeners, strict=True)
+        for server in await start_listener(service, listen, sockets)
     ]
-    if config.metrics:
-        host, _, port = config.metrics.rpartition(":")
-        servers.append(await asyncio.start_server(service.metrics_client, host, int(port)))
+    for sock in place.metrics:
+        servers.append(await asyncio.start_server(service.metrics_client, sock=sock))
+    board = place.board
+    if board is not None:
+        others = range(1, board.count)
+        service.gather = lambda: merge_counters(
+            [service.counters(), *(board.read(index) for index in others)]
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -162,6 +220,8 @@ async def serve(
         while True:
             await asyncio.sleep(config.refresh_check)
             with contextlib.suppress(Exception):
+                if place.count > 1:
+                    await store.sync()  # policies the other workers fetched are due too
                 count = await service.engine.refresh_due()
                 if count:
                     log.info("refreshed cached policies count=%d", count)
@@ -169,16 +229,27 @@ async def serve(
                 pruned_at = time.time()
                 prune_answers(service.engine.answers)
 
-    refresh_task = asyncio.create_task(refresher())
+    async def poster(board: Board) -> None:
+        while True:
+            board.post(place.index, service.counters())
+            await asyncio.sleep(1.0)
+
+    tasks = []
+    if place.leader:
+        tasks.append(asyncio.create_task(refresher()))
+    elif board is not None:
+        tasks.append(asyncio.create_task(poster(board)))
     listening = " ".join(
         f"{entry.protocol}:{entry.family}:{entry.address}{f':{entry.port}' if entry.port else ''}"
         for entry in config.listen
     )
-    log.info("resolver listening on %s cached=%d", listening, len(store))
+    worker = f" worker={place.index + 1}/{place.count}" if place.count > 1 else ""
+    log.info("resolver listening on %s cached=%d%s", listening, len(store), worker)
     if ready is not None:
         ready()
     await stop.wait()
-    refresh_task.cancel()
+    for task in tasks:
+        task.cancel()
     if probe is not None:
         probe.cancel()
     for server in servers:

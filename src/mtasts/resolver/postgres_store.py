@@ -52,13 +52,25 @@ class PostgresStore(PolicyStore):
         self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         async with self._lock:
             await self._conn.execute(_SCHEMA)
+        await self._read_all()
+
+    async def _read_all(self) -> None:
+        async with self._lock:
             cursor = await self._conn.execute(
                 "SELECT domain, policy_id, policy, fetched_at FROM mtasts_resolver_policies"
             )
-            for row in await cursor.fetchall():
-                cached = _row(row)
-                if cached is not None:
-                    self._policies[cached.domain] = cached
+            rows = await cursor.fetchall()
+        for row in rows:
+            cached = _row(row)
+            mine = self._policies.get(cached.domain) if cached is not None else None
+            if cached is not None and (mine is None or mine.fetched_at < cached.fetched_at):
+                self._policies[cached.domain] = cached
+
+    async def sync(self) -> None:
+        try:
+            await self._read_all()
+        except Exception as exc:  # the memory still serves; a refresh covers what it holds
+            log.warning("cannot read the shared cache error=%s", exc)
 
     def put(self, cached: CachedPolicy) -> None:
         self._policies[cached.domain] = cached

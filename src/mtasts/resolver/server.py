@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import grp
 import ipaddress
 import logging
-import os
-import pwd
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote
 
 from .engine import Lookup, PolicyEngine, Standing
@@ -38,15 +36,6 @@ MAX_QUEUED = 100
 IDLE_TIMEOUT = 300.0
 MAX_CONNECTIONS = 1000
 _MAX_PREPARED = 100_000  # finished replies remembered, keyed by what Postfix asked
-
-
-@dataclass(frozen=True, slots=True)
-class UnixAccess:
-    """Who may use a Unix listener: its mode at creation, then its owner and group."""
-
-    mode: int = 0o660
-    owner: str | None = None
-    group: str | None = None
 
 
 @dataclass
@@ -136,6 +125,8 @@ class ResolverService:
         # Bounded: the keys are whatever Postfix (so whoever sends mail through it) asks.
         self._prepared: dict[bytes, _Prepared] = {}
         self.connections = 0
+        # What /metrics shows: this process's counters, or (workers) every worker's added up.
+        self.gather: Callable[[], Counters] = self.counters
 
     def reconfigure(self, settings: ReplySettings, zones: dict[str, ReplySettings]) -> None:
         """New reply settings (SIGHUP): every prepared reply was formatted with the old ones."""
@@ -230,37 +221,20 @@ class ResolverService:
             self.connections -= 1
             writer.close()
 
-    def metrics(self) -> str:
+    def counters(self) -> Counters:
+        """This process's counters, as :func:`metrics_text` shows them (and workers add up)."""
         m = self.engine.metrics
-        lines = [
-            "# HELP mtasts_resolver_requests_total Postfix requests by outcome.",
-            "# TYPE mtasts_resolver_requests_total counter",
-            *(
-                f'mtasts_resolver_requests_total{{outcome="{k}"}} {v}'
-                for k, v in self.requests.items()
-            ),
-            "# HELP mtasts_resolver_lookups_total Policy lookups by where the answer came from.",
-            "# TYPE mtasts_resolver_lookups_total counter",
-            *(
-                f'mtasts_resolver_lookups_total{{source="{k}"}} {v}'
-                for k, v in sorted(m.lookups.items())
-            ),
-            "# HELP mtasts_resolver_fetch_failures_total Failed policy fetches by reason.",
-            "# TYPE mtasts_resolver_fetch_failures_total counter",
-            *(
-                f'mtasts_resolver_fetch_failures_total{{reason="{k}"}} {v}'
-                for k, v in sorted(m.fetch_failures.items())
-            ),
-            "# TYPE mtasts_resolver_fetches_total counter",
-            f"mtasts_resolver_fetches_total {m.fetches}",
-            "# TYPE mtasts_resolver_cached_policies gauge",
-            f"mtasts_resolver_cached_policies {len(self.engine.store)}",
-            "# HELP mtasts_resolver_dane_questions 1 when DANE's MX and TLSA questions are asked:"
-            " the DNS server is trusted and has validated an answer.",
-            "# TYPE mtasts_resolver_dane_questions gauge",
-            f"mtasts_resolver_dane_questions {int(self.engine.asks_dane)}",
-        ]
-        return "\n".join(lines) + "\n"
+        return {
+            "requests": dict(self.requests),
+            "lookups": dict(m.lookups),
+            "fetch_failures": dict(m.fetch_failures),
+            "fetches": {"": m.fetches},
+            "cached_policies": {"": len(self.engine.store)},
+            "dane_questions": {"": int(self.engine.asks_dane)},
+        }
+
+    def metrics(self) -> str:
+        return metrics_text(self.gather())
 
     async def metrics_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -274,6 +248,54 @@ class ResolverService:
             )
             await writer.drain()
         writer.close()
+
+
+# name -> label value -> count; the label is "" for an unlabelled metric.
+Counters = dict[str, dict[str, int]]
+# Added up over workers; the gauges take the largest (each worker holds its own memory).
+_GAUGES = ("cached_policies", "dane_questions")
+_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("requests", "counter", "outcome", "Postfix requests by outcome."),
+    ("lookups", "counter", "source", "Policy lookups by where the answer came from."),
+    ("fetch_failures", "counter", "reason", "Failed policy fetches by reason."),
+    ("fetches", "counter", "", "Policy fetches."),
+    ("cached_policies", "gauge", "", "Policies held in memory (by the fullest worker)."),
+    (
+        "dane_questions",
+        "gauge",
+        "",
+        "1 when DANE's MX and TLSA questions are asked: the DNS server is trusted and has"
+        " validated an answer.",
+    ),
+)
+
+
+def merge_counters(parts: list[Counters]) -> Counters:
+    total: Counters = {}
+    for part in parts:
+        for name, values in part.items():
+            into = total.setdefault(name, {})
+            for label, count in values.items():
+                if name in _GAUGES:
+                    into[label] = max(into.get(label, 0), count)
+                else:
+                    into[label] = into.get(label, 0) + count
+    return total
+
+
+def metrics_text(counters: Counters) -> str:
+    """The Prometheus text exposition of ``counters``."""
+    lines = []
+    for name, kind, label, text in _METRICS:
+        full = f"mtasts_resolver_{name}{'_total' if kind == 'counter' else ''}"
+        lines += [f"# HELP {full} {text}", f"# TYPE {full} {kind}"]
+        values = counters.get(name, {})
+        if not label:
+            lines.append(f"{full} {values.get('', 0)}")
+            continue
+        keys = values if name == "requests" else sorted(values)
+        lines += [f'{full}{{{label}="{key}"}} {values[key]}' for key in keys]
+    return "\n".join(lines) + "\n"
 
 
 def encode_reply(value: str | None) -> bytes:
@@ -413,30 +435,20 @@ class SocketmapProtocol(asyncio.Protocol):
 
 
 async def start_listener(
-    service: ResolverService, listen: Listen, access: UnixAccess = UnixAccess()
-) -> asyncio.AbstractServer:
+    service: ResolverService, listen: Listen, sockets: list[socket.socket]
+) -> list[asyncio.AbstractServer]:
+    """Serve ``listen``'s protocol on its sockets, bound already (see :mod:`.sockets`)."""
     loop = asyncio.get_running_loop()
-    if listen.protocol == "socketmap" and listen.family == "inet":
-        return await loop.create_server(
-            lambda: SocketmapProtocol(service), listen.address, listen.port
-        )
-    if listen.family == "inet":
-        return await asyncio.start_server(service.tcp_table_client, listen.address, listen.port)
-    path = Path(listen.address)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # an old socket, or a planted link: unlink never follows it
-    # The mode is set by the umask at bind(2), so there is no moment when the socket is
-    # wider open, and no chmod by path that a swapped symlink could redirect.
-    previous = os.umask(0o777 & ~access.mode)
-    try:
-        if listen.protocol == "socketmap":
-            server = await loop.create_unix_server(lambda: SocketmapProtocol(service), str(path))
+    servers: list[asyncio.AbstractServer] = []
+    for sock in sockets:
+        if listen.protocol == "socketmap" and listen.family == "inet":
+            servers.append(await loop.create_server(lambda: SocketmapProtocol(service), sock=sock))
+        elif listen.protocol == "socketmap":
+            servers.append(
+                await loop.create_unix_server(lambda: SocketmapProtocol(service), sock=sock)
+            )
+        elif listen.family == "inet":
+            servers.append(await asyncio.start_server(service.tcp_table_client, sock=sock))
         else:
-            server = await asyncio.start_unix_server(service.tcp_table_client, str(path))
-    finally:
-        os.umask(previous)
-    if access.owner or access.group:
-        uid = pwd.getpwnam(access.owner).pw_uid if access.owner else -1
-        gid = grp.getgrnam(access.group).gr_gid if access.group else -1
-        os.chown(path, uid, gid, follow_symlinks=False)
-    return server
+            servers.append(await asyncio.start_unix_server(service.tcp_table_client, sock=sock))
+    return servers

@@ -6,12 +6,15 @@ one cache, so a policy fetched by one is used by all.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
 from mtasts.files import private_file
 from mtasts.sts import PolicyError, parse_policy
 from mtasts.sts.cache import CachedPolicy
+
+log = logging.getLogger("mtasts.resolver.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policies (
@@ -20,6 +23,14 @@ CREATE TABLE IF NOT EXISTS policies (
     policy TEXT NOT NULL,
     fetched_at REAL NOT NULL
 )
+"""
+
+# Whichever fetch is newer stays when two processes write the same domain.
+_UPSERT = """
+INSERT INTO policies (domain, policy_id, policy, fetched_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (domain) DO UPDATE SET policy_id = excluded.policy_id, policy = excluded.policy,
+    fetched_at = excluded.fetched_at
+WHERE policies.fetched_at < excluded.fetched_at
 """
 
 
@@ -40,16 +51,22 @@ class PolicyStore:
             self._db.execute(_SCHEMA)
             self._load()
 
-    def _load(self) -> None:
+    def _load(self, where: str = "", *args: str) -> CachedPolicy | None:
+        """Read rows into memory, a newer fetch replacing an older one; the last row read."""
         assert self._db is not None
+        cached = None
         for domain, policy_id, text, fetched_at in self._db.execute(
-            "SELECT domain, policy_id, policy, fetched_at FROM policies"
+            f"SELECT domain, policy_id, policy, fetched_at FROM policies {where}", args
         ):
             try:
                 policy = parse_policy(text)
             except PolicyError:
                 continue  # written by a version that accepted it; it will be refetched
-            self._policies[domain] = CachedPolicy(domain, policy, policy_id, fetched_at)
+            mine = self._policies.get(domain)
+            cached = CachedPolicy(domain, policy, policy_id, fetched_at)
+            if mine is None or mine.fetched_at < fetched_at:
+                self._policies[domain] = cached
+        return cached
 
     def get(self, domain: str) -> CachedPolicy | None:
         return self._policies.get(domain)
@@ -57,10 +74,11 @@ class PolicyStore:
     def put(self, cached: CachedPolicy) -> None:
         self._policies[cached.domain] = cached
         if self._db is not None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO policies (domain, policy_id, policy, fetched_at) VALUES (?, ?, ?, ?)",
-                (cached.domain, cached.policy_id, str(cached.policy), cached.fetched_at),
-            )
+            row = (cached.domain, cached.policy_id, str(cached.policy), cached.fetched_at)
+            try:
+                self._db.execute(_UPSERT, row)
+            except sqlite3.Error as exc:  # the memory still serves; say why the file did not
+                log.warning("cannot write the cache domain=%s error=%s", cached.domain, exc)
 
     def remove(self, domain: str) -> None:
         self._policies.pop(domain, None)
@@ -77,8 +95,16 @@ class PolicyStore:
         """Connect to a shared backend; nothing to do for memory and SQLite."""
 
     async def load(self, domain: str) -> CachedPolicy | None:
-        """The freshest policy any MTA sharing this store fetched; here, this one's own."""
+        """The freshest policy any process sharing this store fetched (the resolver's
+        workers, or another resolver given the same file)."""
+        if self._db is not None:
+            self._load("WHERE domain = ?", domain)
         return self.get(domain)
+
+    async def sync(self) -> None:
+        """Read what other processes wrote since (the refreshing worker's view of all)."""
+        if self._db is not None:
+            self._load()
 
     async def aclose(self) -> None:
         self.close()
