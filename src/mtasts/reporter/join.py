@@ -4,8 +4,9 @@ Pure: the same :class:`~mtasts.tlsrpt.datagram.Session` a libtlsrpt datagram
 gives, so both intakes count alike. What the log cannot say alone:
 
 - which policy applied: the resolver's answer in force when the session ran
-  (``sts`` with its text and MX patterns, ``no-policy-found``, or the §4.3.2.2
-  failure of a policy it could not use);
+  (``sts`` with its text and MX patterns, ``tlsa`` with the MX host's TLSA records
+  when the resolver answered DANE, ``no-policy-found``, or the §4.3.2.2 failure of
+  a policy it could not use);
 - whether the certificate names the MX host, when Postfix did not check it (a
   ``testing`` policy is not passed to Postfix, which then only looks at the chain):
   the caller supplies a probe's verdict for that (MX host, address) as ``confirmed``.
@@ -48,8 +49,23 @@ def needs_confirmation(logged: LoggedSession, answer: Answer | None) -> bool:
     )
 
 
+def _tlsa_policy(logged: LoggedSession, text: str) -> ReportPolicy:
+    """RFC 8460 §4.4 for DANE: the policy domain is the TLSA base domain, the MX host
+    (RFC 7672 §2.2.3), and the policy strings are its TLSA records."""
+    host = logged.mx_host.lower().rstrip(".")
+    records = tuple(
+        rdata
+        for line in text.splitlines()
+        for owner, _, rdata in (line.partition(" "),)
+        if owner.lower().rstrip(".") == host and rdata
+    )
+    return ReportPolicy(PolicyType.TLSA, host or logged.recipient_domain, records or None, ())
+
+
 def _policy(logged: LoggedSession, answer: Answer | None) -> tuple[ReportPolicy, sts.Policy | None]:
     domain = logged.recipient_domain
+    if answer is not None and answer.kind == "tlsa":
+        return _tlsa_policy(logged, answer.policy or ""), None
     if answer is not None and answer.kind == "policy" and answer.policy:
         try:
             policy = sts.parse_policy(answer.policy)
@@ -74,10 +90,14 @@ def _detail(logged: LoggedSession, result: str, reason: str | None) -> FailureDe
     )
 
 
-def _negotiation_failure(logged: LoggedSession) -> tuple[str, str] | None:
+def _negotiation_failure(logged: LoggedSession, dane: bool) -> tuple[str, str] | None:
     """The §4.3.1 result type of a session whose TLS failed, from Postfix's own words."""
     text = logged.detail
     if logged.verify_code is not None:
+        if dane:
+            # §4.3.2.1: under DANE the certificate is judged by the TLSA records, and none
+            # of them matched it.
+            return ResultType.TLSA_INVALID.value, (logged.verify_reason or "")
         return str(result_type_for(logged.verify_code)), (logged.verify_reason or "")
     if "was not offered" in text or "refused to start TLS" in text:
         return ResultType.STARTTLS_NOT_SUPPORTED.value, text
@@ -98,7 +118,7 @@ def join(
         # §4.3.2.2: the policy could not be used; that is the session's result for it.
         details.append(_detail(logged, answer.kind, answer.reason))
     else:
-        failure = _negotiation_failure(logged)
+        failure = _negotiation_failure(logged, answer is not None and answer.kind == "tlsa")
         if failure is not None:
             details.append(_detail(logged, *failure))
         elif parsed is not None and not parsed.matches_mx(logged.mx_host):

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS answers (
     PRIMARY KEY (domain, at)
 )
 """
-# kind: "policy" (a policy applies; its text is kept), "none" (no policy), or the RFC 8460
+# kind: "policy" (a policy applies; its text is kept), "tlsa" (DANE applies; each MX host's
+# TLSA records are kept, one "HOST RDATA" line each), "none" (no policy), or the RFC 8460
 # §4.3.2.2 result type of a policy that could not be used: sts-policy-fetch-error,
 # sts-policy-invalid, sts-webpki-invalid.
 _REMEMBERED = 100_000
@@ -57,7 +58,7 @@ class AnswerLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
-        self._last: OrderedDict[str, tuple[str, str | None, str]] = OrderedDict()
+        self._last: OrderedDict[str, tuple[str, str | None, str, str | None]] = OrderedDict()
 
     def record(
         self,
@@ -69,7 +70,13 @@ class AnswerLog:
         reason: str,
     ) -> bool:
         """Write the answer if it differs from the last one written for ``domain``."""
-        key = (kind, policy_id, reason if kind not in ("policy", "none") else "")
+        # A TLSA rollover changes the records, not the kind: the text is part of the answer.
+        key = (
+            kind,
+            policy_id,
+            reason if kind not in ("policy", "none", "tlsa") else "",
+            policy if kind == "tlsa" else None,
+        )
         if self._last.get(domain) == key:
             self._last.move_to_end(domain)
             return False
@@ -79,7 +86,7 @@ class AnswerLog:
         self._db.execute(
             "INSERT OR REPLACE INTO answers (domain, at, kind, policy_id, policy, reason)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (domain, at, kind, policy_id, policy if kind == "policy" else None, reason),
+            (domain, at, kind, policy_id, policy if kind in ("policy", "tlsa") else None, reason),
         )
         return True
 

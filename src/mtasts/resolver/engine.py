@@ -60,6 +60,9 @@ class Lookup:
     reason: str
     # Every MX publishes DNSSEC-validated TLSA records: DANE, not MTA-STS, applies (RFC 8461 §2).
     dane: bool = False
+    # Then, per MX host, its TLSA records in presentation form: the policy the reporter
+    # names for a session under DANE (RFC 8460 §4.4, policy-type tlsa).
+    tlsa: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # The RFC 8460 §4.3.2.2 result type when a published policy could not be used.
     failure: str = ""
 
@@ -206,9 +209,10 @@ class PolicyEngine:
             else:
                 answer = Lookup(domain, None, "none", decision.reason)
             applies = answer.cached is not None and answer.cached.policy.mode is not sts.Mode.NONE
-            if applies and dane is not None and await dane:
+            tlsa = await dane if applies and dane is not None else ()
+            if tlsa:
                 reason = f"{answer.reason}; DNSSEC-signed TLSA on every MX: DANE applies"
-                answer = dataclasses.replace(answer, dane=True, reason=reason)
+                answer = dataclasses.replace(answer, dane=True, reason=reason, tlsa=tlsa)
         finally:
             if dane is not None and not dane.done():
                 dane.cancel()
@@ -223,7 +227,11 @@ class PolicyEngine:
         assert self.answers is not None
         cached = answer.cached
         try:
-            if cached is not None and cached.policy.mode is not sts.Mode.NONE and not answer.dane:
+            if answer.dane:
+                # One line per record, "MX-HOST RDATA": the reporter picks the session's MX.
+                text = "\n".join(f"{host} {rdata}" for host, rr in answer.tlsa for rdata in rr)
+                self.answers.record(answer.domain, self.clock(), "tlsa", None, text, answer.reason)
+            elif cached is not None and cached.policy.mode is not sts.Mode.NONE:
                 self.answers.record(
                     answer.domain, self.clock(), "policy", cached.policy_id, str(cached.policy), ""
                 )
@@ -233,8 +241,9 @@ class PolicyEngine:
         except Exception as exc:  # the reporter's record must never cost Postfix an answer
             log.warning("answer log write failed domain=%r: %s", answer.domain, exc)
 
-    async def _dane(self, domain: str) -> bool:
-        """True when the MX list and every MX host's TLSA records are DNSSEC-validated (AD).
+    async def _dane(self, domain: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Each MX host's TLSA records when the MX list and all of them are DNSSEC-validated
+        (AD); empty otherwise.
 
         Postfix's policy table speaks for the whole domain, so a partly DANE-enabled
         domain keeps its MTA-STS answer: ``dane`` would drop to opportunistic TLS on
@@ -248,13 +257,15 @@ class PolicyEngine:
             mx = await self.resolver.lookup(domain, "MX")
             hosts = [host for _, host in mx_pairs(mx)]
             if not mx.authenticated or not hosts or len(hosts) > self.options.max_dane_mx:
-                return False  # too many to ask for every lookup: MTA-STS answers alone
+                return ()  # too many to ask for every lookup: MTA-STS answers alone
             answers = await asyncio.gather(
                 *(self.resolver.lookup(f"_25._tcp.{h}", "TLSA") for h in hosts)
             )
         except DnsLookupError:
-            return False
-        return all(a.records and a.authenticated for a in answers)
+            return ()
+        if not all(a.records and a.authenticated for a in answers):
+            return ()
+        return tuple((host, a.records) for host, a in zip(hosts, answers, strict=True))
 
     async def _fetch(
         self, domain: str, record_id: str, cached: CachedPolicy | None, state: Standing
