@@ -257,7 +257,11 @@ def scan_worker(
         finally:
             await politeness.close()
 
-    asyncio.run(work())
+    # Like check, a scan worker spends its CPU in TLS handshakes and the event loop's
+    # transports: uvloop (mtasts[fast]) runs those in C.
+    from mtasts.net.loop import run
+
+    run(work())
 
 
 def _rate(progress: Any) -> float | None:

@@ -238,9 +238,10 @@ async def _fetch(
     leaf_on_failure: bool,
 ) -> PolicyFetch:
     try:
-        return await asyncio.wait_for(
-            _exchange(host, address, port, client_context(ca_file), url), timeout
-        )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the exchange in a
+        # task of its own, one more per policy fetch.
+        async with asyncio.timeout(timeout):
+            return await _exchange(host, address, port, client_context(ca_file), url)
     except ssl.SSLCertVerificationError as exc:
         leaf = None
         if leaf_on_failure:
