@@ -5,7 +5,8 @@ so the lab (on standard ports), both daemons and the load generator run inside
 a network namespace this script creates. Needs root, iproute2 and
 postfix-mta-sts-resolver installed in this Python environment
 (``pip install postfix-mta-sts-resolver``). Measures cached lookups/s with 1
-and 16 clients (p50/p99), cold lookups of 1,000 distinct domains, and resident
+and 16 clients (p50/p99), cold lookups of 1,000 distinct domains (three rounds of new
+domains, the median shown), the same daemon with ``--workers 2``, and resident
 memory per cached domain.
 """
 
@@ -162,8 +163,13 @@ def main(cached_domains: int = 10000) -> None:
         enforce = next(
             d.name for d in generate(cached_domains) if d.mode == "enforce" and not d.expect
         )
-        cold = state / "cold.txt"
-        cold.write_text("\n".join(names[:1000]))
+        # Three rounds of 1,000 domains new to every daemon, the daemons in a rotating order:
+        # one round on this shared 2-core machine varied by a third from run to run.
+        colds = []
+        for round_ in range(3):
+            cold = state / f"cold{round_}.txt"
+            cold.write_text("\n".join(names[round_ * 1000 : (round_ + 1) * 1000]))
+            colds.append(cold)
         everything = state / "all.txt"
         everything.write_text("\n".join(names))
         ours = spawn(
@@ -207,16 +213,22 @@ def main(cached_domains: int = 10000) -> None:
         wait_port(OURS)
         wait_port(THEIRS)
         wait_port(WORKERS)
-        results: dict[str, dict[str, Any]] = {}
-        for name, port, process in (
+        daemons = [
             ("mtasts", OURS, ours),
             ("postfix-mta-sts-resolver", THEIRS, theirs),
             ("mtasts --workers 2", WORKERS, workers),
-        ):
-            base = rss_mib(process.pid)
-            row = results[name] = {"cold": measured(process.pid, port, "cold", str(cold), "16")}
+        ]
+        base = {name: rss_mib(process.pid) for name, _, process in daemons}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in daemons}
+        for round_, cold in enumerate(colds):
+            for name, port, process in daemons[round_:] + daemons[:round_]:
+                runs[name].append(measured(process.pid, port, "cold", str(cold), "16"))
+        results: dict[str, dict[str, Any]] = {}
+        for name, port, process in daemons:
+            ordered = sorted(runs[name], key=lambda run: float(run["seconds"]))
+            row = results[name] = {"cold": ordered[1], "cold_runs": ordered}
             load(port, "cold", str(everything), "16")  # fill the cache with every generated domain
-            row["rss_per_domain_kib"] = (rss_mib(process.pid) - base) * 1024 / len(names)
+            row["rss_per_domain_kib"] = (rss_mib(process.pid) - base[name]) * 1024 / len(names)
             row["cached_1"] = measured(process.pid, port, "cached", enforce, "1", "100000")
             row["cached_16"] = measured(process.pid, port, "cached", enforce, "16", "20000")
         report(results, len(names), client)
@@ -235,7 +247,7 @@ def main(cached_domains: int = 10000) -> None:
 
 def report(results: dict[str, dict[str, Any]], cached: int, client: str) -> None:
     print(
-        f"{'':<26} {'cached, 1 client':>34} {'cached, 16 clients':>34} {'cold 1,000 (16 conc.)':>32} {'RSS/cached domain':>18}"
+        f"{'':<26} {'cached, 1 client':>34} {'cached, 16 clients':>34} {'cold 1,000 (16 conc., median of 3)':>32} {'RSS/cached domain':>18}"
     )
     for name, row in results.items():
         cells = []
@@ -263,6 +275,10 @@ def report(results: dict[str, dict[str, Any]], cached: int, client: str) -> None
             f"  with --workers 2: cold x{theirs['cold']['seconds'] / two['cold']['seconds']:.1f} faster,"
             f" cached x{two['cached_16']['per_second'] / theirs['cached_16']['per_second']:.1f} (16 clients)"
         )
+    for name, row in results.items():
+        seconds = ", ".join(f"{run['seconds']:.2f}" for run in row["cold_runs"])
+        p99 = ", ".join(f"{run['p99_ms']:.0f}" for run in row["cold_runs"])
+        print(f"  {name} cold rounds (the median is shown): {seconds} s; p99 {p99} ms")
     for name, row in results.items():
         print(
             f"  {name} replies: cold {row['cold']['replies']}, cached {row['cached_16']['replies']}"

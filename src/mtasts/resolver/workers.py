@@ -166,8 +166,8 @@ class Supervisor:
         try:
             for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(number, signal.SIG_DFL)
-            # A worker keeps its own sockets only: another worker's socket left open here
-            # would hold connections the kernel routed to it if that worker died.
+            # A worker keeps its own sockets only: each of the others is served by its own
+            # worker, and the parent keeps them all for a worker it has to replace.
             for other in self.places:
                 for own in (*other.listeners, other.metrics):
                     for sock in own:
