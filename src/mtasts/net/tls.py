@@ -39,6 +39,10 @@ class Leaf:
 
     @classmethod
     def from_der(cls, der: bytes) -> Leaf:
+        return _leaf(der)
+
+    @classmethod
+    def _parse(cls, der: bytes) -> Leaf:
         cert = x509.load_der_x509_certificate(der)
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -60,6 +64,11 @@ class Leaf:
     def dns_ids(self) -> tuple[str, ...]:
         # RFC 6125 §6.4.4: the CN is consulted only when there is no subjectAltName.
         return self.names or ((self.subject_cn,) if self.subject_cn else ())
+
+
+# One certificate serves many domains (a mail provider's MX hosts, a hosted policy
+# host): it is parsed once. Leaf is frozen, so sharing it is safe.
+_leaf = functools.lru_cache(maxsize=1024)(Leaf._parse)
 
 
 @functools.lru_cache(maxsize=16)
