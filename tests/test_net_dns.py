@@ -198,9 +198,18 @@ async def scripted(behaviour: Behaviour) -> AsyncIterator[Nameserver]:
             await writer.drain()
         writer.close()
 
-    transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    server = await asyncio.start_server(tcp, "127.0.0.1", port)
+    # One number for UDP and TCP: the UDP port the kernel picks may be some TCP socket's
+    # (an ephemeral port of a connection elsewhere), so pick again until both are free.
+    for _ in range(50):
+        transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            server = await asyncio.start_server(tcp, "127.0.0.1", port)
+            break
+        except OSError:
+            transport.close()
+    else:
+        raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
     try:
         yield Nameserver("127.0.0.1", port)
     finally:

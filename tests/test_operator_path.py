@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -112,6 +113,30 @@ def test_resolver_query_says_why_testing_is_notfound(lab: RunningLab) -> None:
     )
     assert "OK secure match=" in enforce.stdout
     assert "testing policies" not in enforce.stdout
+
+
+def test_resolver_query_with_dns_down_says_so_in_one_answer() -> None:
+    """The policy host's address is asked alongside the record; with DNS unreachable both
+    fail, and the one not needed must not surface as asyncio's "never retrieved" trace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{closed.getsockname()[1]}"
+    done = run(
+        "resolver",
+        "query",
+        "--nameserver",
+        nowhere,
+        "--timeout",
+        "1",
+        "--cache",
+        ":memory:",
+        "nosuch.example",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("nosuch.example: NOTFOUND")
+    assert "DNS failed (TXT _mta-sts.nosuch.example:" in done.stdout
+    assert "never retrieved" not in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_quarantine_show_drop_and_json_and_ingest_says_where_it_stored(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def test_a_dns_server_that_never_validated_is_asked_no_dane_questions(monkeypatc
     lookup = asyncio.run(engine.lookup("example.net"))
     assert lookup.dane is False
     assert lookup.source == "fetched"
-    assert resolver.asked == []
+    assert not [q for q in resolver.asked if q[1] in ("MX", "TLSA")]
 
 
 def test_unsigned_or_partial_tlsa_keeps_the_mta_sts_answer(monkeypatch: Any) -> None:
@@ -249,3 +249,32 @@ def test_a_prepared_reply_stands_only_while_its_answer_does(monkeypatch: Any) ->
             protocol.connection_lost(None)
 
     asyncio.run(scenario())
+
+
+def test_a_new_domains_record_and_policy_host_are_asked_at_once(monkeypatch: Any) -> None:
+    """Issue #16: independent DNS questions in parallel. The TXT answer here waits until
+    the policy host's A question has been asked: asked one after the other, it never comes."""
+    engine = engine_with({}, monkeypatch, [1000.0])
+    resolver = FakeResolver({})
+    address_asked = asyncio.Event()
+    plain_txt = resolver.txt
+    plain_lookup = resolver.lookup
+
+    async def txt(name: str) -> list[list[bytes]]:
+        await address_asked.wait()
+        return await plain_txt(name)
+
+    async def lookup(name: str, rdtype: str) -> Answer:
+        if (name, rdtype) == ("mta-sts.example.net", "A"):
+            address_asked.set()
+        return await plain_lookup(name, rdtype)
+
+    resolver.txt = txt  # type: ignore[method-assign]
+    resolver.lookup = lookup  # type: ignore[method-assign]
+    engine.resolver = resolver  # type: ignore[assignment]
+
+    async def guarded() -> Any:
+        return await asyncio.wait_for(engine.lookup("example.net"), 5)  # not a deadlock
+
+    assert asyncio.run(guarded()).source == "fetched"
+    assert ("mta-sts.example.net", "A") in resolver.asked

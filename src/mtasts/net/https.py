@@ -24,7 +24,7 @@ import h11
 
 from mtasts.sts.names import MAX_POLICY_SIZE, WELL_KNOWN_PATH, policy_host
 
-from .dns import DnsLookupError, Resolver
+from .dns import Answer, DnsLookupError, Resolver
 from .tls import Leaf, Trust, client_context, trust_from_error
 
 log = logging.getLogger("mtasts.net.https")
@@ -155,13 +155,15 @@ async def fetch_policy(
     ca_file: Path | None = None,
     timeout: float = 10.0,
     leaf_on_failure: bool = True,
+    asked: asyncio.Future[Answer] | None = None,
 ) -> PolicyFetch:
     """Fetch the policy of ``domain`` from the first address of ``mta-sts.<domain>``, as a
     sender does. When the chain does not verify, a second, unverified handshake reads the
     certificate's names and dates for the checker; the resolver, which shows no one, sets
-    ``leaf_on_failure=False`` and spends no second connection per hostile domain."""
+    ``leaf_on_failure=False`` and spends no second connection per hostile domain.
+    ``asked`` is the policy host's A lookup when the caller started it already."""
     host, url = policy_host(domain), policy_url(domain, port)
-    addresses = await _addresses(resolver, host)
+    addresses = await _addresses(resolver, host, asked=asked)
     if isinstance(addresses, PolicyFetch):
         return dataclasses.replace(addresses, url=url)
     return await _timed(host, addresses[0], url, port, ca_file, timeout, leaf_on_failure)
@@ -188,7 +190,12 @@ async def fetch_policies(
     )
 
 
-async def _addresses(resolver: Resolver, host: str, every: bool = False) -> list[str] | PolicyFetch:
+async def _addresses(
+    resolver: Resolver,
+    host: str,
+    every: bool = False,
+    asked: asyncio.Future[Answer] | None = None,
+) -> list[str] | PolicyFetch:
     try:
         if every:
             v4, v6 = await asyncio.gather(resolver.lookup(host, "A"), resolver.lookup(host, "AAAA"))
@@ -196,9 +203,8 @@ async def _addresses(resolver: Resolver, host: str, every: bool = False) -> list
                 v6.records, key=ipaddress.ip_address
             )
         else:
-            found = list((await resolver.lookup(host, "A")).records) or list(
-                (await resolver.lookup(host, "AAAA")).records
-            )
+            v4 = await asked if asked is not None else await resolver.lookup(host, "A")
+            found = list(v4.records) or list((await resolver.lookup(host, "AAAA")).records)
     except DnsLookupError as exc:
         return PolicyFetch("", error_kind="dns", error=f"cannot resolve {host}: {exc}")
     if not found:

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mtasts import sts
-from mtasts.net.dns import DnsLookupError, Resolver, mx_pairs
+from mtasts.net.dns import Answer, DnsLookupError, Resolver, mx_pairs
 from mtasts.net.https import PolicyFetch, fetch_policy
 from mtasts.sts.cache import (
     Action,
@@ -182,6 +182,27 @@ class PolicyEngine:
 
     async def _discover_now(self, domain: str, *, force_fetch: bool) -> Lookup:
         state = self._state(domain)
+        # A domain with nothing cached is fetched as soon as it has a record: its policy
+        # host's address is asked alongside the record (issue #16: independent questions
+        # in parallel), at the cost of one unused question for a domain without MTA-STS.
+        asked = (
+            asyncio.ensure_future(self.resolver.lookup(sts.policy_host(domain), "A"))
+            if self.store.get(domain) is None and state.failure is None
+            else None
+        )
+        try:
+            return await self._discover_with(domain, state, force_fetch, asked)
+        finally:
+            if asked is not None:
+                _discard(asked)
+
+    async def _discover_with(
+        self,
+        domain: str,
+        state: Standing,
+        force_fetch: bool,
+        asked: asyncio.Future[Answer] | None,
+    ) -> Lookup:
         record_id, problem = await self._record_id(domain)
         now = self.clock()
         cached = self.store.get(domain)
@@ -203,7 +224,7 @@ class PolicyEngine:
             dane = asyncio.ensure_future(self._dane(domain))
         try:
             if decision.action is Action.FETCH and record_id is not None:
-                answer = await self._fetch(domain, record_id, cached, state)
+                answer = await self._fetch(domain, record_id, cached, state, asked)
             elif decision.action is Action.USE_CACHED:
                 answer = Lookup(domain, decision.cached, "cache", decision.reason)
             else:
@@ -268,7 +289,12 @@ class PolicyEngine:
         return tuple((host, a.records) for host, a in zip(hosts, answers, strict=True))
 
     async def _fetch(
-        self, domain: str, record_id: str, cached: CachedPolicy | None, state: Standing
+        self,
+        domain: str,
+        record_id: str,
+        cached: CachedPolicy | None,
+        state: Standing,
+        asked: asyncio.Future[Answer] | None = None,
     ) -> Lookup:
         self.metrics.fetches += 1
         fetch = await fetch_policy(
@@ -278,6 +304,7 @@ class PolicyEngine:
             ca_file=self.options.ca_file,
             timeout=self.options.timeout,
             leaf_on_failure=False,
+            asked=asked,
         )
         verdict = sts.judge_response(sts.policy_host(domain), fetch)
         policy = verdict.policy
@@ -332,3 +359,16 @@ class PolicyEngine:
         ]
         await asyncio.gather(*(self._discover(d, force_fetch=True) for d in due))
         return len(due)
+
+
+def _discard(task: asyncio.Future[Answer]) -> None:
+    """Drop a lookup started ahead that was not needed (or has been used)."""
+    task.cancel()
+    # A cancelled lookup may still end in its own error (Python 3.11's wait_for returns
+    # what its future holds): retrieve it, or asyncio logs it as never retrieved.
+    task.add_done_callback(_retrieved)
+
+
+def _retrieved(task: asyncio.Future[Answer]) -> None:
+    if not task.cancelled():
+        task.exception()
