@@ -172,36 +172,19 @@ def main(cached_domains: int = 10000) -> None:
             colds.append(cold)
         everything = state / "all.txt"
         everything.write_text("\n".join(names))
-        ours = spawn(
-            [
-                str(BIN / "mtasts"),
-                "resolver",
-                "run",
-                "--lab",
-                str(state / "lab"),
-                "--cache",
-                ":memory:",
-                "--listen",
-                f"socketmap:inet:127.0.0.1:{OURS}",
-            ]
-        )
+
+        def ours_on(port: int, *extra: str) -> subprocess.Popen[bytes]:
+            return spawn(
+                [
+                    *(str(BIN / "mtasts"), "resolver", "run", "--lab", str(state / "lab")),
+                    *("--listen", f"socketmap:inet:127.0.0.1:{port}", *extra),
+                ]
+            )
+
+        ours = ours_on(OURS, "--cache", ":memory:")
         # The same daemon in two processes sharing the port and a cache file (issue #16's
         # fallback for cold lookups, which one process does on one core).
-        workers = spawn(
-            [
-                str(BIN / "mtasts"),
-                "resolver",
-                "run",
-                "--lab",
-                str(state / "lab"),
-                "--cache",
-                str(state / "workers-cache.sqlite"),
-                "--workers",
-                "2",
-                "--listen",
-                f"socketmap:inet:127.0.0.1:{WORKERS}",
-            ]
-        )
+        workers = ours_on(WORKERS, "--cache", str(state / "workers-cache.sqlite"), "--workers", "2")
         (state / "theirs.yml").write_text(
             f"host: 127.0.0.1\nport: {THEIRS}\ncache:\n  type: internal\n  options:\n    cache_size: {cached_domains * 2}\n"
         )

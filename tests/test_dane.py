@@ -23,6 +23,21 @@ from .conftest import MTASTS
 POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: *.dane.example\r\nmax_age: 86400\r\n"
 
 
+def _policy_host_answers(monkeypatch: Any) -> None:
+    """The policy fetch answers POLICY: HTTPS is not under test here; DNS and DNSSEC are."""
+
+    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
+        return PolicyFetch(
+            "https://mta-sts.dane.example/.well-known/mta-sts.txt",
+            "192.0.2.9",
+            200,
+            "text/plain",
+            POLICY,
+        )
+
+    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+
+
 def test_only_a_validating_resolver_marks_the_signed_tlsa_authentic(
     validating_resolver: dict[str, str],
 ) -> None:
@@ -40,17 +55,7 @@ def test_only_a_validating_resolver_marks_the_signed_tlsa_authentic(
 def test_dane_answers_only_when_every_mx_has_signed_tlsa(
     validating_resolver: dict[str, str], monkeypatch: Any
 ) -> None:
-    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
-        # HTTPS is not under test here; DNS and DNSSEC are.
-        return PolicyFetch(
-            "https://mta-sts.dane.example/.well-known/mta-sts.txt",
-            "192.0.2.9",
-            200,
-            "text/plain",
-            POLICY,
-        )
-
-    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+    _policy_host_answers(monkeypatch)
     resolver = Resolver((Nameserver.parse(validating_resolver["nameserver"]),), timeout=5)
     # The validating Unbound is on loopback: its AD bit is trusted (RFC 7672 §2).
     engine = PolicyEngine(resolver, PolicyStore(None), EngineOptions(trust_ad=True))
@@ -119,16 +124,7 @@ def test_dane_questions_wait_for_a_server_that_validates(
     Unbound cannot validate the root here (it has no root trust anchor), so its probe says
     no, yet its first validated answer (the signed _mta-sts TXT) turns DANE on."""
 
-    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
-        return PolicyFetch(
-            "https://mta-sts.dane.example/.well-known/mta-sts.txt",
-            "192.0.2.9",
-            200,
-            "text/plain",
-            POLICY,
-        )
-
-    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+    _policy_host_answers(monkeypatch)
 
     async def run(server: str) -> tuple[bool, bool, list[str]]:
         resolver = Resolver((Nameserver.parse(server),), timeout=5)
@@ -159,16 +155,7 @@ def test_sessions_under_dane_are_reported_with_the_mx_hosts_tlsa_records(
     MX host as policy domain (its TLSA base domain), its records as the policy strings,
     and a certificate no TLSA record matches as tlsa-invalid (§4.3.2.1), not no-policy-found."""
 
-    async def fetch(*_args: object, **_kw: object) -> PolicyFetch:
-        return PolicyFetch(
-            "https://mta-sts.dane.example/.well-known/mta-sts.txt",
-            "192.0.2.9",
-            200,
-            "text/plain",
-            POLICY,
-        )
-
-    monkeypatch.setattr(engine_module, "fetch_policy", fetch)
+    _policy_host_answers(monkeypatch)
     answers = tmp_path / "answers.sqlite"
     resolver = Resolver((Nameserver.parse(validating_resolver["nameserver"]),), timeout=5)
     engine = PolicyEngine(

@@ -1,7 +1,8 @@
 """The policy cache: a dict in memory, written through to SQLite (default) or PostgreSQL.
 
-SQLite keeps one MTA's cache across restarts; PostgreSQL lets several MTAs share
-one cache, so a policy fetched by one is used by all.
+SQLite keeps one MTA's cache across restarts and is shared by the resolver's worker
+processes (a lookup missing from memory reads the file); PostgreSQL lets several
+MTAs share one cache, so a policy fetched by one is used by all.
 """
 
 from __future__ import annotations
@@ -51,10 +52,9 @@ class PolicyStore:
             self._db.execute(_SCHEMA)
             self._load()
 
-    def _load(self, where: str = "", *args: str) -> CachedPolicy | None:
-        """Read rows into memory, a newer fetch replacing an older one; the last row read."""
+    def _load(self, where: str = "", *args: str) -> None:
+        """Read rows (all, or those ``where`` picks) into memory; a newer fetch wins."""
         assert self._db is not None
-        cached = None
         for domain, policy_id, text, fetched_at in self._db.execute(
             f"SELECT domain, policy_id, policy, fetched_at FROM policies {where}", args
         ):
@@ -66,7 +66,6 @@ class PolicyStore:
             cached = CachedPolicy(domain, policy, policy_id, fetched_at)
             if mine is None or mine.fetched_at < fetched_at:
                 self._policies[domain] = cached
-        return cached
 
     def get(self, domain: str) -> CachedPolicy | None:
         return self._policies.get(domain)
@@ -98,13 +97,19 @@ class PolicyStore:
         """The freshest policy any process sharing this store fetched (the resolver's
         workers, or another resolver given the same file)."""
         if self._db is not None:
-            self._load("WHERE domain = ?", domain)
+            try:
+                self._load("WHERE domain = ?", domain)
+            except sqlite3.Error as exc:  # what memory holds still serves
+                log.warning("cannot read the cache domain=%s error=%s", domain, exc)
         return self.get(domain)
 
     async def sync(self) -> None:
         """Read what other processes wrote since (the refreshing worker's view of all)."""
         if self._db is not None:
-            self._load()
+            try:
+                self._load()
+            except sqlite3.Error as exc:
+                log.warning("cannot read the cache error=%s", exc)
 
     async def aclose(self) -> None:
         self.close()
