@@ -25,7 +25,7 @@ from .engine import EngineOptions, PolicyEngine
 from .server import Listen, ReplySettings, ResolverService, merge_counters, start_listener
 from .sockets import UnixAccess, bind
 from .store import PolicyStore
-from .workers import Board, Place, Supervisor, Work
+from .workers import Board, Place, Supervisor
 
 log = logging.getLogger("mtasts.resolver")
 
@@ -150,8 +150,19 @@ def run_workers(config: ResolverConfig, reload: Callable[[], ResolverConfig] | N
         ]
         return listeners, _metrics_sockets(config) if index == 0 else []
 
-    work: Work = lambda place: serve(config, reload, place=place)  # noqa: E731
-    return Supervisor(config.workers, bind_worker, work, run).start()
+    # What a worker tells Postfix follows the last SIGHUP, also in a worker started after
+    # it (a replacement): the parent rereads the file too, for the workers it forks later.
+    latest = [config]
+
+    def reloaded() -> None:
+        if reload is not None:
+            with contextlib.suppress(ConfigError):  # each worker logs why
+                latest[0] = reload()
+
+    async def work(place: Place) -> None:
+        await serve(config, reload, place=place, settings=latest[0])
+
+    return Supervisor(config.workers, bind_worker, work, run, reloaded).start()
 
 
 async def serve(
@@ -159,9 +170,13 @@ async def serve(
     reload: Callable[[], ResolverConfig] | None = None,
     ready: Callable[[], None] | None = None,
     place: Place | None = None,
+    settings: ResolverConfig | None = None,
 ) -> None:
-    """One resolver process: every listener, or one worker's share of them (``place``)."""
+    """One resolver process: every listener, or one worker's share of them (``place``);
+    ``settings``, when given, says what to tell Postfix (a reload since ``config``)."""
     service, store = build(config)
+    if settings is not None and settings is not config:
+        service.reconfigure(reply_settings(settings), zone_settings(settings))
     await store.open()
     if place is None:
         access = _unix_access(config)
@@ -214,6 +229,9 @@ async def serve(
         )
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # A worker starts with SIGHUP blocked (see workers.py): one sent meanwhile is held by
+    # the kernel and handled now, not lost and not fatal.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
     async def refresher() -> None:
         pruned_at = time.time()

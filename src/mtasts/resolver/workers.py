@@ -15,8 +15,9 @@ above 1, each worker is a whole resolver and they share:
 
 Worker 0 alone refreshes policies and prunes the answer log, so no policy is
 fetched twice for a refresh. The parent only supervises: it forwards SIGTERM,
-SIGINT and SIGHUP (each worker rereads the configuration itself) and replaces a
-worker that dies, giving up when they keep dying.
+SIGINT and SIGHUP (each worker rereads the configuration itself; the parent too, for
+the workers it forks later) and replaces a worker that dies, giving up when they keep
+dying.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ class Supervisor:
         bind: Bind,
         work: Work,
         run: Callable[[Coroutine[Any, Any, None]], None],
+        reloaded: Callable[[], None] = lambda: None,
     ) -> None:
-        self.count, self.work, self.run = count, work, run
+        self.count, self.work, self.run, self.reloaded = count, work, run, reloaded
         self.board = Board(count)
         self.places: list[Place] = []
         for index in range(count):
@@ -127,7 +129,7 @@ class Supervisor:
         """Run until SIGTERM/SIGINT; the exit status for the parent."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._forward)
+        signal.signal(signal.SIGHUP, self._reload)
         for place in self.places:
             self._fork(place)
         log.info("resolver workers=%d pids=%s", self.count, " ".join(map(str, self.children)))
@@ -158,9 +160,13 @@ class Supervisor:
         return status
 
     def _fork(self, place: Place) -> None:
+        # SIGHUP stays blocked in the new worker until its event loop handles it: one sent
+        # before that waits instead of killing the worker (its default action).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         pid = os.fork()
         if pid:
             self.children[pid] = place.index
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             return
         code = 0
         try:
@@ -180,6 +186,10 @@ class Supervisor:
         finally:
             logging.shutdown()
             os._exit(code)
+
+    def _reload(self, number: int, _frame: object) -> None:
+        self.reloaded()  # first, so a worker forked after this starts with it
+        self._forward(number, None)
 
     def _stop(self, number: int, _frame: object) -> None:
         self.stopping = True
