@@ -224,9 +224,18 @@ def test_sighup_reloads_the_testing_choice(lab: RunningLab, tmp_path: Path) -> N
                 ask(sock, "good-testing.example")
                 == "OK secure match=mx.good-testing.example servername=hostname"
             )
+            # A typo then a reload (systemctl reload): the daemon says why and goes on
+            # answering as before; it used to exit, leaving Postfix without its map.
+            config.write_text('[resolver]\ntesting = "sometimes"\n')
+            running.process.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            assert running.process.poll() is None
+            assert ask(sock, "good-testing.example").startswith("OK secure match=")
     finally:
         log = running.stop()
     assert "configuration reloaded testing=secure" in log
+    assert "reload failed, keeping the running configuration: " in log
+    assert "testing = 'sometimes'" in log
 
 
 def test_demo_falls_back_to_the_resolver_answers_without_postfix(

@@ -111,8 +111,17 @@ def test_a_worker_that_dies_is_replaced_and_signals_reach_every_worker(
                 assert ask(sock, "good-testing.example") == (
                     "OK secure match=mx.good-testing.example servername=hostname"
                 )
+        # A broken file on the next reload: parent and workers keep running as they were.
+        config.write_text('[resolver]\ntesting = "sometimes"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert daemon.process.poll() is None
+        assert workers_of(daemon.process.pid) == now
+        with socket.create_connection(("127.0.0.1", SOCKETMAP_PORT), timeout=10) as sock:
+            assert ask(sock, "good-testing.example").startswith("OK secure match=")
     finally:
         log = daemon.stop()
+    assert log.count("reload failed, keeping the running configuration") == 2
     assert f"pid {victim}) ended: killed by SIGKILL; starting another" in log
     assert "killed by SIGHUP" not in log
     assert log.count("configuration reloaded testing=secure") >= 3

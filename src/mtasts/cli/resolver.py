@@ -25,6 +25,24 @@ from .output import EXIT_USAGE, echo, options, print_json, setup_logging
 
 
 def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> ResolverConfig:
+    """The configuration at start: a bad one is a one-line usage error."""
+    try:
+        return _read_config(config_file, lab_dir, **flags)
+    except ConfigError as exc:
+        echo(f"error: {exc}", fg="red", err=True)
+        if config_file is not None and not config_file.exists():
+            echo(
+                '  a minimal one: [resolver] with listen = ["socketmap:inet:127.0.0.1:8461"]'
+                ' and cache = "/var/lib/mtasts/resolver-cache.sqlite" (docs/resolver.md lists'
+                " every key); or run without --config for those defaults",
+                err=True,
+            )
+        sys.exit(EXIT_USAGE)
+
+
+def _read_config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> ResolverConfig:
+    """The file, the lab and the flags merged; ConfigError says what is wrong (a reload on
+    SIGHUP keeps the running configuration then, rather than exiting)."""
     try:
         base = load(config_file) if config_file else ResolverConfig()
         if lab_dir is not None:
@@ -53,16 +71,10 @@ def _config(config_file: Path | None, lab_dir: Path | None, **flags: Any) -> Res
         if flags.get("testing"):
             overrides["testing"] = TestingAnswer(flags["testing"])
         return base.merged(**overrides).check()
-    except (ConfigError, ValueError, OSError, KeyError) as exc:
-        echo(f"error: {exc}", fg="red", err=True)
-        if config_file is not None and not config_file.exists():
-            echo(
-                '  a minimal one: [resolver] with listen = ["socketmap:inet:127.0.0.1:8461"]'
-                ' and cache = "/var/lib/mtasts/resolver-cache.sqlite" (docs/resolver.md lists'
-                " every key); or run without --config for those defaults",
-                err=True,
-            )
-        sys.exit(EXIT_USAGE)
+    except ConfigError:
+        raise
+    except (ValueError, OSError, KeyError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 common = options(
@@ -141,7 +153,7 @@ def resolver_run(config_file: Path | None, lab_dir: Path | None, **flags: Any) -
     config = _config(config_file, lab_dir, **flags)
 
     def reload() -> ResolverConfig:
-        return _config(config_file, lab_dir, **flags)
+        return _read_config(config_file, lab_dir, **flags)
 
     try:
         if config.workers > 1:
