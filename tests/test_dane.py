@@ -16,6 +16,7 @@ from mtasts.resolver import postfix
 from mtasts.resolver.answers import AnswerLog
 from mtasts.resolver.engine import EngineOptions, PolicyEngine
 from mtasts.resolver.postfix import policy_reply
+from mtasts.resolver.server import ReplySettings, ResolverService
 from mtasts.resolver.store import PolicyStore
 
 from .conftest import MTASTS
@@ -126,7 +127,7 @@ def test_dane_questions_wait_for_a_server_that_validates(
 
     _policy_host_answers(monkeypatch)
 
-    async def run(server: str) -> tuple[bool, bool, list[str]]:
+    async def run(server: str) -> tuple[bool, bool, list[str], str]:
         resolver = Resolver((Nameserver.parse(server),), timeout=5)
         probed = await resolver.probe_validation()
         asked: list[str] = []
@@ -138,13 +139,21 @@ def test_dane_questions_wait_for_a_server_that_validates(
 
         resolver.lookup = lookup  # type: ignore[method-assign]
         engine = PolicyEngine(resolver, PolicyStore(None), EngineOptions(trust_ad=True))
-        return probed, (await engine.lookup("full.dane.example")).dane, asked
+        dane = (await engine.lookup("full.dane.example")).dane
+        gauge = next(
+            line
+            for line in ResolverService(engine, ReplySettings()).metrics().splitlines()
+            if line.startswith("mtasts_resolver_dane_questions ")
+        )
+        return probed, dane, asked, gauge
 
-    probed, dane, asked = asyncio.run(run(validating_resolver["authoritative"]))
+    probed, dane, asked, gauge = asyncio.run(run(validating_resolver["authoritative"]))
     assert (probed, dane) == (False, False)
+    assert gauge == "mtasts_resolver_dane_questions 0"
     assert set(asked) == {"TXT", "A"}  # the record, and (at once) the policy host's address
-    probed, dane, asked = asyncio.run(run(validating_resolver["nameserver"]))
+    probed, dane, asked, gauge = asyncio.run(run(validating_resolver["nameserver"]))
     assert (probed, dane) == (False, True)
+    assert gauge == "mtasts_resolver_dane_questions 1"
     assert {"TXT", "A", "MX", "TLSA"} == set(asked)
 
 
