@@ -253,6 +253,55 @@ def test_explain_a_code() -> None:
     assert "CNAME to a provider host" in result.stdout
 
 
+POLICY_HOST_SILENCES = """
+[[domain]]
+name = "flaky-policy.example"
+mx = [{ name = "mx.flaky-policy.example" }]
+policy_host = "flaky"
+
+[[domain]]
+name = "dead-policy.example"
+mx = [{ name = "mx.dead-policy.example" }]
+policy_host = "no-listener"
+
+[[domain]]
+name = "slow-policy.example"
+mx = [{ name = "mx.slow-policy.example" }]
+policy_host = "slow"
+"""
+
+
+def test_a_policy_host_that_never_answered_gets_a_second_look(tmp_path: Path) -> None:
+    """One unanswered connection is not a broken policy: the fetch is tried once more a
+    second later (a scan under load failed a healthy domain for want of this); a host that
+    refuses twice is reported with both tries, and one that began to answer and stalled is
+    judged on the one try."""
+    from .conftest import start_lab, stop_lab
+
+    scenario = tmp_path / "silences.toml"
+    scenario.write_text(POLICY_HOST_SILENCES)
+    running = start_lab(tmp_path / "state", "127.86", "--scenario", str(scenario))
+    names = ["flaky-policy.example", "dead-policy.example", "slow-policy.example"]
+    try:
+        for _ in range(2):  # the flaky host drops every other request: each run meets one
+            result = check("--lab", str(running.state_dir), "--json", "--timeout", "2", *names)
+            documents = {d["domain"]: d for d in map(json.loads, result.stdout.splitlines())}
+            for document in documents.values():
+                jsonschema.validate(document, SCHEMA)
+            flaky = documents["flaky-policy.example"]
+            assert (flaky["verdict"], flaky["policy"]["mode"]) == ("ok", "enforce"), flaky
+            assert [a["tries"] for a in flaky["policy"]["addresses"]] == [2]
+            assert not [f for f in flaky["findings"] if f["severity"] != "info"]
+        dead = documents["dead-policy.example"]["policy"]
+        assert [a["tries"] for a in dead["addresses"]] == [2]
+        assert dead["error"].endswith("Connection refused (twice, 1 s apart)"), dead["error"]
+        slow = documents["slow-policy.example"]["policy"]
+        assert [a["tries"] for a in slow["addresses"]] == [1]
+        assert slow["error"] == "no complete answer within 2 s"
+    finally:
+        stop_lab(running)
+
+
 def test_tls10_only_and_not_yet_valid_certificates(tmp_path: Path) -> None:
     from .conftest import start_lab, stop_lab
 

@@ -303,6 +303,7 @@ def _fetch(fetch: PolicyFetch) -> dict[str, Any]:
         "error_kind": fetch.error_kind,
         "error": fetch.error,
         "seconds": round(fetch.seconds, 4),
+        "tries": fetch.tries,
     }
 
 
@@ -319,6 +320,7 @@ def _fetch_from(raw: dict[str, Any]) -> PolicyFetch:
         raw.get("error_kind"),
         raw.get("error"),
         float(raw.get("seconds", 0.0)),
+        int(raw.get("tries", 1)),
     )
 
 

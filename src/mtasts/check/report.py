@@ -30,6 +30,7 @@ def _policy_address(host: PolicyHostResult) -> dict[str, Any]:
     return {
         "address": fetch.address,
         "status": fetch.status,
+        "tries": fetch.tries,
         "result": str(failure.kind) if failure else None,
         "detail": failure.detail if failure else None,
         "policy": str(host.verdict.policy) if host.verdict.policy else None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from .topology import LISTEN_BACKLOG
+
 
 def strip_starttls(reply: list[bytes]) -> list[bytes]:
     """Remove STARTTLS from one multi-line 250 reply, keeping the last line's final form."""
@@ -70,4 +72,6 @@ async def _proxy(
 
 
 async def serve_attacker(address: str, backend: str, port: int) -> asyncio.AbstractServer:
-    return await asyncio.start_server(lambda r, w: _proxy(backend, port, r, w), address, port)
+    return await asyncio.start_server(
+        lambda r, w: _proxy(backend, port, r, w), address, port, backlog=LISTEN_BACKLOG
+    )

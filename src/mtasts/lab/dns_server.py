@@ -24,7 +24,7 @@ import dns.rdatatype
 
 from mtasts.net import dnswire
 
-from .topology import Topology
+from .topology import LISTEN_BACKLOG, Topology
 
 log = logging.getLogger("mtasts.lab.dns")
 _TTL = 300
@@ -170,6 +170,6 @@ async def serve_dns(
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
     server = await asyncio.start_server(
-        lambda r, w: _tcp_client(zone, r, w), topology.dns_address, port
+        lambda r, w: _tcp_client(zone, r, w), topology.dns_address, port, backlog=LISTEN_BACKLOG
     )
     return [transport, server]

@@ -5,12 +5,14 @@ redirect (RFC 8461 §3.3 forbids following it), a ``text/html`` media type, a
 body over the 64 KiB limit senders apply, a body that trickles in, or a
 certificate that is for another name or expired. A site marked ``no-listener``
 resolves to an address where nothing listens; one marked ``bad-backend`` resolves
-to two addresses, the second an old server still serving last year's policy.
+to two addresses, the second an old server still serving last year's policy; one
+marked ``flaky`` leaves every other request unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -20,11 +22,12 @@ from mtasts.sts.names import WELL_KNOWN_PATH
 
 from .ca import LabCA, Validity
 from .scenario import HostFault
-from .topology import LabSite, Topology
+from .topology import LISTEN_BACKLOG, LabSite, Topology
 
 log = logging.getLogger("mtasts.lab.https")
 _SLOW_STEP = 1.0
 _SLOW_LIMIT = 30
+_SILENT_LIMIT = 60.0  # seconds the flaky fault holds an unanswered connection at most
 
 
 def _certificate_for(ca: LabCA, sites: dict[str, LabSite], sni: str | None) -> ssl.SSLContext:
@@ -101,6 +104,7 @@ def render(site: LabSite | None, path: str, stale: bool = False) -> tuple[bytes,
 
 async def _client(
     topology: Topology,
+    asked: collections.Counter[str],
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     stale: bool = False,
@@ -117,7 +121,13 @@ async def _client(
                 host = (
                     value.strip().lower().rsplit(":", 1)[0] if "]" not in value else value.strip()
                 )
-        data, slow = render(topology.sites.get(host), path, stale)
+        site = topology.sites.get(host)
+        if site is not None and site.fault is HostFault.FLAKY:
+            asked[host] += 1
+            if asked[host] % 2:
+                await asyncio.wait_for(reader.read(), _SILENT_LIMIT)  # until the client hangs up
+                return
+        data, slow = render(site, path, stale)
         writer.write(data)
         await writer.drain()
         if slow is not None:
@@ -143,9 +153,16 @@ async def _client(
 async def serve_https(ca: LabCA, topology: Topology, port: int) -> list[asyncio.AbstractServer]:
     """The policy hosts' listener, and the stale second backend of the bad-backend fault."""
     servers: list[asyncio.AbstractServer] = []
+    asked: collections.Counter[str] = collections.Counter()  # requests per flaky host
     for address, stale in ((topology.https_address, False), (topology.stale_https_address, True)):
-        handler = functools.partial(_client, topology, stale=stale)
+        handler = functools.partial(_client, topology, asked, stale=stale)
         servers.append(
-            await asyncio.start_server(handler, address, port, ssl=listener_context(ca, topology))
+            await asyncio.start_server(
+                handler,
+                address,
+                port,
+                ssl=listener_context(ca, topology),
+                backlog=LISTEN_BACKLOG,
+            )
         )
     return servers

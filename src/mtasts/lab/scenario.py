@@ -57,6 +57,9 @@ class HostFault(StrEnum):
     NO_LISTENER = "no-listener"
     # Two addresses; the second, a forgotten old server, still serves last year's policy.
     BAD_BACKEND = "bad-backend"
+    # Every other request goes unanswered (held silent until the client gives up): the
+    # lost packet or overloaded moment a checker must not report as a broken policy.
+    FLAKY = "flaky"
 
 
 class DnsFault(StrEnum):

@@ -23,7 +23,7 @@ from mtasts.net.tls import quiet_start_tls_eof
 
 from .ca import LabCA, Validity
 from .scenario import MxFault
-from .topology import SmtpEndpoint
+from .topology import LISTEN_BACKLOG, SmtpEndpoint
 
 _MAX_MESSAGE = 10 * 1024 * 1024
 _IDLE = 60
@@ -240,5 +240,8 @@ async def serve_smtp(
     tls_context(ca, endpoint)  # certificates are made before the first client comes
     quiet_start_tls_eof()
     return await asyncio.start_server(
-        lambda r, w: _client(ca, endpoint, log_path, r, w), endpoint.address, port
+        lambda r, w: _client(ca, endpoint, log_path, r, w),
+        endpoint.address,
+        port,
+        backlog=LISTEN_BACKLOG,
     )

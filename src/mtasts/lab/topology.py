@@ -18,6 +18,12 @@ from .scenario import HostFault, LabDomain, MxAddress, MxFault
 
 _POOL_SIZE = 16  # healthy MX addresses shared by generated domains, unless asked otherwise
 _FAULT_SPREAD = 8  # addresses per MX fault among generated domains
+# Listen queue of every lab listener. One lab address stands for thousands of hosts, each
+# of which would have a queue of its own; with asyncio's default of 100, a scan's bursts
+# overflowed it and the kernel dropped SYNs, which the client retries after 1 s and 3 s:
+# a policy fetch that failed a 5 s timeout in the lab for want of queue, not of a server.
+# The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 
 
 @dataclass

@@ -5,7 +5,8 @@ verifies the chain (the name is matched by the judge, RFC 6125 rules), with no
 redirect followed (where it pointed is reported), a body limit (64 KiB, as §3.3
 suggests) and a time limit. HTTP/1.1 is parsed by h11. :func:`fetch_policies`
 asks every address of the policy host, since a load-balanced policy host fails
-intermittently exactly like a load-balanced MX.
+intermittently exactly like a load-balanced MX, and takes a second look at an address
+that never answered (see :func:`_looked_twice`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ log = logging.getLogger("mtasts.net.https")
 MAX_BODY = MAX_POLICY_SIZE
 _MAX_HEAD = 16 * 1024
 _READ = 64 * 1024
+_SECOND_LOOK_PAUSE = 1.0  # seconds between a fetch that got no answer and its second look
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +51,18 @@ class PolicyFetch:
     error_kind: str | None = None  # dns | connect | timeout | tls | webpki | too-large | protocol
     error: str | None = None
     seconds: float = 0.0
+    tries: int = 1  # 2: the first connection got no answer and this is the second look
 
     @property
     def certificate_names(self) -> tuple[str, ...] | None:
         return self.leaf.dns_ids if self.leaf is not None else None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one exchange got before it failed."""
+
+    answered: bool = False  # the server sent the first bytes of an HTTP response
 
 
 class _TooLarge(Exception):
@@ -76,7 +86,7 @@ def _request(conn: h11.Connection, host: str, port: int) -> bytes:
 
 
 async def _response(
-    conn: h11.Connection, reader: asyncio.StreamReader
+    conn: h11.Connection, reader: asyncio.StreamReader, progress: _Progress
 ) -> tuple[h11.Response, bytes | None]:
     """The response head and, for a 200, its body within MAX_BODY (any framing h11 knows)."""
     head: h11.Response | None = None
@@ -87,7 +97,9 @@ async def _response(
         except h11.RemoteProtocolError as exc:
             raise _NotHttp(str(exc)) from None
         if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(_READ))
+            data = await reader.read(_READ)
+            progress.answered = progress.answered or bool(data)
+            conn.receive_data(data)
             continue
         if isinstance(event, h11.Response):
             head = event
@@ -111,7 +123,12 @@ def _header(head: h11.Response, name: bytes) -> str | None:
 
 
 async def _exchange(
-    host: str, address: str, port: int, context: ssl.SSLContext, url: str
+    host: str,
+    address: str,
+    port: int,
+    context: ssl.SSLContext,
+    url: str,
+    progress: _Progress | None = None,
 ) -> PolicyFetch:
     reader, writer = await asyncio.open_connection(
         address, port, ssl=context, server_hostname=host, limit=_READ
@@ -126,7 +143,7 @@ async def _exchange(
         conn = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
         writer.write(_request(conn, host, port))
         await writer.drain()
-        head, body = await _response(conn, reader)
+        head, body = await _response(conn, reader, progress or _Progress())
         return PolicyFetch(
             url,
             address,
@@ -185,9 +202,38 @@ async def fetch_policies(
         return (dataclasses.replace(addresses, url=url),)
     return tuple(
         await asyncio.gather(
-            *(_timed(host, a, url, port, ca_file, timeout, True) for a in addresses[:max_addresses])
+            *(
+                _looked_twice(host, a, url, port, ca_file, timeout)
+                for a in addresses[:max_addresses]
+            )
         )
     )
+
+
+async def _looked_twice(
+    host: str, address: str, url: str, port: int, ca_file: Path | None, timeout: float
+) -> PolicyFetch:
+    """The checker's fetch from one address: when the first connection got no answer at
+    all (refused, reset, or silent until the timeout), a second one after a pause.
+
+    A checker or a scan that calls a policy host broken for one dropped SYN or one burst
+    of its own load gives a false alarm; senders retry a failed fetch later (RFC 8461
+    §3.3 leaves them on their cached policy meanwhile), so one lost connection is not what
+    they see. A server that began to answer and then stalled (a slow body) is judged on
+    what it did: that is the server, not the path. The resolver fetches once, as a sender
+    does, and refreshes on its own schedule."""
+    progress = _Progress()
+    first = await _timed(host, address, url, port, ca_file, timeout, True, progress)
+    if first.error_kind not in ("connect", "timeout") or progress.answered:
+        return first
+    await asyncio.sleep(_SECOND_LOOK_PAUSE)
+    second = await _timed(host, address, url, port, ca_file, timeout, True)
+    error = second.error
+    if error is not None and error == first.error:
+        error = f"{error} (twice, {_SECOND_LOOK_PAUSE:g} s apart)"
+    elif error is not None:
+        error = f"{error} (on a second look; {_SECOND_LOOK_PAUSE:g} s earlier: {first.error})"
+    return dataclasses.replace(second, tries=2, error=error)
 
 
 async def _addresses(
@@ -220,9 +266,10 @@ async def _timed(
     ca_file: Path | None,
     timeout: float,
     leaf_on_failure: bool,
+    progress: _Progress | None = None,
 ) -> PolicyFetch:
     started = time.perf_counter()
-    result = await _fetch(host, address, url, port, ca_file, timeout, leaf_on_failure)
+    result = await _fetch(host, address, url, port, ca_file, timeout, leaf_on_failure, progress)
     seconds = time.perf_counter() - started
     log.debug(
         "policy fetch url=%s address=%s outcome=%s seconds=%.3f",
@@ -242,12 +289,13 @@ async def _fetch(
     ca_file: Path | None,
     timeout: float,
     leaf_on_failure: bool,
+    progress: _Progress | None = None,
 ) -> PolicyFetch:
     try:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the exchange in a
         # task of its own, one more per policy fetch.
         async with asyncio.timeout(timeout):
-            return await _exchange(host, address, port, client_context(ca_file), url)
+            return await _exchange(host, address, port, client_context(ca_file), url, progress)
     except ssl.SSLCertVerificationError as exc:
         leaf = None
         if leaf_on_failure:
