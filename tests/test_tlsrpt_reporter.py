@@ -3,6 +3,7 @@ driven through the CLI as an MTA's postmaster would."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gzip
 import json
@@ -11,6 +12,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -485,3 +487,191 @@ def test_a_single_datagram_is_stored_within_seconds_while_running(tmp_path: Path
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+def _relay_config(tmp_path: Path, submission: dict[str, object], password: str) -> None:
+    (tmp_path / "relay.password").write_text(password)
+    (tmp_path / "mtasts.toml").write_text(
+        '[tlsrpt]\norganization = "Sender Example"\ncontact = "mailto:postmaster@sender.example"\n'
+        f'sender = "tlsrpt@watch.test"\nrelay = "127.0.0.1:{submission["port"]}"\n'
+        f'relay_username = "{submission["user"]}"\nrelay_password_file = "relay.password"\n'
+        f'ca_file = "{submission["ca_file"]}"\nnameserver = "127.0.0.1:{DEAD_DNS}"\n'
+        'timeout = 10\nretry = "1s"\n'  # Dovecot answers a wrong password after 2 s
+    )
+
+
+def _queue_reports(tmp_path: Path, db: str, records: dict[str, str]) -> list[str]:
+    """One failed session per domain through the collector; the ``tlsrpt send`` command."""
+    process, path = start_collector(tmp_path, db)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+        for domain, record in records.items():
+            client.sendto(datagram(domain, True, record), str(path))
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    config = str(tmp_path / "mtasts.toml")
+    return [
+        "tlsrpt",
+        "send",
+        "--day",
+        today,
+        "--partial-day",
+        "--json",
+        "--db",
+        db,
+        "--config",
+        config,
+    ]
+
+
+def _logged(maillog: Path, start: int, text: str, count: int) -> str:
+    """What Postfix logged since ``start``, once ``text`` is in it ``count`` times (its
+    log daemon writes on its own time) and a moment has passed for any extra one."""
+    deadline = time.monotonic() + 20
+    while maillog.read_text()[start:].count(text) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    return maillog.read_text()[start:]
+
+
+def _report_mail(dovecot: dict[str, object], delete: bool = False) -> list[str]:
+    """Subjects of the report mail in the mailbox the submission fixture delivers to; with
+    ``delete``, removed as well (the watch tests read the same mailbox)."""
+    import imaplib
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(dovecot["ca_file"]))
+    with imaplib.IMAP4(str(dovecot["host"]), int(str(dovecot["port"]))) as imap:
+        imap.starttls(context)
+        imap.login("alerts", "alerts-secret-2")
+        imap.select("INBOX")
+        _, found = imap.search(None, 'SUBJECT "Report Domain: relay-"')
+        subjects = []
+        for number in found[0].split():
+            _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            subjects.append(" ".join(data[0][1].decode().split()))
+            if delete:
+                imap.store(number, "+FLAGS", "\\Deleted")
+        if delete:
+            imap.expunge()
+    return sorted(subjects)
+
+
+def test_report_mail_shares_one_authenticated_relay_session(
+    tmp_path: Path, submission: dict[str, object], dovecot: dict[str, object]
+) -> None:
+    """A day's report mail goes through the relay (real Postfix submission, STARTTLS, Dovecot
+    SASL) in one session, not one login per mail; a wrong password costs one failed login,
+    not one per mail, and every report stays queued for its next attempt."""
+    maillog = Path(str(submission["maillog"]))
+    records = {f"relay-{n}.example": "v=TLSRPTv1;rua=mailto:tlsrpt@watch.test" for n in range(4)}
+    records["relay-4.example"] = "v=TLSRPTv1;rua=mailto:tlsrpt@watch.test,mailto:ops@watch.test"
+    try:
+        _relay_config(tmp_path, submission, "wrong-password")
+        send = _queue_reports(tmp_path, f"sqlite:///{tmp_path / 'r.sqlite'}", records)
+        start = len(maillog.read_text())
+        summary = json.loads(run(*send).stdout)
+        assert (summary["built"], summary["sent"], summary["retrying"]) == (5, 0, 5), summary
+        assert summary["relay_connections"] == 1
+        assert [e for e in summary["errors"] if "535" in e and "authentication failed" in e], (
+            summary["errors"]
+        )
+        # Six mails (relay-4 takes two): the first met the refusal, the other five were not tried.
+        assert sum("not tried again in this run" in e for e in summary["errors"]) == 5
+        logged = _logged(maillog, start, "disconnect from", 1)
+        # One session whose login failed (smtplib tries PLAIN, then LOGIN), not six.
+        assert logged.count(" connect from ") == 1, logged
+        assert "auth=0/2" in logged, logged
+
+        _relay_config(tmp_path, submission, str(submission["password"]))
+        time.sleep(1.1)  # retry = 1s: all five are due again
+        start = len(maillog.read_text())
+        summary = json.loads(run(*send).stdout)
+        assert (summary["sent"], summary["retrying"], summary["errors"]) == (5, 0, []), summary
+        assert summary["relay_connections"] == 1
+        logged = _logged(maillog, start, "sasl_username=alerts", 6)
+        assert logged.count(" connect from ") == 1, logged  # one session carried all six
+        assert logged.count("sasl_username=alerts") == 6, logged  # each mail authenticated
+        deadline = time.monotonic() + 60
+        while len(subjects := _report_mail(dovecot)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [s.split(" Submitter:")[0] for s in subjects] == [
+            f"Subject: Report Domain: relay-{n}.example" for n in (0, 1, 2, 3, 4, 4)
+        ], (subjects, maillog.read_text()[-2000:])
+    finally:
+        _report_mail(dovecot, delete=True)
+
+
+class _CappedRelay:
+    """A relay on loopback that takes two mails per session, then drops it without a word,
+    as relays with a per-connection cap or a short idle timeout do; counts its sessions."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.mails: list[bytes] = []
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        taken = 0
+        writer.write(b"220 capped.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250-capped.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                body = b""
+                while (part := await reader.readline()) not in (b".\r\n", b""):
+                    body += part
+                self.mails.append(body)
+                taken += 1
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            elif taken >= 2:
+                break  # the cap: the next mail's MAIL FROM meets a closed connection
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    def run(self, started: threading.Event, stop: threading.Event) -> None:
+        async def main() -> None:
+            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            server.close()
+
+        asyncio.run(main())
+
+
+def test_a_relay_that_drops_the_session_between_mails_gets_a_new_one(tmp_path: Path) -> None:
+    relay, started, stop = _CappedRelay(), threading.Event(), threading.Event()
+    thread = threading.Thread(target=relay.run, args=(started, stop), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        (tmp_path / "mtasts.toml").write_text(
+            '[tlsrpt]\norganization = "Sender Example"\n'
+            'contact = "mailto:postmaster@sender.example"\n'
+            f'relay = "127.0.0.1:{relay.port}"\nrelay_starttls = false\n'
+            f'nameserver = "127.0.0.1:{DEAD_DNS}"\ntimeout = 5\n'
+        )
+        records = {
+            f"relay-{n}.example": "v=TLSRPTv1;rua=mailto:tlsrpt@capped.test" for n in range(5)
+        }
+        send = _queue_reports(tmp_path, f"sqlite:///{tmp_path / 'r.sqlite'}", records)
+        summary = json.loads(run(*send).stdout)
+        assert (summary["sent"], summary["retrying"], summary["errors"]) == (5, 0, []), summary
+        # Two mails a session: the third and fifth found theirs dropped and opened another.
+        assert summary["relay_connections"] == relay.sessions == 3
+        assert len(relay.mails) == 5
+    finally:
+        stop.set()
+        thread.join(10)

@@ -4,8 +4,6 @@ or sendmail, or an HTTPS POST (§5.4) that counts only when answered 2xx."""
 from __future__ import annotations
 
 import hashlib
-import smtplib
-import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,10 +19,17 @@ from mtasts.tlsrpt.model import Report
 
 from .config import TlsrptConfig
 from .dkim import read_key, sign
+from .relay import Relay, RelayError, tls_context
 
 
 class DeliveryError(MtastsError):
-    """One URI did not take the report; the message says why, in one line."""
+    """One URI did not take the report; the message says why, in one line. ``ours`` when the
+    fault was on our side of the endpoint (the relay, sendmail), which must not count
+    towards the endpoint's suppression."""
+
+    def __init__(self, message: str, *, ours: bool = False) -> None:
+        super().__init__(message)
+        self.ours = ours
 
 
 def _line(text: object) -> str:
@@ -66,13 +71,6 @@ async def rua_for(resolver: Resolver, domain: str, fallback: str) -> Rua:
         return Rua((), f"the TLSRPT record is unusable: {exc}")
 
 
-def _context(config: TlsrptConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if config.ca_file is not None:
-        context.load_verify_locations(config.ca_file)
-    return context
-
-
 def compose(report: Report, config: TlsrptConfig, policy_domain: str, address: str) -> bytes:
     """The signed §5.3 message for one mailto recipient."""
     digest = hashlib.sha256(f"{report.report_id} {address}".encode()).hexdigest()[:20]
@@ -95,7 +93,10 @@ def compose(report: Report, config: TlsrptConfig, policy_domain: str, address: s
     )
 
 
-def send_mail(config: TlsrptConfig, address: str, message: bytes) -> None:
+def send_mail(
+    config: TlsrptConfig, address: str, message: bytes, relay: Relay | None = None
+) -> None:
+    """Through sendmail, or through ``relay`` (the run's session; one of its own without)."""
     if config.sendmail:
         try:
             done = subprocess.run(
@@ -105,32 +106,23 @@ def send_mail(config: TlsrptConfig, address: str, message: bytes) -> None:
                 timeout=config.timeout,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DeliveryError(f"sendmail {config.sendmail}: {_line(exc)}") from None
+            raise DeliveryError(f"sendmail {config.sendmail}: {_line(exc)}", ours=True) from None
         if done.returncode:
             said = _line(done.stderr.decode("utf-8", "replace")) or f"exit {done.returncode}"
-            raise DeliveryError(f"sendmail {config.sendmail}: {said}")
+            raise DeliveryError(f"sendmail {config.sendmail}: {said}", ours=True)
         return
     if not config.relay:
-        raise DeliveryError("no relay or sendmail is configured in [tlsrpt] for mailto: URIs")
-    host, _, port = config.relay.rpartition(":")
-    try:
-        client = (
-            smtplib.SMTP_SSL(host, int(port), timeout=config.timeout, context=_context(config))
-            if config.relay_tls
-            else smtplib.SMTP(host, int(port), timeout=config.timeout)
+        raise DeliveryError(
+            "no relay or sendmail is configured in [tlsrpt] for mailto: URIs", ours=True
         )
-        with client:
-            client.ehlo()
-            if config.relay_starttls and not config.relay_tls:
-                client.starttls(context=_context(config))  # RFC 3207: no password in clear
-                client.ehlo()
-            if config.relay_username:
-                client.login(config.relay_username, config.relay_password)
-            refused = client.sendmail(config.from_address, [address], message)
-        if refused:
-            raise DeliveryError(f"relay {config.relay} refused {address}: {_line(refused)}")
-    except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-        raise DeliveryError(f"relay {config.relay}: {_line(exc)}") from None
+    try:
+        if relay is not None:
+            relay.send(config.from_address, address, message)
+            return
+        with Relay(config) as own:
+            own.send(config.from_address, address, message)
+    except RelayError as exc:
+        raise DeliveryError(str(exc), ours=not exc.refused) from None
 
 
 def post_https(config: TlsrptConfig, uri: str, document: bytes) -> None:
@@ -145,7 +137,9 @@ def post_https(config: TlsrptConfig, uri: str, document: bytes) -> None:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=config.timeout, context=_context(config)) as r:
+        with urllib.request.urlopen(
+            request, timeout=config.timeout, context=tls_context(config)
+        ) as r:
             status = r.status
     except urllib.error.HTTPError as exc:
         raise DeliveryError(f"{uri} answered {exc.code}") from None
@@ -156,13 +150,18 @@ def post_https(config: TlsrptConfig, uri: str, document: bytes) -> None:
 
 
 def deliver(
-    config: TlsrptConfig, uri: str, report: Report, policy_domain: str, document: bytes
+    config: TlsrptConfig,
+    uri: str,
+    report: Report,
+    policy_domain: str,
+    document: bytes,
+    relay: Relay | None = None,
 ) -> None:
     """Send to one URI; raise :class:`DeliveryError`."""
     scheme = uri.split(":", 1)[0].lower()
     if scheme == "mailto":
         address = uri.split(":", 1)[1].split("?", 1)[0]
-        send_mail(config, address, compose(report, config, policy_domain, address))
+        send_mail(config, address, compose(report, config, policy_domain, address), relay)
     elif scheme == "https":
         post_https(config, uri, document)
     else:

@@ -30,6 +30,7 @@ from mtasts.tlsrpt.model import Report
 
 from .config import TlsrptConfig
 from .deliver import DeliveryError, compose, deliver, rua_for
+from .relay import Relay
 from .store import Outgoing, Pending, ReporterStore, ReportStatus
 
 log = logging.getLogger("mtasts.reporter")
@@ -43,6 +44,7 @@ class SendSummary:
     retrying: int = 0
     failed: int = 0
     no_rua: int = 0
+    relay_connections: int = 0  # SMTP sessions opened with the relay (see .relay)
     written: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -53,6 +55,7 @@ class SendSummary:
             "retrying": self.retrying,
             "failed": self.failed,
             "no_rua": self.no_rua,
+            "relay_connections": self.relay_connections,
             "written": self.written,
             "errors": self.errors,
         }
@@ -152,6 +155,7 @@ async def _attempt(
     outgoing: Outgoing,
     now: dt.datetime,
     summary: SendSummary,
+    relay: Relay,
 ) -> None:
     rua = await rua_for(resolver, outgoing.policy_domain, outgoing.record)
     uris, note = rua.uris, rua.note
@@ -184,6 +188,7 @@ async def _attempt(
     done = store.accepted_uris(outgoing.id)
     suppressed = store.suppressed(uris, now)
     results: dict[str, str | None] = {}
+    ours: set[str] = set()  # failed on our side (relay, sendmail): not the endpoint's fault
     skipped: list[str] = []
     report = parse_report(gzip.decompress(outgoing.document))
     for uri in uris:
@@ -195,11 +200,13 @@ async def _attempt(
             continue
         try:
             await asyncio.to_thread(
-                deliver, config, uri, report, outgoing.policy_domain, outgoing.document
+                deliver, config, uri, report, outgoing.policy_domain, outgoing.document, relay
             )
             results[uri] = None
         except DeliveryError as exc:
             results[uri] = str(exc)
+            if exc.ours:
+                ours.add(uri)
         except Exception as exc:  # a DKIM key or a relay bug must cost one report, not the run
             results[uri] = f"{uri}: {type(exc).__name__}: {exc}"[:300]
     status = store.record_attempt(
@@ -210,6 +217,7 @@ async def _attempt(
         suppress_after=config.suppress_after,
         suppress_for=config.suppress_for,
         error="; ".join(skipped) or None,
+        ours=frozenset(ours),
     )
     errors = [e for e in results.values() if e] + skipped
     summary.errors.extend(errors)  # also when another URI took it: the admin should know
@@ -235,6 +243,10 @@ async def send_due(
 ) -> SendSummary:
     summary = SendSummary()
     summary.built = build_due(store, config, now, no_delay=no_delay or day is not None, day=day)
-    for outgoing in store.due(now, day):
-        await _attempt(store, config, resolver, outgoing, now, summary)
+    # One relay session carries the run's report mail (see .relay); deliveries run one at
+    # a time, each in a worker thread, so the session is never used by two at once.
+    with Relay(config) as relay:
+        for outgoing in store.due(now, day):
+            await _attempt(store, config, resolver, outgoing, now, summary, relay)
+    summary.relay_connections = relay.connections
     return summary

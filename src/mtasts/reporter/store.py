@@ -531,9 +531,11 @@ class ReporterStore:
         suppress_for: dt.timedelta,
         final_status: str | None = None,
         error: str | None = None,
+        ours: frozenset[str] = frozenset(),
     ) -> str:
         """Store one round's outcome per URI (None: accepted, else the error); returns the
-        report's status afterwards."""
+        report's status afterwards. A failure of a URI in ``ours`` was our side's (the relay
+        down, sendmail missing): the delivery counts it, the endpoint's suppression does not."""
         with DbSession(self.engine) as db, db.begin():
             row = db.get(OutgoingReport, report.id)
             assert row is not None
@@ -559,10 +561,11 @@ class ReporterStore:
                     endpoint.suppressed_until = None
                 else:
                     delivery.status, delivery.last_error = DeliveryStatus.FAILED, failure
-                    endpoint.failures += 1
-                    endpoint.last_error = failure
-                    if endpoint.failures >= suppress_after:
-                        endpoint.suppressed_until = now + suppress_for
+                    if uri not in ours:
+                        endpoint.failures += 1
+                        endpoint.last_error = failure
+                        if endpoint.failures >= suppress_after:
+                            endpoint.suppressed_until = now + suppress_for
             row.attempts += 1
             errors = [e for e in results.values() if e] + ([error] if error else [])
             accepted = any(e is None for e in results.values()) or bool(
