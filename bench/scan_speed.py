@@ -43,7 +43,9 @@ def _postgres(folder: Path) -> tuple[str, list[str]]:
         check=True,
         capture_output=True,
     )
-    port = 55000 + os.getpid() % 1000
+    # Above the kernel's ephemeral range (32768-60999 by default): a port in it can be held
+    # by a client socket in TIME-WAIT from an earlier run, and PostgreSQL then cannot bind.
+    port = 61000 + os.getpid() % 4000
     options = (
         f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off"
     )
