@@ -110,6 +110,10 @@ class Relay:
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
             said = _reply(exc.smtp_code, exc.smtp_error)
             raise RelayError(f"relay {self.config.relay} refused the mail: {said}") from None
+        except smtplib.SMTPServerDisconnected:
+            raise  # the session is gone: send() decides whether to open another
+        except smtplib.SMTPException as exc:  # a relay's odd answer (EHLO refused, ...)
+            raise RelayError(f"relay {self.config.relay}: {_line(exc)}") from None
         if refused:  # only one recipient, so only a refusal above; kept for a relay's oddity
             raise RelayError(
                 f"relay {self.config.relay} refused {address}: {_line(refused)}", refused=True
