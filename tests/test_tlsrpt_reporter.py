@@ -442,26 +442,8 @@ def test_a_failing_endpoint_is_retried_then_suppressed_not_hammered(tmp_path: Pa
         '[tlsrpt]\norganization = "Sender Example"\ncontact = "mailto:postmaster@sender.example"\n'
         f'nameserver = "127.0.0.1:{DEAD_DNS}"\ntimeout = 1\nsuppress_after = 2\n'
     )
-    process, path = start_collector(tmp_path, db)
     record = f"v=TLSRPTv1;rua=https://localhost:{DEAD_DNS}/nobody-listens"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
-        client.sendto(datagram("down.example", True, record), str(path))
-    time.sleep(1.5)
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    send = [
-        "tlsrpt",
-        "send",
-        "--day",
-        today,
-        "--partial-day",
-        "--json",
-        "--db",
-        db,
-        "--config",
-        str(tmp_path / "mtasts.toml"),
-    ]
+    send = _queue_reports(tmp_path, db, {"down.example": record})
     rounds = [json.loads(run(*send).stdout) for _ in range(3)]
     assert [r["retrying"] for r in rounds] == [1, 1, 1]
     assert "suppressed after 2 failures in a row" in rounds[2]["errors"][0]
