@@ -363,6 +363,13 @@ def send(
         )
         for error in summary.errors:
             echo(f"  {escape(error)}", fg="yellow", err=True)
+        if summary.relay_not_tried:
+            echo(
+                f"  {summary.relay_not_tried} more mail(s) not tried in this run after the relay"
+                " failed (above); each report retries on its own schedule",
+                fg="yellow",
+                err=True,
+            )
     sys.exit(EXIT_PROBLEMS if summary.failed or summary.retrying else EXIT_OK)
 
 

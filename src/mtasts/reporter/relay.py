@@ -61,6 +61,11 @@ class Relay:
         self._sent_on_client = 0
         self._broken: str | None = None  # why the relay could not be used this run
 
+    @property
+    def broken(self) -> str | None:
+        """Why the relay could not be used in this run (unreachable, login refused), if so."""
+        return self._broken
+
     def __enter__(self) -> Relay:
         return self
 
@@ -142,7 +147,13 @@ class Relay:
         except (smtplib.SMTPException, OSError) as exc:
             if client is not None:
                 client.close()
-            self._broken = f"relay {config.relay}: {_line(exc)}"
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                said = f"login as {config.relay_username} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+            elif isinstance(exc, smtplib.SMTPResponseException):
+                said = _reply(exc.smtp_code, exc.smtp_error)
+            else:
+                said = _line(exc)
+            self._broken = f"relay {config.relay}: {said}"
             raise RelayError(self._broken) from None
         self._client, self._sent_on_client = client, 0
         return client

@@ -45,6 +45,7 @@ class SendSummary:
     failed: int = 0
     no_rua: int = 0
     relay_connections: int = 0  # SMTP sessions opened with the relay (see .relay)
+    relay_not_tried: int = 0  # mails not tried after the relay failed in this run
     written: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -56,6 +57,7 @@ class SendSummary:
             "failed": self.failed,
             "no_rua": self.no_rua,
             "relay_connections": self.relay_connections,
+            "relay_not_tried": self.relay_not_tried,
             "written": self.written,
             "errors": self.errors,
         }
@@ -189,6 +191,7 @@ async def _attempt(
     suppressed = store.suppressed(uris, now)
     results: dict[str, str | None] = {}
     ours: set[str] = set()  # failed on our side (relay, sendmail): not the endpoint's fault
+    not_tried: set[str] = set()  # the relay failed earlier in this run: said once, not per mail
     skipped: list[str] = []
     report = parse_report(gzip.decompress(outgoing.document))
     for uri in uris:
@@ -197,6 +200,11 @@ async def _attempt(
         if uri in suppressed:
             # Not tried, so not another failure of the endpoint: its suppression ends on time.
             skipped.append(f"{uri}: suppressed after {config.suppress_after} failures in a row")
+            continue
+        if relay.broken is not None and not config.sendmail and uri.lower().startswith("mailto:"):
+            results[uri] = f"{relay.broken} (not tried again in this run)"
+            ours.add(uri)
+            not_tried.add(uri)
             continue
         try:
             await asyncio.to_thread(
@@ -219,8 +227,9 @@ async def _attempt(
         error="; ".join(skipped) or None,
         ours=frozenset(ours),
     )
-    errors = [e for e in results.values() if e] + skipped
+    errors = [e for uri, e in results.items() if e and uri not in not_tried] + skipped
     summary.errors.extend(errors)  # also when another URI took it: the admin should know
+    summary.relay_not_tried += len(not_tried)
     if status == ReportStatus.SENT:
         summary.sent += 1
         log.info("report sent domain=%s report_id=%s", outgoing.policy_domain, outgoing.report_id)
