@@ -147,12 +147,11 @@ class Relay:
         except (smtplib.SMTPException, OSError) as exc:
             if client is not None:
                 client.close()
-            if isinstance(exc, smtplib.SMTPAuthenticationError):
-                said = f"login as {config.relay_username} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
-            elif isinstance(exc, smtplib.SMTPResponseException):
+            said = _line(exc)
+            if isinstance(exc, smtplib.SMTPResponseException):
                 said = _reply(exc.smtp_code, exc.smtp_error)
-            else:
-                said = _line(exc)
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                said = f"login as {config.relay_username} refused: {said}"
             self._broken = f"relay {config.relay}: {said}"
             raise RelayError(self._broken) from None
         self._client, self._sent_on_client = client, 0
